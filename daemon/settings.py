@@ -1,0 +1,44 @@
+"""What one stylisation is asked to do: the engine's parameters, with their defaults.
+
+Kept free of torch so that `stylebox check` and the config parser stay light; the engine, the
+config parser and the CLI all take their defaults from `StyleSettings`.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+# Layers of Gatys et al. (2016), named as in the paper whatever the weight source.
+PAPER_CONTENT_LAYERS: tuple[str, ...] = ("relu4_2",)
+PAPER_STYLE_LAYERS: tuple[tuple[str, float], ...] = tuple(
+    (name, 1 / 5) for name in ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+)
+
+ColourMode = Literal["style", "luminance", "histogram"]
+OptimizerName = Literal["lbfgs", "adam"]
+Pooling = Literal["avg", "max"]
+InitMode = Literal["content", "noise"]
+
+COLOUR_MODES: tuple[str, ...] = ("style", "luminance", "histogram")
+OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")
+POOLINGS: tuple[str, ...] = ("avg", "max")
+INIT_MODES: tuple[str, ...] = ("content", "noise")
+
+
+@dataclass(frozen=True)
+class StyleSettings:
+    """Engine parameters of one preset; alpha/beta have the paper's meaning (alpha/beta ~ 1e-3)."""
+
+    alpha: float = 1.0
+    beta: float = 1000.0
+    content_layers: tuple[str, ...] = PAPER_CONTENT_LAYERS
+    style_layers: tuple[tuple[str, float], ...] = PAPER_STYLE_LAYERS
+    size: int = 512  # long side of the output in px; the aspect ratio is kept
+    style_scale: float = 1.0  # style image's long side relative to the output's
+    colour: ColourMode = "style"
+    tv_weight: float = 0.0
+    optimizer: OptimizerName = "lbfgs"
+    steps: int | None = None  # objective evaluations in all; None: the engine's schedule
+    seed: int = 0
+    init: InitMode = "content"
+    pooling: Pooling = "avg"
+    weights: str = "caffe"  # "caffe", "torchvision" or a path to a local state dict
