@@ -1,0 +1,358 @@
+"""Photos in and out: any readable photo becomes upright sRGB floats; every output is tagged sRGB.
+
+The engine sees only H x W x 3 float32 arrays in 0..255, so all the file-format quirks live here:
+EXIF orientation, embedded ICC profiles, palette/alpha/CMYK/16-bit modes, decompression bombs and
+files that are not images at all. Every problem with the input is an `InputError` naming the file;
+problems with metadata alone (EXIF, ICC) never fail a photo, they are dropped.
+"""
+
+import io
+import os
+import stat
+import struct
+import warnings
+import zlib
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from daemon.errors import InputError
+
+DEFAULT_MAX_PIXELS: int = 50_000_000
+
+_SRGB_PROFILE = ImageCms.createProfile("sRGB")
+_SRGB_ICC: bytes = ImageCms.ImageCmsProfile(_SRGB_PROFILE).tobytes()
+
+# Pillow's parsers raise whatever corrupt bytes lead them to; these are the ones seen in practice.
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+    zlib.error,
+)
+_METADATA_ERRORS = (OSError, SyntaxError, ValueError, IndexError, KeyError, TypeError, struct.error)
+
+# EXIF 2.32 IFD0 attributes that describe the photo rather than how its pixels are stored; the
+# source's strip offsets, bit depths, colour tables or thumbnails would describe the wrong picture.
+_PORTABLE_EXIF_TAGS = frozenset(
+    {
+        ExifTags.Base.ImageDescription,
+        ExifTags.Base.Make,
+        ExifTags.Base.Model,
+        ExifTags.Base.Orientation,
+        ExifTags.Base.XResolution,
+        ExifTags.Base.YResolution,
+        ExifTags.Base.ResolutionUnit,
+        ExifTags.Base.Software,
+        ExifTags.Base.DateTime,
+        ExifTags.Base.Artist,
+        ExifTags.Base.Copyright,
+        ExifTags.IFD.Exif,
+        ExifTags.IFD.GPSInfo,
+    }
+)
+
+# Greyscale modes wider than 8 bits, which Pillow's own convert("RGB") would clip rather than scale.
+# "I" is read as 16-bit data (what PNG, PGM and TIFF put there); "F" follows Pillow's 0..255 scale.
+_WIDE_GREY_SCALE: dict[str, float] = {
+    "I;16": 1 / 257,
+    "I;16L": 1 / 257,
+    "I;16B": 1 / 257,
+    "I;16N": 1 / 257,
+    "I": 1 / 257,
+    "F": 1.0,
+}
+
+# JPEGs are decoded at a reduced DCT scale and then shrunk in integer steps, both stopping this
+# factor above the target so that the final LANCZOS pass still has detail to work with.
+_REDUCING_GAP = 3.0
+
+_SAVE_FORMATS = ("jpeg", "png", "tiff")
+_SUFFIX_FORMATS: dict[str, str] = {
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".png": "png",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+}
+
+# TIFF tag values written by `_write_tiff`.
+_TIFF_ADOBE_DEFLATE = 8
+_TIFF_PHOTOMETRIC_RGB = 2
+_TIFF_PLANAR_CONTIGUOUS = 1
+_TIFF_PREDICTOR_HORIZONTAL = 2
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded photo and what must travel with it to the output."""
+
+    pixels: np.ndarray  # float32, H x W x 3, RGB, sRGB, 0..255, upright
+    exif: bytes | None  # the photo's EXIF with Orientation 1; None if absent or unreadable
+    source_size: tuple[int, int]  # (width, height) as stored in the file, before rotation/resize
+
+
+def load_image(
+    path: Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    long_side: int | None = None,
+    upscale: bool = False,
+) -> LoadedImage:
+    """Decode a photo to upright sRGB pixels, refusing anything that is not a usable image."""
+    if long_side is not None and long_side < 1:
+        raise ValueError(f"long_side must be at least 1, not {long_side}")
+    name = path.name
+    with _open_regular_file(path) as file, _open_image(file, name, max_pixels) as image:
+        source_size = image.size
+        if long_side is not None:
+            # Only JPEG acts on this: it decodes at 1/2, 1/4 or 1/8 scale, far cheaper for big ones.
+            image.draft(None, _scaled_size(source_size, long_side * _REDUCING_GAP))
+        _decode(image, name)
+        exif = _make_upright(image)
+        pixels = _srgb_pixels(image, name)
+    if long_side is not None and (upscale or long_side < max(pixels.shape[:2])):
+        pixels = _resized(pixels, long_side)
+    return LoadedImage(pixels=pixels, exif=exif, source_size=source_size)
+
+
+def save_image(
+    pixels: np.ndarray,
+    destination: Path | BinaryIO,
+    *,
+    format: str,
+    quality: int = 92,
+    exif: bytes | None = None,
+    bit_depth: int = 8,
+) -> None:
+    """Write pixels tagged as sRGB, carrying the photo's EXIF with Orientation 1."""
+    if format not in _SAVE_FORMATS:
+        raise ValueError(
+            f"cannot save format {format!r}; expected one of {', '.join(_SAVE_FORMATS)}"
+        )
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, not {bit_depth}")
+    if bit_depth == 16 and format != "tiff":
+        raise ValueError(f"16-bit output needs format 'tiff'; {format} holds 8 bits per channel")
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected H x W x 3 pixels, got shape {pixels.shape}")
+    portable_exif = _portable_exif(exif) if exif else None
+    if format == "tiff":
+        _write_tiff(_quantised(pixels, bit_depth), destination, portable_exif)
+        return
+    options = {"quality": quality, "subsampling": 0, "optimize": True} if format == "jpeg" else {}
+    Image.fromarray(_quantised(pixels, 8)).save(
+        destination,
+        format=format.upper(),
+        icc_profile=_SRGB_ICC,
+        exif=portable_exif or b"",
+        **options,
+    )
+
+
+def format_for_suffix(suffix: str) -> str:
+    """Map an output file suffix to the `save_image` format, so a typo in config fails early."""
+    try:
+        return _SUFFIX_FORMATS[suffix.lower()]
+    except KeyError:
+        known = ", ".join(_SUFFIX_FORMATS)
+        raise InputError(f"unsupported output suffix {suffix!r}; expected one of {known}") from None
+
+
+def _open_regular_file(path: Path) -> BinaryIO:
+    """Open without blocking and check the opened file itself, so a FIFO or a swap cannot hang."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InputError(f"{path.name}: cannot open ({exc.strerror})") from exc
+    status = os.fstat(descriptor)
+    problem = None
+    if not stat.S_ISREG(status.st_mode):
+        problem = "not a regular file"
+    elif status.st_size == 0:
+        problem = "empty file"
+    if problem is not None:
+        os.close(descriptor)
+        raise InputError(f"{path.name}: {problem}")
+    return os.fdopen(descriptor, "rb")
+
+
+def _open_image(file: BinaryIO, name: str, max_pixels: int) -> Image.Image:
+    """Read only the header and refuse oversized images before a single pixel is decoded."""
+    try:
+        # catch_warnings is process-wide; two threads racing here can at worst leave the bomb
+        # warning an error, which is what every caller of this module wants anyway.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(file)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"{name}: too many pixels ({_one_line(exc)})") from exc
+    except UnidentifiedImageError as exc:
+        raise InputError(f"{name}: not an image in a format Pillow can read") from exc
+    except _DECODE_ERRORS as exc:
+        raise InputError(f"{name}: cannot decode image ({_one_line(exc)})") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise InputError(
+            f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,}"
+        )
+    return image
+
+
+def _decode(image: Image.Image, name: str) -> None:
+    """Decode now, so a truncated or corrupt file fails here as an InputError, not later."""
+    try:
+        image.load()
+    except _DECODE_ERRORS as exc:
+        raise InputError(f"{name}: cannot decode image ({_one_line(exc)})") from exc
+
+
+def _make_upright(image: Image.Image) -> bytes | None:
+    """Apply the EXIF orientation in place; a corrupt EXIF means no rotation and no EXIF."""
+    try:
+        exif = image.getexif()
+        original = exif.tobytes() if exif else None
+        ImageOps.exif_transpose(image, in_place=True)
+    except _METADATA_ERRORS:
+        return None
+    return _portable_exif(original) if original else None
+
+
+def _portable_exif(data: bytes) -> bytes | None:
+    """EXIF fit for an output: descriptive tags only, Orientation 1; None if it cannot be parsed."""
+    exif = Image.Exif()
+    try:
+        exif.load(data)
+        for tag in set(exif) - _PORTABLE_EXIF_TAGS:
+            del exif[tag]
+        exif[ExifTags.Base.Orientation] = 1
+        return exif.tobytes()
+    except _METADATA_ERRORS:
+        return None
+
+
+def _srgb_pixels(image: Image.Image, name: str) -> np.ndarray:
+    """Any mode to H x W x 3 float32 sRGB in 0..255, alpha flattened onto white."""
+    if image.mode in _WIDE_GREY_SCALE:
+        # Pillow's colour management cannot transform these modes, so any profile is ignored.
+        grey = np.asarray(image, dtype=np.float32) * _WIDE_GREY_SCALE[image.mode]
+        return np.repeat(np.clip(grey, 0, 255)[..., np.newaxis], 3, axis=2)
+    icc_profile = image.info.get("icc_profile")
+    try:
+        if image.has_transparency_data:
+            image = image.convert("RGBA")
+        elif image.mode not in ("L", "RGB", "CMYK"):
+            image = image.convert("RGB")
+        image = _to_srgb(image, icc_profile)
+        if image.mode != "RGBA":
+            return np.asarray(image.convert("RGB"), dtype=np.float32)
+    except ValueError as exc:  # Pillow has no conversion for this mode (LAB, HSV, ...)
+        raise InputError(f"{name}: unsupported colour mode {image.mode}") from exc
+    rgba = np.asarray(image, dtype=np.float32)
+    opacity = rgba[..., 3:] / 255
+    return rgba[..., :3] * opacity + 255 * (1 - opacity)
+
+
+def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
+    """Convert from the embedded profile; one that is unreadable or fits no mode is ignored."""
+    if not icc_profile:
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+        return ImageCms.profileToProfile(
+            image,
+            source,
+            _SRGB_PROFILE,
+            renderingIntent=ImageCms.Intent.PERCEPTUAL,
+            outputMode="RGBA" if image.mode == "RGBA" else "RGB",
+        )
+    except (ImageCms.PyCMSError, OSError):
+        return image
+
+
+def _scaled_size(size: tuple[int, int], long_side: float) -> tuple[int, int]:
+    """(width, height) with the long side scaled to `long_side`, aspect kept, no side below 1 px."""
+    width, height = size
+    scale = long_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _resized(pixels: np.ndarray, long_side: int) -> np.ndarray:
+    """LANCZOS per channel in float, so 16-bit sources keep their precision through the resize."""
+    height, width, _ = pixels.shape
+    size = _scaled_size((width, height), long_side)
+    channels = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(pixels[..., channel])).resize(
+                size, Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP
+            )
+        )
+        for channel in range(3)
+    ]
+    # LANCZOS overshoots at hard edges.
+    return np.clip(np.stack(channels, axis=2), 0, 255)
+
+
+def _quantised(pixels: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Round 0..255 floats to unsigned integers of the given depth (16 bits: 0..65535)."""
+    if bit_depth == 8:
+        return np.rint(np.clip(pixels, 0, 255)).astype(np.uint8)
+    return np.rint(np.clip(pixels, 0, 255) * 257).astype(np.uint16)
+
+
+def _write_tiff(samples: np.ndarray, destination: Path | BinaryIO, exif: bytes | None) -> None:
+    """Write an RGB TIFF (one deflated strip) with the sRGB profile and the EXIF directories.
+
+    Pillow can hold no 16-bit RGB image, and its libtiff writer, needed for compression, fails on
+    an EXIF sub-directory; so the tags go through Pillow's EXIF serialiser and the pixels follow.
+    """
+    tags = Image.Exif()
+    if exif:
+        tags.load(exif)
+    # Keep the byte order of the carried EXIF (its undefined-type blobs depend on it).
+    tags.endian = tags.endian or "<"
+    height, width, _ = samples.shape
+    # The horizontal predictor stores differences to the left neighbour, wrapping like the format.
+    differences = samples.astype(samples.dtype.newbyteorder(tags.endian))
+    differences[:, 1:] -= samples[:, :-1]
+    strip = zlib.compress(differences.tobytes())
+    bits = samples.dtype.itemsize * 8
+    tag = ExifTags.Base
+    tags.update(
+        {
+            tag.ImageWidth: width,
+            tag.ImageLength: height,
+            tag.BitsPerSample: (bits, bits, bits),
+            tag.Compression: _TIFF_ADOBE_DEFLATE,
+            tag.PhotometricInterpretation: _TIFF_PHOTOMETRIC_RGB,
+            tag.StripOffsets: 0,  # Pillow's serialiser adds the end of the directories to this
+            tag.SamplesPerPixel: 3,
+            tag.RowsPerStrip: height,
+            tag.StripByteCounts: len(strip),
+            tag.PlanarConfiguration: _TIFF_PLANAR_CONTIGUOUS,
+            tag.Predictor: _TIFF_PREDICTOR_HORIZONTAL,
+            tag.InterColorProfile: _SRGB_ICC,
+        }
+    )
+    header = tags.tobytes()[len(b"Exif\x00\x00") :]
+    with (
+        destination.open("wb") if isinstance(destination, Path) else nullcontext(destination)
+    ) as file:
+        file.write(header)
+        file.write(strip)
+
+
+def _one_line(exc: BaseException) -> str:
+    """Pillow's message on one line, for log lines and quarantine notes."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,424 @@
+"""Loading and saving photos: real files in tmp_path, generated here with Pillow and numpy."""
+
+import io
+import os
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import ExifTags, Image, ImageCms
+
+from daemon.errors import InputError
+from daemon.imaging import format_for_suffix, load_image, save_image
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+ORIENTATION = ExifTags.Base.Orientation
+MAKE = ExifTags.Base.Make
+
+
+def _saved(path: Path, image: Image.Image, **options: object) -> Path:
+    image.save(path, **options)
+    return path
+
+
+def _png(width: int, height: int, *, bit_depth: int, colour_type: int, rows: bytes) -> bytes:
+    """A PNG written by hand, for what Pillow will not write (16-bit RGB, absurd headers)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _rgb16_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    row = b"\x00" + struct.pack(">3H", *rgb) * width
+    return _png(width, height, bit_depth=16, colour_type=2, rows=row * height)
+
+
+def _swapped_primaries_icc() -> bytes:
+    """sRGB with the red and green colorants swapped: its pure red is sRGB's pure green."""
+    profile = bytearray(SRGB_ICC)
+    (count,) = struct.unpack(">I", profile[128:132])
+    entries = {bytes(profile[132 + 12 * i : 136 + 12 * i]): 132 + 12 * i for i in range(count)}
+    red, green = entries[b"rXYZ"], entries[b"gXYZ"]
+    profile[red + 4 : red + 12], profile[green + 4 : green + 12] = (
+        profile[green + 4 : green + 12],
+        profile[red + 4 : red + 12],
+    )
+    return bytes(profile)
+
+
+def _exif(orientation: int, make: str = "TestCam") -> bytes:
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    exif[MAKE] = make
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = "2024:05:01 12:00:00"
+    return exif.tobytes()
+
+
+def _parsed_exif(data: bytes) -> Image.Exif:
+    exif = Image.Exif()
+    exif.load(data)
+    return exif
+
+
+def _palette_with_transparency(path: Path) -> Path:
+    image = Image.new("P", (32, 32), 1)
+    image.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    return _saved(path, image, transparency=1)
+
+
+def _two_frame_gif(path: Path) -> Path:
+    frames = [Image.new("RGB", (32, 32), colour) for colour in ((255, 0, 0), (0, 255, 0))]
+    return _saved(path, frames[0], save_all=True, append_images=frames[1:])
+
+
+def _written(data: bytes) -> Callable[[Path], Path]:
+    def write(path: Path) -> Path:
+        path.write_bytes(data)
+        return path
+
+    return write
+
+
+# name, writer, expected RGB, tolerance
+MODE_CASES: list[tuple[str, Callable[[Path], Path], tuple[float, float, float], float]] = [
+    ("grey.png", lambda p: _saved(p, Image.new("L", (32, 32), 128)), (128, 128, 128), 0),
+    ("bilevel.png", lambda p: _saved(p, Image.new("1", (32, 32), 1)), (255, 255, 255), 0),
+    (  # black at 50 % opacity over white
+        "grey-alpha.png",
+        lambda p: _saved(p, Image.new("LA", (32, 32), (0, 102))),
+        (153, 153, 153),
+        0.01,
+    ),
+    (
+        "palette.png",
+        lambda p: _saved(p, Image.new("RGB", (32, 32), (0, 0, 255)).convert("P")),
+        (0, 0, 255),
+        0,
+    ),
+    ("palette-transparent.png", _palette_with_transparency, (255, 255, 255), 0),
+    (
+        "rgba.png",
+        lambda p: _saved(p, Image.new("RGBA", (32, 32), (0, 0, 255, 51))),
+        (204, 204, 255),
+        0.01,
+    ),
+    (
+        "cmyk.tif",
+        lambda p: _saved(p, Image.new("CMYK", (32, 32), (0, 255, 255, 0))),
+        (255, 0, 0),
+        0,
+    ),
+    (  # 16-bit greyscale is scaled, not clipped: 65535 is white, 257 * 100 is 100
+        "grey16-white.png",
+        lambda p: _saved(p, Image.new("I;16", (32, 32), 65535)),
+        (255, 255, 255),
+        0,
+    ),
+    ("grey16.png", lambda p: _saved(p, Image.new("I;16", (32, 32), 25700)), (100, 100, 100), 0),
+    ("int32.tif", lambda p: _saved(p, Image.new("I", (32, 32), 32896)), (128, 128, 128), 0),
+    ("float.tif", lambda p: _saved(p, Image.new("F", (32, 32), 200.5)), (200.5, 200.5, 200.5), 0),
+    ("rgb16.png", _written(_rgb16_png(32, 32, (65535, 32896, 0))), (255, 128, 0), 0),
+    ("frames.gif", _two_frame_gif, (255, 0, 0), 0),
+    (
+        "lossless.webp",
+        lambda p: _saved(p, Image.new("RGB", (32, 32), (10, 200, 30)), lossless=True),
+        (10, 200, 30),
+        0,
+    ),
+    (
+        "photo.jpg",
+        lambda p: _saved(p, Image.new("RGB", (32, 32), (200, 100, 50)), quality=95),
+        (200, 100, 50),
+        3,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "expected", "tolerance"), MODE_CASES, ids=[case[0] for case in MODE_CASES]
+)
+def test_every_mode_loads_as_srgb_floats(
+    tmp_path: Path,
+    name: str,
+    write: Callable[[Path], Path],
+    expected: tuple[float, float, float],
+    tolerance: float,
+) -> None:
+    loaded = load_image(write(tmp_path / name))
+
+    assert loaded.pixels.dtype == np.float32
+    assert loaded.pixels.shape == (32, 32, 3)
+    np.testing.assert_allclose(
+        loaded.pixels, np.broadcast_to(expected, (32, 32, 3)), atol=tolerance
+    )
+    assert loaded.source_size == (32, 32)
+
+
+@pytest.mark.parametrize(
+    ("orientation", "suffix", "marked_rows", "marked_columns"),
+    [  # 6: shown turned clockwise, top-left goes top-right; 8: anticlockwise, to bottom-left
+        (6, ".jpg", slice(0, 8), slice(24, 32)),
+        (8, ".png", slice(40, 48), slice(0, 8)),
+    ],
+)
+def test_exif_orientation_is_applied_and_reset(
+    tmp_path: Path, orientation: int, suffix: str, marked_rows: slice, marked_columns: slice
+) -> None:
+    stored = np.zeros((32, 48, 3), np.uint8)
+    stored[:8, :8] = (255, 0, 0)  # top-left as stored, one JPEG block
+    path = _saved(tmp_path / f"turned{suffix}", Image.fromarray(stored), exif=_exif(orientation))
+
+    loaded = load_image(path)
+
+    assert loaded.source_size == (48, 32)
+    assert loaded.pixels.shape == (48, 32, 3)
+    marked = np.zeros((48, 32), bool)
+    marked[marked_rows, marked_columns] = True
+    np.testing.assert_allclose(
+        loaded.pixels[marked].mean(axis=0), (255, 0, 0), atol=20
+    )  # JPEG blurs the block
+    assert loaded.pixels[~marked].mean() < 6
+    assert loaded.exif is not None
+    exif = _parsed_exif(loaded.exif)
+    assert exif[ORIENTATION] == 1
+    assert exif[MAKE] == "TestCam"
+    assert exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] == "2024:05:01 12:00:00"
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+@pytest.mark.parametrize(
+    "exif",
+    [
+        b"Exif\x00\x00XX*\x00\x00\x00\x00\x08garbage",  # no TIFF byte order
+        b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff",  # 65535 entries, none there
+    ],
+    ids=["bad-header", "truncated-directory"],
+)
+def test_corrupt_exif_still_loads_unrotated(tmp_path: Path, exif: bytes) -> None:
+    path = _saved(tmp_path / "corrupt-exif.jpg", Image.new("RGB", (48, 32), (0, 128, 0)), exif=exif)
+
+    loaded = load_image(path)
+
+    assert loaded.pixels.shape == (32, 48, 3)
+    assert loaded.exif is None
+
+
+def test_exif_from_a_tiff_keeps_description_not_structure(tmp_path: Path) -> None:
+    path = _saved(tmp_path / "tagged.tif", Image.new("RGB", (40, 32)), exif=_exif(1, "TiffCam"))
+
+    loaded = load_image(path)
+
+    assert loaded.exif is not None
+    exif = _parsed_exif(loaded.exif)
+    assert exif[MAKE] == "TiffCam"
+    assert not {ExifTags.Base.ImageWidth, ExifTags.Base.StripOffsets} & set(exif)
+
+
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        (_swapped_primaries_icc(), (0, 255, 0)),
+        (SRGB_ICC, (255, 0, 0)),
+        (b"not a colour profile", (255, 0, 0)),
+    ],
+    ids=["swapped-primaries", "srgb", "garbage"],
+)
+def test_embedded_profile_is_converted_to_srgb(
+    tmp_path: Path, profile: bytes, expected: tuple[int, int, int]
+) -> None:
+    path = _saved(
+        tmp_path / "tagged.png", Image.new("RGB", (32, 32), (255, 0, 0)), icc_profile=profile
+    )
+
+    np.testing.assert_allclose(load_image(path).pixels[5, 5], expected, atol=1)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "max_pixels"),
+    [(100_000, 100_000, 50_000_000), (8_000, 8_000, 50_000_000), (32, 32, 1_000)],
+    ids=["pillow-bomb", "over-default", "over-given"],
+)
+def test_too_many_pixels_is_refused_before_decoding(
+    tmp_path: Path, width: int, height: int, max_pixels: int
+) -> None:
+    # The header claims the size; the one IDAT row could not fill it, so decoding would fail.
+    rows = b"\x00" + b"\x00" * width
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png(width, height, bit_depth=8, colour_type=0, rows=rows))
+
+    started = time.monotonic()
+    with pytest.raises(InputError, match="limit") as refused:
+        load_image(path, max_pixels=max_pixels)
+
+    assert time.monotonic() - started < 1
+    assert "huge.png" in str(refused.value)
+    assert "decode" not in str(refused.value)
+
+
+def _truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _encoded(format: str) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=format)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("truncated.jpg", lambda p: p.write_bytes(_truncated(_encoded("JPEG")))),
+        ("truncated.png", lambda p: p.write_bytes(_truncated(_encoded("PNG")))),
+        ("empty.jpg", lambda p: p.write_bytes(b"")),
+        ("noise.jpg", lambda p: p.write_bytes(np.random.default_rng(1).bytes(4096))),
+        ("notes.png", lambda p: p.write_text("not an image\n")),
+        ("folder.jpg", Path.mkdir),
+        ("pipe.png", os.mkfifo),
+        ("missing.jpg", lambda p: None),
+    ],
+)
+def test_unusable_files_raise_input_error_naming_the_file(
+    tmp_path: Path, name: str, make: Callable[[Path], object]
+) -> None:
+    path = tmp_path / name
+    make(path)
+
+    with pytest.raises(InputError) as refused:
+        load_image(path)
+
+    message = str(refused.value)
+    assert name in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("size", "long_side", "upscale", "expected_shape"),
+    [
+        ((96, 48), 32, False, (16, 32, 3)),
+        ((48, 96), 24, False, (24, 12, 3)),
+        ((96, 2), 10, False, (1, 10, 3)),
+        ((96, 48), 200, False, (48, 96, 3)),
+        ((96, 48), 200, True, (100, 200, 3)),
+    ],
+)
+def test_long_side_keeps_aspect_and_upscales_only_when_asked(
+    tmp_path: Path,
+    size: tuple[int, int],
+    long_side: int,
+    upscale: bool,
+    expected_shape: tuple[int, int, int],
+) -> None:
+    path = _saved(tmp_path / "flat.png", Image.new("RGB", size, (30, 60, 90)))
+
+    loaded = load_image(path, long_side=long_side, upscale=upscale)
+
+    assert loaded.pixels.shape == expected_shape
+    assert loaded.source_size == size
+    np.testing.assert_allclose(
+        loaded.pixels, np.broadcast_to((30, 60, 90), expected_shape), atol=0.5
+    )
+
+
+def test_jpeg_shrinks_through_draft_close_to_a_full_decode() -> None:
+    path = SHARED / "data" / "photos" / "tubingen.jpg"
+
+    loaded = load_image(path, long_side=128)
+
+    with Image.open(path) as full:
+        reference = np.asarray(full.convert("RGB").resize((128, 96), Image.Resampling.LANCZOS))
+    assert loaded.source_size == (1024, 768)
+    assert loaded.pixels.shape == (96, 128, 3)
+    assert np.abs(loaded.pixels - reference).mean() < 3
+
+
+def _gradient(height: int = 32, width: int = 64) -> np.ndarray:
+    return np.linspace(0, 255, height * width * 3, dtype=np.float32).reshape(height, width, 3)
+
+
+@pytest.mark.parametrize(("format", "tolerance"), [("jpeg", 4), ("png", 0.5), ("tiff", 0.5)])
+@pytest.mark.parametrize("to_file_object", [False, True], ids=["path", "file-object"])
+def test_save_round_trip_with_srgb_profile_and_upright_exif(
+    tmp_path: Path, format: str, tolerance: float, to_file_object: bool
+) -> None:
+    pixels = _gradient()
+    path = tmp_path / f"out.{format}"
+    if to_file_object:
+        with path.open("wb") as file:
+            save_image(pixels, file, format=format, exif=_exif(6))
+    else:
+        save_image(pixels, path, format=format, exif=_exif(6))
+
+    with Image.open(path) as written:
+        assert written.format == format.upper()
+        assert written.info["icc_profile"] == SRGB_ICC
+        exif = written.getexif()
+        assert exif[ORIENTATION] == 1
+        assert exif[MAKE] == "TestCam"
+        read_back = np.asarray(written.convert("RGB"), dtype=np.float32)
+    assert np.abs(read_back - pixels).mean() < tolerance
+    assert load_image(path).pixels.shape == pixels.shape
+
+
+def test_save_clips_and_rounds(tmp_path: Path) -> None:
+    pixels = np.array([[[-20.0, 127.6, 300.0]]], dtype=np.float32)
+    path = tmp_path / "clipped.png"
+
+    save_image(pixels, path, format="png")
+
+    with Image.open(path) as written:
+        assert written.getpixel((0, 0)) == (0, 128, 255)
+
+
+def test_sixteen_bit_tiff_keeps_sixteen_bit_precision(tmp_path: Path) -> None:
+    pixels = _gradient()
+    path = tmp_path / "deep.tif"
+
+    save_image(pixels, path, format="tiff", exif=_exif(8), bit_depth=16)
+
+    samples = tifffile.imread(path)
+    assert samples.dtype == np.uint16
+    np.testing.assert_array_equal(samples, np.rint(pixels * 257).astype(np.uint16))
+    assert len(np.unique(samples)) > 256
+    with Image.open(path) as written:  # and Pillow (libtiff) reads the same file
+        assert written.info["icc_profile"] == SRGB_ICC
+        assert written.getexif()[ORIENTATION] == 1
+        assert written.getexif().get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal]
+        np.testing.assert_allclose(np.asarray(written.convert("RGB")), pixels, atol=1)
+
+
+@pytest.mark.parametrize(
+    ("format", "bit_depth"), [("png", 16), ("jpeg", 16), ("gif", 8), ("tiff", 12)]
+)
+def test_save_refuses_impossible_requests(tmp_path: Path, format: str, bit_depth: int) -> None:
+    with pytest.raises(ValueError, match=format if format == "gif" else str(bit_depth)):
+        save_image(_gradient(), tmp_path / "out", format=format, bit_depth=bit_depth)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "format"),
+    [(".jpg", "jpeg"), (".JPEG", "jpeg"), (".png", "png"), (".tif", "tiff"), (".tiff", "tiff")],
+)
+def test_format_for_suffix(suffix: str, format: str) -> None:
+    assert format_for_suffix(suffix) == format
+
+
+def test_format_for_unknown_suffix_names_it() -> None:
+    with pytest.raises(InputError, match=r"\.gif"):
+        format_for_suffix(".gif")
