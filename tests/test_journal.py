@@ -1,0 +1,368 @@
+"""The journal on real SQLite files in tmp_path, with a fake clock injected, not monkeypatched."""
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon.journal import JobState, Journal, JournalError
+
+FINGERPRINT = "f" * 16
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.time = start
+
+    def __call__(self) -> float:
+        return self.time
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "journal.sqlite3"
+
+
+@pytest.fixture
+def journal(path: Path, clock: FakeClock) -> Iterator[Journal]:
+    with Journal(path, now=clock) as journal:
+        yield journal
+
+
+def _hash(n: int) -> str:
+    """A stand-in sha256 hex digest, distinct per n."""
+    return f"{n:064x}"
+
+
+def _add(journal: Journal, n: int, fingerprint: str = FINGERPRINT) -> int:
+    """Queue photo n and return its job id."""
+    result = journal.add(_hash(n), "starry", fingerprint, f"/srv/inbox/{n}.jpg")
+    assert result.created
+    return result.job.id
+
+
+def test_life_cycle_add_claim_done(journal: Journal, clock: FakeClock) -> None:
+    result = journal.add(_hash(1), "starry", FINGERPRINT, "/srv/inbox/a.jpg")
+    assert result.created
+    job = result.job
+    assert (job.state, job.attempts, job.enqueued_at, job.not_before) == (
+        JobState.QUEUED,
+        0,
+        1_000.0,
+        1_000.0,
+    )
+    assert journal.pending() == [job]
+
+    clock.time = 1_005.0
+    claimed = journal.claim_next()
+    assert claimed is not None
+    assert (claimed.id, claimed.state, claimed.attempts, claimed.started_at) == (
+        job.id,
+        JobState.RUNNING,
+        1,
+        1_005.0,
+    )
+    assert journal.running() == claimed
+    assert journal.claim_next() is None
+
+    clock.time = 1_030.0
+    journal.mark_done(job.id, ["/srv/outbox/a-starry.jpg"], {"loss": 1.5, "seconds": 25.0})
+    done = journal.get(job.id)
+    assert done is not None
+    assert done.state is JobState.DONE
+    assert done.finished_at == 1_030.0
+    assert done.outputs == ("/srv/outbox/a-starry.jpg",)
+    assert done.details == {"loss": 1.5, "seconds": 25.0}
+    assert journal.running() is None
+    assert journal.find(_hash(1), FINGERPRINT) == done
+
+
+def test_claims_follow_arrival_order(journal: Journal) -> None:
+    ids = [_add(journal, n) for n in (3, 1, 2)]
+    claimed = []
+    while (job := journal.claim_next()) is not None:
+        claimed.append(job.id)
+    assert claimed == ids
+
+
+def test_claim_waits_out_the_backoff(journal: Journal, clock: FakeClock) -> None:
+    first, second = _add(journal, 1), _add(journal, 2)
+    assert journal.claim_next().id == first
+    journal.mark_retry(first, "device out of memory", not_before=1_060.0)
+
+    retried = journal.get(first)
+    assert (retried.state, retried.error, retried.attempts) == (
+        JobState.QUEUED,
+        "device out of memory",
+        1,
+    )
+    assert journal.next_wake_time() == 1_000.0  # the second job is due now
+    assert journal.claim_next().id == second  # the first is still backing off
+    assert journal.claim_next() is None
+    assert journal.next_wake_time() == 1_060.0
+
+    clock.time = 1_060.0
+    again = journal.claim_next()
+    assert (again.id, again.attempts) == (first, 2)
+    assert journal.next_wake_time() is None
+
+
+def test_duplicate_of_done_job_is_not_created(journal: Journal) -> None:
+    job_id = _add(journal, 1)
+    journal.claim_next()
+    journal.mark_done(job_id, ["/srv/outbox/1.jpg"], {})
+
+    again = journal.add(_hash(1), "starry", FINGERPRINT, "/srv/inbox/copy.jpg")
+    assert not again.created
+    assert (again.job.id, again.job.state) == (job_id, JobState.DONE)
+    assert again.job.source_path == "/srv/inbox/1.jpg"
+
+
+def test_pending_duplicate_is_not_created(journal: Journal) -> None:
+    job_id = _add(journal, 1)
+    queued = journal.add(_hash(1), "starry", FINGERPRINT, "/srv/inbox/copy.jpg")
+    assert (queued.created, queued.job.id, queued.job.state) == (False, job_id, JobState.QUEUED)
+    journal.claim_next()
+    running = journal.add(_hash(1), "starry", FINGERPRINT, "/srv/inbox/copy.jpg")
+    assert (running.created, running.job.state) == (False, JobState.RUNNING)
+    assert journal.counts()[JobState.RUNNING] == 1
+
+
+def test_changed_preset_is_a_new_job(journal: Journal) -> None:
+    first = _add(journal, 1)
+    second = _add(journal, 1, fingerprint="e" * 16)
+    assert first != second
+    assert [job.id for job in journal.pending()] == [first, second]
+
+
+def test_re_adding_a_failed_job_queues_it_afresh(journal: Journal, clock: FakeClock) -> None:
+    job_id = _add(journal, 1)
+    journal.claim_next()
+    journal.set_planned_output(job_id, "/srv/outbox/1-starry.jpg")
+    journal.mark_failed(job_id, "disk full")
+
+    clock.time = 2_000.0
+    result = journal.add(_hash(1), "starry", FINGERPRINT, "/srv/inbox/again.jpg")
+    assert result.created
+    job = result.job
+    assert job.id == job_id
+    assert (job.state, job.attempts, job.error, job.planned_output) == (
+        JobState.QUEUED,
+        0,
+        None,
+        None,
+    )
+    assert (job.source_path, job.enqueued_at, job.not_before) == (
+        "/srv/inbox/again.jpg",
+        2_000.0,
+        2_000.0,
+    )
+    assert journal.claim_next().id == job_id
+
+
+def test_quarantined_job_stays_quarantined(journal: Journal) -> None:
+    job_id = _add(journal, 1)
+    journal.claim_next()
+    journal.mark_quarantined(job_id, "cannot decode")
+
+    result = journal.add(_hash(1), "starry", FINGERPRINT, "/srv/inbox/again.jpg")
+    assert not result.created
+    assert (result.job.state, result.job.error) == (JobState.QUARANTINED, "cannot decode")
+    assert journal.claim_next() is None
+
+
+def test_crash_leaves_running_job_which_start_up_requeues(path: Path, clock: FakeClock) -> None:
+    with Journal(path, now=clock) as journal:
+        job_id = _add(journal, 1)
+        journal.claim_next()
+        journal.set_planned_output(job_id, "/srv/outbox/1-starry.jpg")
+    # Closed mid-job without finishing it: what a crash leaves behind.
+
+    with Journal(path, now=clock) as journal:
+        assert journal.running().id == job_id
+        assert journal.requeue_running() == 1
+        job = journal.get(job_id)
+        assert (job.state, job.attempts) == (JobState.QUEUED, 1)
+        assert job.planned_output == "/srv/outbox/1-starry.jpg"
+        assert journal.requeue_running() == 0
+        assert journal.claim_next().attempts == 2
+
+
+def test_release_does_not_count_the_attempt(journal: Journal) -> None:
+    job_id = _add(journal, 1)
+    journal.claim_next()
+    journal.release(job_id)
+    job = journal.get(job_id)
+    assert (job.state, job.attempts, job.not_before) == (JobState.QUEUED, 0, 1_000.0)
+
+
+def test_only_a_running_job_can_be_finished(journal: Journal) -> None:
+    job_id = _add(journal, 1)
+    with pytest.raises(JournalError, match=f"job {job_id} .* not running .*queued"):
+        journal.mark_done(job_id, [], {})
+    with pytest.raises(JournalError, match="no such job"):
+        journal.release(job_id + 1)
+    assert journal.get(job_id).state is JobState.QUEUED
+
+
+def test_concurrent_claims_never_share_a_job(path: Path, clock: FakeClock) -> None:
+    with Journal(path, now=clock) as journal:
+        ids = [_add(journal, n) for n in range(50)]
+
+    claims: list[list[int]] = [[] for _ in range(4)]
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def worker(mine: list[int]) -> None:
+        # Each thread has its own Journal, i.e. its own connection, as a second process would.
+        try:
+            with Journal(path, now=clock) as own:
+                start.wait()
+                while (job := own.claim_next()) is not None:
+                    mine.append(job.id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(mine,)) for mine in claims]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    assert sorted(job_id for mine in claims for job_id in mine) == ids
+    with Journal(path, now=clock) as journal:
+        assert journal.counts()[JobState.RUNNING] == 50
+        assert {journal.get(job_id).attempts for job_id in ids} == {1}
+
+
+def test_random_bytes_are_reported_as_corrupt(path: Path) -> None:
+    path.write_bytes(os.urandom(8192))
+    with pytest.raises(JournalError, match="corrupt") as caught:
+        Journal(path)
+    assert str(path) in str(caught.value)
+    assert "move the file" in str(caught.value)
+
+
+def test_damaged_pages_are_found_at_open(path: Path, clock: FakeClock) -> None:
+    with Journal(path, now=clock) as journal:
+        for n in range(12):  # long paths: a dozen commits fill several pages
+            journal.add(_hash(n), "starry", FINGERPRINT, f"/srv/inbox/{n}-{'x' * 2000}.jpg")
+    conn = sqlite3.connect(path)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with path.open("r+b") as file:  # keep page 1 (header, schema); overwrite the next ones
+        file.seek(page_size)
+        file.write(b"\xa5" * (4 * page_size))  # 0xa5 is no b-tree page type
+    with pytest.raises(JournalError, match="corrupt") as caught:
+        Journal(path, now=clock)
+    assert str(path) in str(caught.value)
+
+
+def test_newer_schema_is_refused(path: Path) -> None:
+    Journal(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(JournalError, match="schema version 99"):
+        Journal(path)
+
+
+def test_unwritable_location_names_the_path(tmp_path: Path) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    path = tmp_path / "not-a-folder" / "journal.sqlite3"
+    with pytest.raises(JournalError, match="cannot open") as caught:
+        Journal(path)
+    assert str(path) in str(caught.value)
+
+
+def test_readonly_opener_never_creates_a_file(path: Path) -> None:
+    with pytest.raises(JournalError, match="no journal") as caught:
+        Journal.open_readonly(path)
+    assert str(path) in str(caught.value)
+    assert not path.exists()
+
+
+def test_readonly_opener_follows_the_running_writer(journal: Journal, path: Path) -> None:
+    for n in range(3):
+        _add(journal, n)
+    journal.claim_next()
+
+    with Journal.open_readonly(path) as status:
+        assert status.counts()[JobState.QUEUED] == 2
+        assert status.running() is not None
+        _add(journal, 3)  # the writer carries on while the reader is open
+        assert status.counts()[JobState.QUEUED] == 3
+        with pytest.raises(JournalError, match="read-only"):
+            status.add(_hash(9), "starry", FINGERPRINT, "/srv/inbox/9.jpg")
+
+
+def test_readonly_opener_after_the_daemon_stopped(path: Path, clock: FakeClock) -> None:
+    with Journal(path, now=clock) as journal:
+        _add(journal, 1)
+    with Journal.open_readonly(path) as status:
+        assert status.counts()[JobState.QUEUED] == 1
+
+
+def test_counts_list_every_state(journal: Journal) -> None:
+    assert journal.counts() == dict.fromkeys(JobState, 0)
+    done, failed, _ = _add(journal, 1), _add(journal, 2), _add(journal, 3)
+    journal.claim_next()
+    journal.mark_done(done, [], {})
+    journal.claim_next()
+    journal.mark_failed(failed, "gave up")
+    assert journal.counts() == {
+        JobState.QUEUED: 1,
+        JobState.RUNNING: 0,
+        JobState.DONE: 1,
+        JobState.FAILED: 1,
+        JobState.QUARANTINED: 0,
+    }
+
+
+def test_recent_failures_newest_first(journal: Journal, clock: FakeClock) -> None:
+    ids = [_add(journal, n) for n in range(4)]
+    for n, job_id in enumerate(ids):
+        clock.time = 1_000.0 + n
+        journal.claim_next()
+        if n == 2:
+            journal.mark_done(job_id, [], {})
+        elif n % 2:
+            journal.mark_quarantined(job_id, f"bad {n}")
+        else:
+            journal.mark_failed(job_id, f"failed {n}")
+    assert [job.id for job in journal.recent_failures()] == [ids[3], ids[1], ids[0]]
+    assert [job.error for job in journal.recent_failures(limit=1)] == ["bad 3"]
+
+
+def test_planned_output_survives_reopen(path: Path, clock: FakeClock) -> None:
+    with Journal(path, now=clock) as journal:
+        job_id = _add(journal, 1)
+        journal.claim_next()
+        journal.set_planned_output(job_id, "/srv/outbox/1-starry.jpg")
+    with Journal(path, now=clock) as journal:
+        assert journal.get(job_id).planned_output == "/srv/outbox/1-starry.jpg"
+
+
+def test_file_memo(journal: Journal) -> None:
+    journal.remember_file("/srv/inbox/a.jpg", 1234, 5_000, _hash(1))
+    assert journal.known_hash("/srv/inbox/a.jpg", 1234, 5_000) == _hash(1)
+    assert journal.known_hash("/srv/inbox/a.jpg", 1234, 5_001) is None  # touched since
+    assert journal.known_hash("/srv/inbox/a.jpg", 1235, 5_000) is None  # grew since
+    assert journal.known_hash("/srv/inbox/b.jpg", 1234, 5_000) is None
+
+    journal.remember_file("/srv/inbox/a.jpg", 99, 6_000, _hash(2))  # rewritten in place
+    assert journal.known_hash("/srv/inbox/a.jpg", 99, 6_000) == _hash(2)
+    assert journal.known_hash("/srv/inbox/a.jpg", 1234, 5_000) is None
+
+    journal.forget_file("/srv/inbox/a.jpg")
+    assert journal.known_hash("/srv/inbox/a.jpg", 99, 6_000) is None
