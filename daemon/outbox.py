@@ -1,0 +1,342 @@
+"""Output names, atomic publication, the originals and the quarantine.
+
+A reader on a NAS share may open any file the moment its name appears, so nothing is ever written
+in place: content goes to a dotfile temp in the same folder, is fsynced, and only then gets its real
+name; the folder is fsynced after, so a power cut cannot leave a name pointing at nothing.
+"Never overwrite" uses link(2), which fails if the name is taken, where rename(2) would silently
+replace it; some SMB/FAT mounts refuse hard links, and there we fall back to a check and a rename
+(a race only with another writer, and the outbox has one: the worker thread).
+
+Moves follow the same rule: the new name is durable before the old one goes, so a crash leaves at
+worst two names for one photo, never none. Nothing here logs; callers decide what is worth a line.
+"""
+
+import errno
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import string
+import tempfile
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+TEMP_PREFIX = ".stylebox-tmp-"  # temp files are dotfiles so the watcher and users ignore them
+FAILED_DIR = "failed"
+ERROR_SUFFIX = ".error.json"
+
+MAX_NAME_BYTES = 200  # leaves room under the usual 255-byte limit for "-N" and ".error.json"
+_MAX_EXTENSION_BYTES = 16  # a longer "extension" is just part of a dotted name
+_FALLBACK_NAME = "photo"
+_PATTERN_FIELDS = ("stem", "preset", "hash8")
+_EXTENSION = re.compile(r"[A-Za-z0-9]{1,16}")
+_CONTENT_HASH = re.compile(r"[0-9a-fA-F]{8,}")
+
+# Some filesystems (CIFS, some FUSE) refuse fsync on a folder; that is not a failed write.
+_FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
+# link(2) errors that mean "this filesystem has no hard links" rather than "this link is wrong".
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV})
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the folder's entries durable; best effort where the filesystem cannot fsync a folder."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        if error.errno not in _FSYNC_UNSUPPORTED:
+            raise
+
+
+def _rename_no_overwrite(source: Path, target: Path) -> None:
+    """Give `source` the name `target` unless taken (FileExistsError); target's folder is fsynced.
+
+    Raises OSError(EXDEV) when the two lie on different filesystems.
+    """
+    try:
+        os.link(source, target, follow_symlinks=False)  # a symlink is linked itself, not followed
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from error
+        os.rename(source, target)
+        fsync_dir(target.parent)
+    else:
+        # Durable new name before the old one goes: a crash in between leaves two names, not none.
+        fsync_dir(target.parent)
+        os.unlink(source)
+
+
+def atomic_write(
+    path: Path,
+    write: Callable[[BinaryIO], None],
+    *,
+    replace: bool = False,
+    mode: int = 0o644,
+) -> Path:
+    """Publish what `write` produces at `path` all at once, or not at all.
+
+    With replace=False an existing `path` is never touched (FileExistsError). The mode is set with
+    fchmod, so the umask does not apply and the temp is private (0o600) until then.
+    """
+    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            os.fchmod(file.fileno(), mode)
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        if replace:
+            os.replace(temp, path)
+            fsync_dir(path.parent)
+        else:
+            _rename_no_overwrite(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _open_no_follow(path: str, flags: int) -> int:
+    """open() opener that refuses symlinks, so a link swapped in after our check is never read."""
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+def _copy_no_overwrite(source: Path, target: Path) -> None:
+    """First half of a move across filesystems: a durable copy at `target`, never overwriting."""
+    if source.is_symlink():
+        # The link itself travels; its target may lie anywhere and is never opened.
+        temp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        os.symlink(os.readlink(source), temp)
+        try:
+            _rename_no_overwrite(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return
+    with open(source, "rb", opener=_open_no_follow) as original:
+        status = os.fstat(original.fileno())
+
+        def copy(file: BinaryIO) -> None:
+            shutil.copyfileobj(original, file)
+            file.flush()
+            # After the last write, which would reset it: the photo keeps its own time.
+            os.utime(file.fileno(), ns=(status.st_atime_ns, status.st_mtime_ns))
+
+        atomic_write(target, copy, mode=stat.S_IMODE(status.st_mode))
+
+
+def move_no_overwrite(source: Path, target: Path) -> bool:
+    """Move `source` (a symlink as itself) to `target`, never overwriting, across filesystems too.
+
+    Returns False when `source` is already gone: a retried move after a crash must not fail.
+    Both folders are fsynced; across filesystems the source goes only once the copy is durable.
+    """
+    try:
+        try:
+            _rename_no_overwrite(source, target)
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+            _copy_no_overwrite(source, target)
+            source.unlink(missing_ok=True)
+    except FileNotFoundError:
+        if os.path.lexists(source):
+            raise
+        return False
+    fsync_dir(source.parent)
+    return True
+
+
+def safe_name(name: str) -> str:
+    """A file name that cannot leave its folder, hide, or break a byte-limited filesystem."""
+    base = name.replace("\\", "/").rstrip("/").rpartition("/")[2]
+    # Cc: NUL and other controls; Cs: lone surrogates that undecodable bytes become in os.listdir.
+    base = "".join("_" if unicodedata.category(c) in ("Cc", "Cs") else c for c in base)
+    base = base.lstrip(".")  # no hidden files, no "." or ".."
+    if len(base.encode("utf-8")) > MAX_NAME_BYTES:
+        stem, dot, extension = base.rpartition(".")
+        suffix = dot + extension
+        if not stem or len(suffix.encode("utf-8")) > _MAX_EXTENSION_BYTES:
+            stem, suffix = base, ""
+        budget = MAX_NAME_BYTES - len(suffix.encode("utf-8"))
+        # A cut inside a multi-byte character leaves a partial sequence that "ignore" drops.
+        base = stem.encode("utf-8")[:budget].decode("utf-8", "ignore") + suffix
+    return base or _FALLBACK_NAME
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete the temps a crash left under `folder` (never published); returns how many."""
+    removed = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        # A temp symlink (from moving a symlink across filesystems) to a folder shows in dirnames.
+        for name in (*dirnames, *filenames):
+            path = Path(dirpath, name)
+            if name.startswith(TEMP_PREFIX) and (path.is_symlink() or not path.is_dir()):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _free_stem(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
+    """First of stem, stem-1, stem-2, ... such that no stem+suffix exists in `folder`."""
+    counter = 0
+    while True:
+        candidate = f"{stem}-{counter}" if counter else stem
+        if not any(os.path.lexists(folder / (candidate + suffix)) for suffix in suffixes):
+            return candidate
+        counter += 1
+
+
+def _free_target(folder: Path, name: str, companions: tuple[str, ...] = ()) -> Path:
+    """`folder`/name, or name-1.ext, ...: free, and so is name + each companion suffix."""
+    path = Path(name)
+    stem, extension = path.stem, path.suffix
+    suffixes = (extension, *(extension + companion for companion in companions))
+    return folder / (_free_stem(folder, stem, suffixes) + extension)
+
+
+def _json_bytes(document: dict[str, Any]) -> bytes:
+    """Stable, human-readable JSON; NaN refused, since other readers would choke on it."""
+    text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return (text + "\n").encode("utf-8")
+
+
+def _check_name_pattern(pattern: str) -> None:
+    """Refuse a pattern that cannot make a name, naming the culprit."""
+    try:
+        fields = [
+            field for _, field, _, _ in string.Formatter().parse(pattern) if field is not None
+        ]
+    except ValueError as error:
+        raise ValueError(f"name_pattern {pattern!r}: {error}") from error
+    allowed = ", ".join(f"{{{field}}}" for field in _PATTERN_FIELDS)
+    for field in fields:
+        if field not in _PATTERN_FIELDS:
+            raise ValueError(f"name_pattern {pattern!r}: unknown field {{{field}}}; use {allowed}")
+    if "/" in pattern or "\\" in pattern:
+        raise ValueError(f"name_pattern {pattern!r}: a name, not a path (no '/' or '\\')")
+    try:  # format specs are only checked when used: "{stem:d}" passes the parse above
+        pattern.format(stem="photo", preset="preset", hash8="0123abcd")
+    except (ValueError, KeyError, IndexError) as error:
+        raise ValueError(f"name_pattern {pattern!r}: {error}") from error
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where one result landed: the image (or quarantined photo) and its JSON companion."""
+
+    image: Path
+    sidecar: Path
+
+
+class Outbox:
+    """The output tree: outbox/<preset>/<name>.<ext> + <name>.json, and outbox/failed/."""
+
+    def __init__(self, root: Path, *, name_pattern: str = "{stem}", file_mode: int = 0o644) -> None:
+        """Check the pattern and mode now, so a bad config fails at start-up, not on a photo."""
+        _check_name_pattern(name_pattern)
+        if file_mode & ~0o777:
+            raise ValueError(f"file_mode {file_mode:#o}: only permission bits (0o777) are allowed")
+        self.root = root
+        self.name_pattern = name_pattern
+        self.file_mode = file_mode
+
+    def _inside_root(self, path: Path) -> Path:
+        """`path` resolved, refused when it (say through a symlinked folder) lies outside root."""
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root.resolve()):
+            raise ValueError(f"{path} resolves to {resolved}, outside the outbox {self.root}")
+        return resolved
+
+    def plan(self, preset: str, source_name: str, content_hash: str, ext: str) -> Path:
+        """Choose the output path: neither it nor its sidecar exists yet; creates the preset folder.
+
+        The choice is recorded in the journal before `deliver`, which is what makes retries exact.
+        """
+        if preset != safe_name(preset) or preset.casefold() == FAILED_DIR:
+            # casefold: on a case-insensitive share "Failed" is the quarantine folder.
+            raise ValueError(f"preset {preset!r} cannot be a folder name in the outbox")
+        extension = ext.removeprefix(".")
+        if not _EXTENSION.fullmatch(extension) or extension.casefold() == "json":
+            raise ValueError(f"extension {ext!r}: expected 1-16 letters or digits, not json")
+        if not _CONTENT_HASH.fullmatch(content_hash):
+            raise ValueError(f"content hash {content_hash!r}: expected at least 8 hex digits")
+        folder = self._inside_root(self.root / preset)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = Path(safe_name(source_name)).stem
+        name = safe_name(
+            self.name_pattern.format(stem=stem, preset=preset, hash8=content_hash[:8].lower())
+        )
+        free = _free_stem(folder, name, (f".{extension}", ".json"))
+        return folder / f"{free}.{extension}"
+
+    def deliver(
+        self, planned: Path, write_image: Callable[[BinaryIO], None], sidecar: dict[str, Any]
+    ) -> Delivery:
+        """Publish the image, then its sidecar; files already at `planned` are a crashed try's.
+
+        The sidecar is serialised first, so a bad one fails before anything is published.
+        """
+        folder = self._inside_root(planned.parent)
+        image = folder / planned.name
+        sidecar_path = image.with_suffix(".json")
+        document = _json_bytes(sidecar)
+        atomic_write(image, write_image, replace=True, mode=self.file_mode)
+        atomic_write(
+            sidecar_path, lambda file: file.write(document), replace=True, mode=self.file_mode
+        )
+        return Delivery(image=image, sidecar=sidecar_path)
+
+    def quarantine(self, source: Path, reason: dict[str, Any]) -> Delivery:
+        """Move the photo (a symlink as itself) into failed/, then write <name>.error.json.
+
+        A source already gone still gets its error file, with "source_missing": true; `image`
+        is then where the photo would have gone. "source" and "source_missing" override `reason`.
+        """
+        _json_bytes(reason)  # a reason that cannot be written fails before the photo moves
+        failed = self.root / FAILED_DIR
+        failed.mkdir(parents=True, exist_ok=True)
+        image = _free_target(failed, safe_name(source.name), (ERROR_SUFFIX,))
+        moved = move_no_overwrite(source, image)
+        error_path = image.with_name(image.name + ERROR_SUFFIX)
+        document = _json_bytes({**reason, "source": str(source), "source_missing": not moved})
+        atomic_write(error_path, lambda file: file.write(document), mode=self.file_mode)
+        return Delivery(image=image, sidecar=error_path)
+
+    def dispose_original(
+        self,
+        source: Path,
+        policy: Literal["keep", "move", "delete"],
+        move_to: Path | None,
+    ) -> Path | None:
+        """Apply the originals policy once the output and journal are durable; the new path on move.
+
+        A source already gone is fine (None): after a crash this may run a second time.
+        """
+        if policy == "keep":
+            return None
+        if policy == "delete":
+            try:
+                source.unlink()
+            except FileNotFoundError:
+                return None
+            fsync_dir(source.parent)
+            return None
+        if policy != "move":
+            raise ValueError(f"originals policy {policy!r}: expected keep, move or delete")
+        if move_to is None:
+            raise ValueError("originals policy 'move' needs a folder to move to")
+        move_to.mkdir(parents=True, exist_ok=True)
+        target = _free_target(move_to, safe_name(source.name))
+        return target if move_no_overwrite(source, target) else None
