@@ -1,7 +1,8 @@
 """Exit codes and the one small exception tree; each class knows its exit code.
 
 A deterministic failure (the input itself is bad) is an `InputError`: the daemon quarantines such a
-photo at once. A `TransientError` is worth retrying. Everything else is a bug or an environment fault.
+photo at once. A `TransientError` is worth retrying. Everything else is a bug or an environment
+fault.
 """
 
 from enum import IntEnum

@@ -1,0 +1,106 @@
+"""Time to quality: stylebox's default schedule against the reference (bench/reference.py), side by
+side in one process, on the same photo, painting and objective.
+
+    python -m bench.time_to_quality [--size 256] [--photo ...] [--style ...] [--device cpu]
+
+Both outputs are saved as 8-bit PNGs and scored with the objective at the output size; the figure
+that matters is the wall time stylebox needs to reach the reference's final objective, as a ratio
+of the reference's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from bench.reference import reference_stylise
+from daemon import engine, imaging, pipeline
+from daemon.config import StyleImage
+from daemon.settings import StyleSettings
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def score(model, image: torch.Tensor, photo: torch.Tensor, styles, settings) -> float:
+    """The objective of an image as saved (8-bit), at its own size."""
+    eight_bit = image.round().clamp(0, 255)
+    grams = engine.style_grams_for(model, settings, styles, max(eight_bit.shape[-2:]))
+    objective = engine.Objective(model, settings, engine.resize(photo, eight_bit.shape[-2:]), grams)
+    with torch.no_grad():
+        return objective(eight_bit[None].to(photo.device))[1].total
+
+
+def first_time_at_or_below(history: list[tuple[float, float]], target: float) -> float | None:
+    """Seconds until the running objective first reached `target`."""
+    return next((seconds for seconds, loss in history if loss <= target), None)
+
+
+def main() -> None:
+    """Run both, print the table, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--photo", type=Path, default=DATA / "photos" / "tubingen.jpg")
+    parser.add_argument("--style", type=Path, default=DATA / "styles" / "starry_night.jpg")
+    parser.add_argument("--evaluations", type=int, default=300, help="the reference's budget")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+
+    settings = StyleSettings(size=args.size)
+    models = pipeline.Models(pipeline.resolve_device(args.device))
+    model = models.for_settings(settings)
+    styles = pipeline.load_styles([StyleImage(args.style)], settings, max_pixels=10**9)
+    photo_pixels = imaging.load_image(args.photo, long_side=args.size).pixels
+    photo = pipeline.to_tensor(photo_pixels).to(models.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    ref_image, ref_history = reference_stylise(model, photo, styles, settings, args.evaluations)
+    ours = engine.stylise(model, photo, styles, settings)
+    rows = {}
+    for name, image, seconds in (
+        ("reference", ref_image, ref_history[-1][0]),
+        ("stylebox", ours.image, ours.seconds),
+    ):
+        path = args.out / f"ttq_{name}_{args.size}.png"
+        imaging.save_image(pipeline.to_pixels(image), path, format="png")
+        rows[name] = {
+            "objective_8bit": score(model, image, photo, styles, settings),
+            "seconds": seconds,
+            "output": str(path),
+        }
+    target = rows["reference"]["objective_8bit"]
+    reached = first_time_at_or_below(ours.history, target)
+    summary = {
+        "size": args.size,
+        "device": str(models.device),
+        "threads": torch.get_num_threads(),
+        "reference_evaluations": args.evaluations,
+        "stylebox_evaluations": ours.evaluations,
+        "stylebox_schedule": [[s.long_side, s.evaluations] for s in ours.schedule],
+        "rows": rows,
+        "stylebox_seconds_to_reference_objective": reached,
+        "ratio": None if reached is None else reached / rows["reference"]["seconds"],
+    }
+    print(f"time to quality at {args.size} px on {models.device}")
+    print(f"{'':10} {'objective (8-bit)':>18} {'seconds':>8}")
+    for name, row in rows.items():
+        print(f"{name:10} {row['objective_8bit']:18.5g} {row['seconds']:8.1f}")
+    if reached is None:
+        print("stylebox did not reach the reference's objective")
+    else:
+        print(
+            f"stylebox reached the reference's objective after {reached:.1f} s: "
+            f"ratio {summary['ratio']:.2f} of the reference's time"
+        )
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    (args.out / f"time_to_quality_{args.size}_{stamp}.json").write_text(
+        json.dumps(summary, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Sub-commands. The only place that prints, sets up logging and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from loguru import logger
+
+from daemon import __version__
+from daemon.errors import ExitCode, StyleboxError, UsageError
+from daemon.settings import COLOUR_MODES, StyleSettings
+
+DEFAULTS = StyleSettings()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2 like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; engine defaults are read from StyleSettings, never restated."""
+    parser = _Parser(prog="stylebox", description="Drop-folder neural style transfer.")
+    parser.add_argument("--version", action="version", version=f"stylebox {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    stylize = sub.add_parser("stylize", help="stylise one photo and exit")
+    stylize.add_argument("photo", type=Path)
+    stylize.add_argument("--style", type=Path, action="append", help="painting (repeat to blend)")
+    stylize.add_argument("--preset", help="a preset from --config instead of --style")
+    stylize.add_argument("--config", type=Path, help="config file holding --preset")
+    stylize.add_argument("--out", type=Path, required=True, help="output .jpg, .png or .tif")
+    stylize.add_argument("--size", type=int, help=f"long side in px (default {DEFAULTS.size})")
+    stylize.add_argument("--alpha", type=float, help=f"content weight (default {DEFAULTS.alpha:g})")
+    stylize.add_argument("--beta", type=float, help=f"style weight (default {DEFAULTS.beta:g})")
+    stylize.add_argument("--steps", type=int, help="single-scale run of N evaluations")
+    stylize.add_argument("--colour", choices=COLOUR_MODES, help=f"default {DEFAULTS.colour}")
+    stylize.add_argument("--seed", type=int, help=f"default {DEFAULTS.seed}")
+    stylize.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    stylize.add_argument("--quality", type=int, default=92, help="JPEG quality")
+    stylize.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="16: TIFF only")
+
+    check = sub.add_parser("check", help="validate a config file")
+    check.add_argument("--config", type=Path, required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `stylebox` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logger.remove()
+    logger.add(sys.stderr, level="DEBUG" if args.verbose else "INFO", format=_LOG_FORMAT)
+    try:
+        return _COMMANDS[args.command](args)
+    except StyleboxError as exc:
+        print(f"stylebox: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("stylebox: interrupted", file=sys.stderr)
+        return ExitCode.FAILURE
+    except Exception as exc:  # the one place where anything unexpected becomes exit code 1
+        logger.opt(exception=exc).debug("unexpected error")
+        print(f"stylebox: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return ExitCode.FAILURE
+
+
+_LOG_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}"
+
+
+def _stylize(args: argparse.Namespace) -> int:
+    from daemon import config as config_module
+    from daemon import imaging, outbox, pipeline
+
+    if bool(args.style) == bool(args.preset):
+        raise UsageError(
+            "give either --style PAINTING (one or more) or --preset NAME --config FILE"
+        )
+    if args.preset:
+        if args.config is None:
+            raise UsageError("--preset needs --config FILE")
+        loaded = config_module.load_config(args.config, daemon=False)
+        if args.preset not in loaded.presets:
+            known = ", ".join(loaded.presets)
+            raise UsageError(f"{args.config}: no preset {args.preset!r} (presets: {known})")
+        preset = loaded.presets[args.preset]
+        settings, sources, max_pixels = preset.settings, preset.styles, loaded.max_input_pixels
+    else:
+        settings = DEFAULTS
+        sources = tuple(config_module.StyleImage(path, 1 / len(args.style)) for path in args.style)
+        max_pixels = imaging.DEFAULT_MAX_PIXELS
+    overrides = {
+        name: getattr(args, name)
+        for name in ("size", "alpha", "beta", "steps", "colour", "seed")
+        if getattr(args, name) is not None
+    }
+    settings = dataclasses.replace(settings, **overrides)
+    _check_settings(settings)
+    out_format = imaging.format_for_suffix(args.out.suffix)
+    if args.bit_depth == 16 and out_format != "tiff":
+        raise UsageError(f"{args.out}: --bit-depth 16 needs a .tif output")
+
+    device = pipeline.resolve_device(args.device)
+    logger.info("loading VGG-19 ({}) on {}", settings.weights, device)
+    models = pipeline.Models(device)
+    styles = pipeline.load_styles(sources, settings, max_pixels=max_pixels)
+    result, photo = pipeline.stylise_file(
+        args.photo, styles, settings, models, max_pixels=max_pixels, callback=_progress_logger()
+    )
+    writer = pipeline.image_writer(
+        result, photo, format=out_format, quality=args.quality, bit_depth=args.bit_depth
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    outbox.atomic_write(args.out, writer, replace=True)
+    h, w = result.image.shape[-2:]
+    print(
+        f"{args.out}: {w}x{h}, {result.evaluations} evaluations in {result.seconds:.1f} s "
+        f"on {result.device}, objective {result.losses.total:.4g} "
+        f"(content {result.losses.content:.3g}, style {result.losses.style:.3g})"
+    )
+    return ExitCode.OK
+
+
+def _check_settings(settings: StyleSettings) -> None:
+    """Command-line overrides get the same range checks a config file would."""
+    if not 16 <= settings.size <= 8192:
+        raise UsageError(f"--size {settings.size}: must be between 16 and 8192")
+    if settings.steps is not None and settings.steps < 1:
+        raise UsageError(f"--steps {settings.steps}: must be at least 1")
+    if settings.alpha < 0 or settings.beta < 0:
+        raise UsageError("--alpha and --beta must not be negative")
+
+
+def _progress_logger():
+    """Log a line per scale change and at most every 5 s, so long runs show they are alive."""
+    last = {"time": 0.0, "scale": -1}
+
+    def report(progress) -> None:
+        now = time.monotonic()
+        done = progress.evaluation == progress.evaluations
+        if progress.scale_index != last["scale"] or done or now - last["time"] >= 5:
+            last.update(time=now, scale=progress.scale_index)
+            logger.info(
+                "scale {}/{} ({} px): evaluation {}/{}, objective {:.4g}",
+                progress.scale_index + 1,
+                progress.scales,
+                progress.long_side,
+                progress.evaluation,
+                progress.evaluations,
+                progress.losses.total,
+            )
+
+    return report
+
+
+def _check(args: argparse.Namespace) -> int:
+    from daemon.config import load_config
+
+    loaded = load_config(args.config)
+    print(f"{loaded.path}: ok, presets: {', '.join(loaded.presets)}")
+    return ExitCode.OK
+
+
+_COMMANDS = {"stylize": _stylize, "check": _check}
