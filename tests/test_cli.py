@@ -1,0 +1,94 @@
+"""The `stylebox` command as a user runs it: a real subprocess, real files, exit codes, messages."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import DATA, REPO
+from PIL import Image
+
+PHOTO = DATA / "photos" / "tubingen.jpg"
+STYLE = DATA / "styles" / "starry_night.jpg"
+
+
+def stylebox(*args: object, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as `python -m daemon`, the same entry point as the console script."""
+    command = [sys.executable, "-m", "daemon", *map(str, args)]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line that says what went wrong (the last one on stderr)."""
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_stylize_writes_the_picture_and_reports(tmp_path) -> None:
+    out = tmp_path / "sub" / "x.png"
+    result = stylebox("stylize", PHOTO, "--style", STYLE, "--size", 48, "--steps", 5, "--out", out)
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as image:
+        assert image.size == (48, 36)
+        assert "icc_profile" in image.info
+    assert "evaluations" in result.stdout and "objective" in result.stdout
+
+
+def test_stylize_with_a_preset_from_the_shipped_config(tmp_path) -> None:
+    out = tmp_path / "x.jpg"
+    result = stylebox("stylize", PHOTO, "--preset", "stained_glass", "--config", REPO / "config.yaml",
+                      "--size", 40, "--steps", 3, "--out", out)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).size == (40, 30)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--style", STYLE, "--out", "{tmp}/x.png"), "missing.jpg"),
+        (("--out", "{tmp}/x.png"), "--style"),
+        (("--style", STYLE, "--out", "{tmp}/x.gif"), ".gif"),
+        (("--style", STYLE, "--colour", "sepia", "--out", "{tmp}/x.png"), "sepia"),
+        (("--preset", "swirl", "--out", "{tmp}/x.png"), "--config"),
+        (("--style", STYLE, "--size", "0", "--out", "{tmp}/x.png"), "--size"),
+        (("--style", "{tmp}/nope.png", "--out", "{tmp}/x.png"), "nope.png"),
+    ],
+)
+def test_bad_usage_or_input_exits_2_with_one_line(tmp_path, args, expected) -> None:
+    photo = tmp_path / "missing.jpg" if "missing.jpg" == expected else PHOTO
+    filled = [str(a).replace("{tmp}", str(tmp_path)) for a in args]
+    result = stylebox("stylize", photo, "--steps", 1, "--size", 32, *filled)  # the case wins
+    assert result.returncode == 2, result.stderr
+    assert expected in error_line(result)
+    assert not list(tmp_path.glob("x.*"))
+
+
+def test_corrupt_photo_exits_2_naming_the_file(tmp_path) -> None:
+    photo = tmp_path / "broken.jpg"
+    photo.write_bytes(PHOTO.read_bytes()[:2000])
+    result = stylebox("stylize", photo, "--style", STYLE, "--steps", 1, "--out", tmp_path / "x.png")
+    assert result.returncode == 2
+    assert "broken.jpg" in error_line(result)
+
+
+def test_unknown_preset_lists_the_known_ones(tmp_path) -> None:
+    result = stylebox("stylize", PHOTO, "--preset", "cubism", "--config", REPO / "config.yaml",
+                      "--out", tmp_path / "x.png")  # fmt: skip
+    assert result.returncode == 2
+    assert "cubism" in error_line(result) and "swirl" in error_line(result)
+
+
+def test_check_accepts_the_shipped_config() -> None:
+    result = stylebox("check", "--config", "config.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "swirl" in result.stdout
+
+
+def test_check_flags_a_bad_config_with_its_line(tmp_path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "inbox: in\noutbox: out\nstate_dir: state\npresets:\n  p:\n"
+        f"    style: {STYLE}\n    beta: lots\n"
+    )
+    result = stylebox("check", "--config", config)
+    assert result.returncode == 2
+    assert "bad.yaml:7: presets.p.beta" in result.stderr

@@ -1,0 +1,509 @@
+"""The watcher with a real watchdog observer (inotify and polling) on real files in tmp_path.
+
+Timings are short (settle 0.3 s, poll 0.2 s). Each test waits on a deadline for a condition, and
+"exactly once" is checked after a barrier: a later file that must be handed over first.
+"""
+
+import errno
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loguru import logger
+
+from daemon import watcher as watcher_module
+from daemon.outbox import TEMP_PREFIX
+from daemon.watcher import (
+    Watcher,
+    choose_mode,
+    fs_type_for,
+    is_ignored_name,
+    is_network_fs,
+)
+
+SETTLE = 0.3
+POLL = 0.2
+MODES = pytest.mark.parametrize("mode", ["native", "poll"])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll `condition` until true or the deadline passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+class Recorder:
+    """on_ready stand-in: remembers each path and its size (lstat) at hand-over."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+        self.sizes: dict[Path, int] = {}
+        self.times: dict[Path, float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, path: Path) -> None:
+        size = os.lstat(path).st_size
+        with self._lock:
+            self.paths.append(path)
+            self.sizes[path] = size
+            self.times[path] = time.monotonic()
+
+    def count(self, path: Path) -> int:
+        """How many times `path` was handed over."""
+        with self._lock:
+            return self.paths.count(path)
+
+    def names(self) -> list[str]:
+        """Names handed over, in order."""
+        with self._lock:
+            return [path.name for path in self.paths]
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def make_watcher(inbox: Path, recorder: Recorder) -> Iterator[Callable[..., Watcher]]:
+    """Build a started watcher on `inbox` with short timings; stopped at teardown."""
+    watchers: list[Watcher] = []
+
+    def make(mode: str = "native", **overrides: Any) -> Watcher:
+        folder = overrides.pop("inbox", inbox)
+        on_ready = overrides.pop("on_ready", recorder)
+        settings: dict[str, Any] = {
+            "mode": mode,
+            "poll_interval_seconds": POLL,
+            "settle_seconds": SETTLE,
+            "rescan_interval_seconds": 60.0,
+        }
+        settings.update(overrides)
+        watcher = Watcher(folder, on_ready, **settings)
+        watchers.append(watcher)
+        watcher.start()
+        return watcher
+
+    yield make
+    for watcher in watchers:
+        watcher.stop(timeout=2.0)
+
+
+@pytest.fixture
+def warnings() -> Iterator[list[str]]:
+    """Messages loguru logs at WARNING and above while the test runs."""
+    messages: list[str] = []
+    sink = logger.add(lambda message: messages.append(message.record["message"]), level="WARNING")
+    yield messages
+    logger.remove(sink)
+
+
+def barrier(watcher: Watcher, recorder: Recorder, name: str = "zz-barrier.jpg") -> None:
+    """Drop one more file and wait until it is handed over and nothing is pending.
+
+    Whatever was written before it has then been handed over or dropped, in either mode.
+    """
+    path = watcher.inbox / name
+    path.write_bytes(b"barrier")
+    assert wait_for(lambda: recorder.count(path) == 1 and watcher.idle()), f"{name} not handed over"
+
+
+# -- names and modes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".DS_Store",
+        TEMP_PREFIX + "x1y2",
+        ".syncthing.photo.jpg.tmp",
+        "~$report.docx",
+        "photo.jpg.part",
+        "photo.JPG.PART",
+        "photo.jpg.crdownload",
+        "photo.jpg.partial",
+        "photo.jpg.download",
+        "photo.tmp",
+        "Thumbs.db",
+        "desktop.ini",
+    ],
+)
+def test_ignored_names(name: str) -> None:
+    assert is_ignored_name(name)
+
+
+@pytest.mark.parametrize("name", ["photo.jpg", "IMG_0001.HEIC", "part.jpg", "my.tmp.photo.png"])
+def test_photo_names_are_not_ignored(name: str) -> None:
+    assert not is_ignored_name(name)
+
+
+MOUNTS = """\
+/dev/vda / ext4 rw,relatime 0 0
+tmpfs /tmp tmpfs rw 0 0
+nas:/export/photos /mnt/nas nfs4 rw,vers=4.2 0 0
+//fs/share /mnt/my\\040share cifs rw 0 0
+sshfs#me@host: /mnt/remote fuse.sshfs rw 0 0
+/dev/vdb /mnt/nas/local ext4 rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "fs_type"),
+    [
+        ("/mnt/nas", "nfs4"),
+        ("/mnt/nas/inbox", "nfs4"),
+        ("/mnt/nasty/inbox", "ext4"),  # a prefix of the name is not a parent folder
+        ("/mnt/nas/local/inbox", "ext4"),  # the longest mount point wins
+        ("/mnt/my share/inbox", "cifs"),  # \040 in /proc/self/mounts is a space
+        ("/mnt/remote/inbox", "fuse.sshfs"),
+        ("/tmp/inbox", "tmpfs"),
+        ("/srv/inbox", "ext4"),
+    ],
+)
+def test_fs_type_for(path: str, fs_type: str) -> None:
+    assert fs_type_for(path, MOUNTS) == fs_type
+
+
+def test_later_mount_over_the_same_point_wins() -> None:
+    mounts = "/dev/vda / ext4 rw 0 0\n/dev/vdb /srv ext4 rw 0 0\nnas:/x /srv nfs rw 0 0\n"
+    assert fs_type_for("/srv/inbox", mounts) == "nfs"
+
+
+def test_network_filesystems_are_polled_local_ones_are_not() -> None:
+    assert all(is_network_fs(t) for t in ("nfs4", "cifs", "smb3", "9p", "fuse.sshfs", "virtiofs"))
+    assert not any(is_network_fs(t) for t in ("ext4", "xfs", "btrfs", "tmpfs", "fuseblk", ""))
+
+
+def test_choose_mode(tmp_path: Path) -> None:
+    assert choose_mode(tmp_path, "poll") == "poll"
+    assert choose_mode(tmp_path, "native") == "native"
+    local = fs_type_for(tmp_path.resolve(), Path("/proc/self/mounts").read_text())
+    if is_network_fs(local):
+        pytest.skip(f"tmp_path is on {local} here, not a local filesystem")
+    assert choose_mode(tmp_path, "auto") == "native"
+    with pytest.raises(ValueError, match="watch mode"):
+        choose_mode(tmp_path, "inotify")  # type: ignore[arg-type]
+
+
+# -- hand-over ----------------------------------------------------------------------------------
+
+
+@MODES
+def test_file_written_at_once_is_handed_over_once(
+    mode: str, inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher]
+) -> None:
+    watcher = make_watcher(mode, rescan_interval_seconds=0.2)
+    assert watcher.mode == mode
+    photo = inbox / "photo.jpg"
+    photo.write_bytes(b"x" * 1000)
+    assert wait_for(lambda: recorder.count(photo) == 1)
+    assert recorder.sizes[photo] == 1000
+    assert watcher.scan() == 0  # the memo knows it
+    assert watcher.scan() == 0
+    barrier(watcher, recorder)  # takes longer than a settle period: periodic rescans ran too
+    assert recorder.count(photo) == 1
+    assert watcher.healthy()
+
+
+@MODES
+def test_file_moved_away_and_back_is_handed_over_again(
+    mode: str, tmp_path: Path, inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher]
+) -> None:
+    # A poller may never notice a round trip between two polls; the next rescan then finds it.
+    watcher = make_watcher(mode, rescan_interval_seconds=0.3)
+    photo = inbox / "photo.jpg"
+    photo.write_bytes(b"x" * 10)
+    assert wait_for(lambda: recorder.count(photo) == 1)
+    photo.rename(tmp_path / "away.jpg")  # same inode, size and mtime when it comes back
+    watcher.scan()  # a rescan (or the deleted event) forgets what is gone
+    (tmp_path / "away.jpg").rename(photo)
+    assert wait_for(lambda: recorder.count(photo) == 2)
+
+
+@MODES
+def test_slow_writer_is_handed_over_after_its_last_chunk(
+    mode: str, inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher]
+) -> None:
+    watcher = make_watcher(mode, settle_seconds=0.4)
+    photo = inbox / "slow.jpg"
+    chunks = 15
+    last_write: list[float] = []
+
+    def write_slowly() -> None:
+        with photo.open("wb") as file:
+            for _ in range(chunks):
+                file.write(b"y" * 100)
+                file.flush()
+                last_write[:] = [time.monotonic()]
+                time.sleep(0.1)
+
+    writer = threading.Thread(target=write_slowly)
+    writer.start()
+    writer.join(timeout=5)
+    assert wait_for(lambda: recorder.count(photo) == 1)
+    assert recorder.sizes[photo] == chunks * 100
+    assert recorder.times[photo] >= last_write[0] + 0.4
+    # on_ready runs before a candidate is let go, so once idle no second hand-over can follow.
+    assert wait_for(watcher.idle)
+    assert watcher.scan() == 0
+    assert recorder.count(photo) == 1
+
+
+@MODES
+def test_rename_into_place_hands_over_only_the_final_name(
+    mode: str, inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher]
+) -> None:
+    watcher = make_watcher(mode)
+    partial = inbox / "x.jpg.part"
+    partial.write_bytes(b"z" * 500)
+    partial.rename(inbox / "x.jpg")
+    barrier(watcher, recorder)
+    assert sorted(recorder.names()) == ["x.jpg", "zz-barrier.jpg"]
+
+
+@MODES
+def test_folder_moved_in_hands_over_each_file_once(
+    mode: str, tmp_path: Path, inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher]
+) -> None:
+    album = tmp_path / "staging" / "album"
+    album.mkdir(parents=True)
+    for n in range(3):
+        (album / f"{n}.jpg").write_bytes(b"p" * (100 + n))
+    watcher = make_watcher(mode)
+    os.rename(album, inbox / "album")
+    expected = {inbox / "album" / f"{n}.jpg" for n in range(3)}
+    assert wait_for(lambda: expected <= set(recorder.paths))
+    barrier(watcher, recorder)
+    assert sorted(recorder.paths) == sorted([*expected, inbox / "zz-barrier.jpg"])
+
+
+@MODES
+def test_ignored_files_are_never_handed_over(
+    mode: str, inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher]
+) -> None:
+    (inbox / "early.jpg.part").write_bytes(b"before start")  # the startup scan skips it too
+    watcher = make_watcher(mode)
+    hidden = inbox / ".hidden"
+    hidden.mkdir()
+    for path in (
+        inbox / ".dotfile.jpg",
+        inbox / "photo.jpg.part",
+        inbox / "~$x.jpg",
+        inbox / f"{TEMP_PREFIX}abc123",
+        inbox / "Thumbs.db",
+        hidden / "inside.jpg",
+    ):
+        path.write_bytes(b"ignore me")
+    barrier(watcher, recorder)
+    assert recorder.names() == ["zz-barrier.jpg"]
+    assert watcher.scan() == 0
+
+
+@MODES
+def test_startup_scan_hands_over_files_already_there(
+    mode: str, inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher]
+) -> None:
+    (inbox / "a.jpg").write_bytes(b"a")
+    (inbox / "sub").mkdir()
+    (inbox / "sub" / "b.jpg").write_bytes(b"bb")
+    watcher = make_watcher(mode)
+    expected = {inbox / "a.jpg", inbox / "sub" / "b.jpg"}
+    assert wait_for(lambda: set(recorder.paths) == expected and watcher.idle())
+    assert len(recorder.paths) == 2
+
+
+def test_symlinked_inbox_hands_over_paths_under_the_link(
+    tmp_path: Path, inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher]
+) -> None:
+    link = tmp_path / "inbox-link"
+    link.symlink_to(inbox, target_is_directory=True)
+    make_watcher("native", inbox=link)
+    (inbox / "photo.jpg").write_bytes(b"x")
+    assert wait_for(lambda: recorder.paths == [link / "photo.jpg"])
+
+
+@MODES
+def test_file_deleted_while_settling_is_never_handed_over(
+    mode: str, inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher]
+) -> None:
+    watcher = make_watcher(mode, settle_seconds=0.4)
+    doomed = inbox / "doomed.jpg"
+    doomed.write_bytes(b"d" * 100)
+    assert wait_for(lambda: watcher.pending_count() == 1)
+    doomed.unlink()
+    assert wait_for(watcher.idle)
+    barrier(watcher, recorder)
+    assert recorder.names() == ["zz-barrier.jpg"]
+
+
+def test_not_ready_delays_hand_over_until_ready(
+    inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher]
+) -> None:
+    ready = threading.Event()
+    checks: list[Path] = []
+
+    def is_ready(path: Path) -> bool:
+        checks.append(path)
+        return ready.is_set()
+
+    watcher = make_watcher("native", is_ready=is_ready)
+    photo = inbox / "photo.jpg"
+    photo.write_bytes(b"x" * 10)
+    assert wait_for(lambda: len(checks) >= 2)
+    assert recorder.paths == []
+    ready.set()
+    assert wait_for(lambda: recorder.count(photo) == 1 and watcher.idle())
+    assert recorder.count(photo) == 1
+
+
+def test_never_ready_is_handed_over_after_five_settle_periods(
+    inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher], warnings: list[str]
+) -> None:
+    settle = 0.2
+    checks: list[Path] = []
+
+    def never_ready(path: Path) -> bool:
+        checks.append(path)
+        return False
+
+    make_watcher("native", settle_seconds=settle, is_ready=never_ready)
+    photo = inbox / "truncated.jpg"
+    photo.write_bytes(b"\xff\xd8 not all there")
+    written = time.monotonic()
+    assert wait_for(lambda: recorder.count(photo) == 1)
+    assert recorder.times[photo] - written >= 5 * settle
+    assert checks == [photo] * 5
+    assert any("still not ready" in message for message in warnings)
+
+
+@MODES
+def test_fifo_and_symlinks_are_handed_over_without_being_opened(
+    mode: str, tmp_path: Path, inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher]
+) -> None:
+    opened: list[Path] = []
+
+    def is_ready(path: Path) -> bool:  # the service's is_ready would open and decode
+        opened.append(path)
+        return True
+
+    make_watcher(mode, is_ready=is_ready)
+    target = tmp_path / "elsewhere.jpg"
+    target.write_bytes(b"outside the inbox")
+    os.mkfifo(inbox / "pipe.jpg")
+    (inbox / "link.jpg").symlink_to(target)
+    (inbox / "dangling.jpg").symlink_to(tmp_path / "nothing-here.jpg")
+    (inbox / "folder-link").symlink_to(tmp_path, target_is_directory=True)
+    expected = {inbox / name for name in ("pipe.jpg", "link.jpg", "dangling.jpg", "folder-link")}
+    # If anything opened the FIFO the settle thread would hang here; the deadline turns that
+    # into a failure instead of a hung test run.
+    assert wait_for(lambda: set(recorder.paths) == expected)
+    assert opened == []
+    assert len(recorder.paths) == 4
+
+
+def test_a_failing_on_ready_is_counted_and_the_watcher_carries_on(
+    inbox: Path, make_watcher: Callable[..., Watcher], warnings: list[str]
+) -> None:
+    calls: list[Path] = []
+
+    def flaky(path: Path) -> None:
+        calls.append(path)
+        if path.name == "bad.jpg":
+            raise RuntimeError("journal is locked")
+
+    watcher = make_watcher("native", on_ready=flaky, rescan_interval_seconds=0.5)
+    (inbox / "bad.jpg").write_bytes(b"b")
+    assert wait_for(lambda: watcher.handover_errors == 1)
+    (inbox / "good.jpg").write_bytes(b"g")
+    assert wait_for(lambda: inbox / "good.jpg" in calls)
+    assert wait_for(lambda: calls.count(inbox / "bad.jpg") >= 2)  # a rescan offers it again
+    assert any("journal is locked" in m or "on_ready failed" in m for m in warnings)
+    assert watcher.healthy()
+
+
+# -- supervision --------------------------------------------------------------------------------
+
+
+@MODES
+def test_inbox_removed_and_recreated_recovers(
+    mode: str,
+    inbox: Path,
+    recorder: Recorder,
+    make_watcher: Callable[..., Watcher],
+    warnings: list[str],
+) -> None:
+    watcher = make_watcher(mode)
+    assert wait_for(watcher.healthy)
+    shutil.rmtree(inbox)
+    assert wait_for(lambda: not watcher.healthy())
+    assert wait_for(lambda: any("is missing" in message for message in warnings))
+    inbox.mkdir()
+    assert wait_for(watcher.healthy)
+    photo = inbox / "after.jpg"
+    photo.write_bytes(b"after the blip")
+    assert wait_for(lambda: recorder.count(photo) == 1)
+
+
+@MODES
+def test_dead_observer_is_replaced_and_files_still_arrive(
+    mode: str,
+    inbox: Path,
+    recorder: Recorder,
+    make_watcher: Callable[..., Watcher],
+    warnings: list[str],
+) -> None:
+    watcher = make_watcher(mode, rescan_interval_seconds=3.0)
+    old = watcher._observer
+    assert old is not None
+    old.stop()  # as if its thread had died
+    photo = inbox / "meanwhile.jpg"
+    photo.write_bytes(b"written while nobody watched")
+    assert wait_for(lambda: any("observer" in m and "stopped" in m for m in warnings))
+    assert wait_for(lambda: recorder.count(photo) == 1, timeout=3.0)
+    assert wait_for(watcher.healthy)
+    assert watcher._observer is not old
+    later = inbox / "later.jpg"
+    later.write_bytes(b"seen by the new observer")
+    assert wait_for(lambda: recorder.count(later) == 1)
+
+
+def test_out_of_inotify_watches_falls_back_to_polling(
+    inbox: Path,
+    recorder: Recorder,
+    make_watcher: Callable[..., Watcher],
+    warnings: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_watches_left() -> None:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    monkeypatch.setattr(watcher_module, "Observer", no_watches_left)
+    watcher = make_watcher("native")
+    assert watcher.mode == "poll"
+    assert any("polling" in message for message in warnings)
+    photo = inbox / "photo.jpg"
+    photo.write_bytes(b"x")
+    assert wait_for(lambda: recorder.count(photo) == 1)
+    assert watcher.healthy()
+
+
+def test_start_refuses_a_missing_inbox(tmp_path: Path, recorder: Recorder) -> None:
+    watcher = Watcher(tmp_path / "absent", recorder, mode="native")
+    with pytest.raises(FileNotFoundError):
+        watcher.start()
