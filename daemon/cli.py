@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -51,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a config file")
     check.add_argument("--config", type=Path, required=True)
+
+    run = sub.add_parser("run", help="run the daemon: watch the inbox, stylise into the outbox")
+    run.add_argument("--config", type=Path, required=True)
+    run.add_argument("--once", action="store_true", help="process what is there, then exit 0")
+
+    status = sub.add_parser("status", help="what the daemon has done and is doing")
+    status.add_argument("--config", type=Path, required=True)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -169,4 +178,31 @@ def _check(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-_COMMANDS = {"stylize": _stylize, "check": _check}
+def _run(args: argparse.Namespace) -> int:
+    from daemon.service import Service
+
+    return Service(args.config, once=args.once, verbose=args.verbose).run()
+
+
+def _status(args: argparse.Namespace) -> int:
+    from daemon.config import load_config
+    from daemon.status import read_status
+
+    report = read_status(load_config(args.config))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return ExitCode.OK
+    counts = ", ".join(f"{n} {state}" for state, n in report["counts"].items())
+    print(f"journal {report['journal']}: {counts}")
+    current = report["running"]
+    print(
+        f"running: {current['source'] + ' (' + current['preset'] + ')' if current else 'nothing'}"
+    )
+    for job in report["queue"]:
+        print(f"queued: {job['source']} ({job['preset']})")
+    for job in report["recent_failures"]:
+        print(f"{job['state']}: {job['source']} ({job['preset']}): {job['error']}")
+    return ExitCode.OK
+
+
+_COMMANDS = {"stylize": _stylize, "check": _check, "run": _run, "status": _status}

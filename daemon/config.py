@@ -30,6 +30,7 @@ from daemon.settings import COLOUR_MODES, INIT_MODES, OPTIMIZERS, POOLINGS, Styl
 
 LOGS_DIR = "logs"
 ORIGINALS_DIR = "originals"
+JOURNAL_NAME = "journal.sqlite3"
 # Preset names become folders in the inbox and outbox, next to these.
 RESERVED_PRESET_NAMES = frozenset({FAILED_DIR, LOGS_DIR, ORIGINALS_DIR})
 PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -233,6 +234,13 @@ class Config:
     def originals_dir(self) -> Path:
         """Where originals are moved under the "move" policy."""
         return self.originals.move_to or self._outbox() / ORIGINALS_DIR
+
+    @property
+    def journal_path(self) -> Path:
+        """The SQLite journal in state_dir (local disk: SQLite locking is unsafe on shares)."""
+        if self.state_dir is None:
+            raise ConfigError(f"{self.path}: no state_dir configured")
+        return self.state_dir / JOURNAL_NAME
 
 
 # --- parsing -------------------------------------------------------------------------------------

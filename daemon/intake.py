@@ -1,0 +1,88 @@
+"""From a settled file in the inbox to a queued job: route it, hash it, record it once.
+
+Called by the watcher's settle thread (never by the observer's event callback), so hashing here
+never delays event delivery. Duplicates — the same bytes for the same preset version, under any
+name — are recognised here and never queued twice.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from loguru import logger
+
+from daemon.config import Config
+from daemon.journal import JobState, Journal
+from daemon.outbox import Outbox
+from daemon.worker import sha256_file
+
+
+class Intake:
+    """Turns ready files into journal rows; `config` may be swapped on reload."""
+
+    def __init__(self, config: Config, journal: Journal, on_queued: Callable[[], None]) -> None:
+        self.config = config
+        self.journal = journal
+        self.on_queued = on_queued
+
+    def accept(self, path: Path) -> None:
+        """Handle one file the watcher found ready (or one that is not a regular file at all)."""
+        config = self.config
+        outbox = Outbox(
+            config.outbox,
+            name_pattern=config.output.name_pattern,
+            file_mode=config.output.file_mode,
+        )
+        try:
+            info = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return  # gone before we got to it: nothing to do
+        if not stat.S_ISREG(info.st_mode):
+            # Symlinks are never followed out of the inbox; FIFOs and devices are never opened.
+            kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+            self._quarantine(outbox, path, f"{path.name}: {kind}; only regular files are taken")
+            return
+        relative = PurePosixPath(path.relative_to(config.inbox).as_posix())
+        preset_name = config.routing.preset_for(relative, config.presets)
+        if preset_name is None:
+            if config.routing.unmatched == "quarantine":
+                self._quarantine(outbox, path, f"{relative}: no routing rule matches it")
+            else:
+                logger.info("{}: no routing rule matches it; left in place", relative)
+            return
+        preset = config.presets[preset_name]
+        content_hash = self.journal.known_hash(str(path), info.st_size, info.st_mtime_ns)
+        if content_hash is None:
+            content_hash = sha256_file(path)
+            self.journal.remember_file(str(path), info.st_size, info.st_mtime_ns, content_hash)
+        added = self.journal.add(content_hash, preset_name, preset.fingerprint, str(path))
+        job = added.job
+        if added.created:
+            logger.bind(job=job.id).info("queued {} for preset {}", relative, preset_name)
+            self.on_queued()
+        elif job.state is JobState.QUARANTINED:
+            self._quarantine(
+                outbox,
+                path,
+                f"{relative}: same photo as job {job.id}, quarantined before: {job.error}",
+            )
+        elif job.source_path != str(path):
+            logger.bind(job=job.id).info(
+                "{}: duplicate of {} (job {}, {}); not processed again",
+                relative,
+                Path(job.source_path).name,
+                job.id,
+                job.state,
+            )
+            if job.state is JobState.DONE or config.originals.policy == "move":
+                outbox.dispose_original(path, config.originals.policy, config.originals_dir)
+        elif job.state is JobState.DONE:
+            # Its own original, still here after a crash between mark_done and the move.
+            outbox.dispose_original(path, config.originals.policy, config.originals_dir)
+
+    def _quarantine(self, outbox: Outbox, path: Path, reason: str) -> None:
+        outbox.quarantine(path, {"reason": reason})
+        logger.warning("quarantined: {}", reason)

@@ -1,0 +1,225 @@
+"""The daemon's start-up order, its threads, signal flags, sd_notify and an orderly stop.
+
+Start-up: config -> logging -> folders -> single-instance lock -> journal (crash recovery) ->
+model -> worker -> watcher (startup scan) -> READY. Signal handlers only set flags; everything they
+ask for happens in the main loop, which also pings the systemd watchdog while watcher and worker
+are healthy — so a stuck daemon is restarted instead of silently doing nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from loguru import logger
+
+from daemon import imaging, pipeline
+from daemon.config import Config, load_config
+from daemon.errors import ConfigError, ExitCode, StyleboxError
+from daemon.intake import Intake
+from daemon.journal import JobState, Journal
+from daemon.notify import Notifier
+from daemon.outbox import remove_stale_temps
+from daemon.watcher import Watcher
+from daemon.worker import Worker
+
+LOCK_NAME = "stylebox.lock"
+MAIN_LOOP_SECONDS = 0.25
+STOP_GRACE_SECONDS = 8.0  # systemd and users expect an exit within 10 s of SIGTERM
+LOG_FORMAT = (
+    "<green>{time:YYYY-MM-DD HH:mm:ss}</green> <level>{level: <7}</level> {extra[job_tag]}{message}"
+)
+
+
+def configure_logging(config: Config, *, verbose: bool = False) -> None:
+    """stderr (journald under systemd) and a rotating file in <outbox>/logs/."""
+    level = "DEBUG" if verbose else config.logging.level
+    logger.remove()
+    logger.configure(extra={"job_tag": ""}, patcher=_tag_job)
+    logger.add(sys.stderr, level=level, format=LOG_FORMAT)
+    if config.logging.file:
+        config.log_dir.mkdir(parents=True, exist_ok=True)
+        logger.add(
+            config.log_dir / "stylebox.log",
+            level=level,
+            format=LOG_FORMAT,
+            rotation=config.logging.rotation,
+            retention=config.logging.retention,
+            enqueue=True,
+        )
+
+
+def _tag_job(record: dict) -> None:
+    job = record["extra"].get("job")
+    record["extra"]["job_tag"] = f"[job {job}] " if job is not None else ""
+
+
+class Service:
+    """One daemon process: `run()` returns its exit code."""
+
+    def __init__(self, config_path: Path, *, once: bool = False, verbose: bool = False) -> None:
+        self.config_path = config_path
+        self.once = once
+        self.verbose = verbose
+        self.notifier = Notifier()
+        self._stop_signals = 0
+        self._reload = threading.Event()
+
+    def run(self) -> int:
+        """Start, loop until stopped (or, with --once, until the inbox is done), stop."""
+        config = load_config(self.config_path)
+        configure_logging(config, verbose=self.verbose)
+        lock = self._prepare_folders_and_lock(config)
+        try:
+            return self._run_locked(config)
+        finally:
+            os.close(lock)
+
+    def _prepare_folders_and_lock(self, config: Config) -> int:
+        assert config.inbox and config.outbox and config.state_dir
+        for folder, field in (
+            (config.inbox, "inbox"),
+            (config.outbox, "outbox"),
+            (config.state_dir, "state_dir"),
+        ):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StyleboxError(
+                    f"{self.config_path}: {field} {folder}: cannot create: {exc.strerror}"
+                ) from exc
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise StyleboxError(f"{self.config_path}: {field} {folder}: not writable")
+        lock_path = config.state_dir / LOCK_NAME
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StyleboxError(
+                f"{lock_path}: another stylebox daemon uses this state_dir"
+            ) from None
+        return fd
+
+    def _run_locked(self, config: Config) -> int:
+        journal = Journal(config.journal_path)
+        recovered = journal.requeue_running()
+        if recovered:
+            logger.warning(
+                "{} job(s) were running when the daemon last stopped; requeued", recovered
+            )
+        for folder in {config.outbox, config.originals_dir}:
+            removed = remove_stale_temps(folder) if folder.exists() else 0
+            if removed:
+                logger.info("removed {} temporary file(s) left in {} by a crash", removed, folder)
+
+        models = pipeline.Models(pipeline.resolve_device(config.device))
+        worker = Worker(config, journal, models, on_status=self.notifier.status)
+        logger.info("loading VGG-19 on {}", models.device)
+        worker.warm_up(next(iter(config.presets.values())))
+        intake = Intake(config, journal, on_queued=worker.wake)
+        watcher = self._watcher(config, intake)
+        self._install_signal_handlers()
+        worker.start()
+        watcher.start()
+        logger.info(
+            "watching {} ({} mode); outputs go to {}", config.inbox, watcher.mode, config.outbox
+        )
+        self.notifier.ready(f"watching {config.inbox}")
+        try:
+            return self._main_loop(config, journal, worker, intake, watcher)
+        finally:
+            self.notifier.stopping()
+            logger.info("stopping")
+            watcher.stop()
+            worker.request_stop()
+            if not worker.join(STOP_GRACE_SECONDS):
+                logger.warning("the worker did not stop in time; its job will be retried")
+            journal.close()
+
+    def _watcher(self, config: Config, intake: Intake) -> Watcher:
+        def decodes(path: Path) -> bool:
+            try:
+                imaging.load_image(path, max_pixels=config.max_input_pixels)
+            except StyleboxError:
+                return False
+            return True
+
+        watch = config.watch
+        assert config.inbox is not None
+        return Watcher(
+            config.inbox,
+            intake.accept,
+            mode=watch.mode,
+            poll_interval_seconds=watch.poll_interval_seconds,
+            settle_seconds=watch.settle_seconds,
+            rescan_interval_seconds=watch.rescan_interval_seconds,
+            is_ready=decodes,
+        )
+
+    def _main_loop(self, config, journal, worker, intake, watcher) -> int:
+        watchdog_every = self.notifier.watchdog_interval_seconds()
+        last_ping = 0.0
+        while not self._stop_signals:
+            if worker.fatal is not None:
+                return ExitCode.FAILURE
+            if self._reload.is_set():
+                self._reload.clear()
+                config = self._reload_config(config, worker, intake)
+            healthy = watcher.healthy() and worker.healthy()
+            if watchdog_every and healthy and time.monotonic() - last_ping >= watchdog_every:
+                self.notifier.watchdog()
+                last_ping = time.monotonic()
+            if self.once and watcher.idle() and self._queue_empty(journal):
+                logger.info("inbox done (--once)")
+                return ExitCode.OK
+            time.sleep(MAIN_LOOP_SECONDS)
+        return ExitCode.OK
+
+    @staticmethod
+    def _queue_empty(journal: Journal) -> bool:
+        counts = journal.counts()
+        return counts[JobState.QUEUED] == 0 and counts[JobState.RUNNING] == 0
+
+    def _reload_config(self, old: Config, worker: Worker, intake: Intake) -> Config:
+        """SIGHUP: take the new config if it is valid, else keep the old one and say why."""
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            logger.error("config reload refused, keeping the running config:\n{}", exc)
+            return old
+        fixed = ("inbox", "outbox", "state_dir", "device", "watch")
+        changed = [name for name in fixed if getattr(new, name) != getattr(old, name)]
+        if changed:
+            logger.warning(
+                "reload: {} change(s) need a restart; keeping the old values", ", ".join(changed)
+            )
+            new = _with_fields_of(new, old, changed)
+        configure_logging(new, verbose=self.verbose)
+        worker.config = new
+        intake.config = new
+        logger.info("config reloaded: presets {}", ", ".join(new.presets))
+        return new
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, lambda signum, frame: self._reload.set())
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only flags here: logging and the stop itself happen in the main loop.
+        self._stop_signals += 1
+        if self._stop_signals > 1:  # a second signal: stop now; the job is requeued at start-up
+            os._exit(ExitCode.OK)
+
+
+def _with_fields_of(new: Config, old: Config, names: list[str]) -> Config:
+    import dataclasses
+
+    return dataclasses.replace(new, **{name: getattr(old, name) for name in names})

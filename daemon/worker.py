@@ -1,0 +1,304 @@
+"""The one thread that owns the model and the device, and takes jobs from the journal in order.
+
+A job's life: claim (running) -> load -> stylise -> outbox.deliver -> journal.mark_done -> original
+disposed. Errors are sorted at the job's edge, the only broad except in the daemon: a bad photo is
+quarantined at once, a transient fault is retried with backoff, a stop releases the job untouched,
+and a CUDA error that poisons the process stops the daemon so systemd restarts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from loguru import logger
+
+from daemon import __version__, engine, pipeline
+from daemon.config import Config, Preset
+from daemon.errors import InputError
+from daemon.journal import Job, Journal
+from daemon.outbox import Outbox
+
+HEARTBEAT_STALE_SECONDS = 120.0  # one evaluation never takes this long; a stuck worker does
+IDLE_WAIT_SECONDS = 1.0
+
+
+class StopRequested(BaseException):
+    """Raised inside the engine's callback to abandon the current job; BaseException so that no
+    `except Exception` can record a shutdown as a failure."""
+
+
+class DevicePoisoned(Exception):
+    """A CUDA error after which the process cannot use the device again."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_device_poisoned(exc: BaseException) -> bool:
+    """CUDA's sticky errors (illegal address, launch failure, ECC): only a new process recovers."""
+    text = str(exc)
+    accelerator_error = getattr(torch, "AcceleratorError", ())
+    return isinstance(exc, accelerator_error) or (
+        isinstance(exc, RuntimeError) and "CUDA error" in text and "out of memory" not in text
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another attempt: I/O trouble and a device that ran out of memory this time."""
+    return isinstance(exc, OSError | torch.OutOfMemoryError)
+
+
+class Worker:
+    """Takes queued jobs one at a time; `config` may be swapped on reload between jobs."""
+
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        models: pipeline.Models,
+        *,
+        on_status: Callable[[str], None] = lambda text: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.models = models
+        self.on_status = on_status
+        self.clock = clock
+        self.fatal: BaseException | None = None  # set when the daemon must exit non-zero
+        self.current: Job | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._heartbeat = time.monotonic()
+        self._styles: dict[str, tuple[list[engine.Style], engine.StyleTargets]] = {}
+        self._thread = threading.Thread(target=self._run, name="worker", daemon=True)
+
+    # -- control, from the service's thread ------------------------------------------------------
+
+    def start(self) -> None:
+        """Start taking jobs."""
+        self._thread.start()
+
+    def wake(self) -> None:
+        """A job was queued: stop waiting."""
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        """Take no more jobs; the current one is abandoned at its next evaluation and released."""
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to end; True if it did."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def healthy(self) -> bool:
+        """Alive, and either idle-waiting or making progress within the heartbeat window."""
+        fresh = time.monotonic() - self._heartbeat < HEARTBEAT_STALE_SECONDS
+        return self._thread.is_alive() and fresh and self.fatal is None
+
+    def warm_up(self, preset: Preset) -> None:
+        """Load the model (and this preset's styles) before the daemon says it is ready."""
+        self.models.for_settings(preset.settings)
+        self._styles_for(preset)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._heartbeat = time.monotonic()
+            job = self.journal.claim_next()
+            if job is None:
+                self._wake.wait(self._idle_wait())
+                self._wake.clear()
+                continue
+            try:
+                self._process(job)
+            except StopRequested:
+                self.journal.release(job.id)
+                logger.bind(job=job.id).info("stopped mid-job; it will run again at the next start")
+                return
+            except DevicePoisoned as exc:
+                self.fatal = exc
+                return
+            finally:
+                self.current = None
+
+    def _idle_wait(self) -> float:
+        wake_at = self.journal.next_wake_time()
+        if wake_at is None:
+            return IDLE_WAIT_SECONDS
+        return min(IDLE_WAIT_SECONDS, max(0.0, wake_at - self.clock()))
+
+    def _process(self, job: Job) -> None:
+        log = logger.bind(job=job.id)
+        self.current = job
+        config = self.config  # one config for the whole job, even if a reload swaps it
+        source = Path(job.source_path)
+        outbox = Outbox(
+            config.outbox,
+            name_pattern=config.output.name_pattern,
+            file_mode=config.output.file_mode,
+        )
+        try:
+            preset = config.presets.get(job.preset)
+            if preset is None:
+                raise InputError(f"{source.name}: preset {job.preset!r} is no longer configured")
+            self.on_status(f"stylising {source.name} ({job.preset})")
+            log.info("{} -> preset {} (attempt {})", source, job.preset, job.attempts)
+            delivered = self._stylise_and_deliver(job, preset, source, outbox, log)
+        except StopRequested:
+            raise
+        except InputError as exc:
+            self._quarantine(job, source, outbox, str(exc), log)
+            return
+        except Exception as exc:
+            if is_device_poisoned(exc):
+                self.journal.mark_retry(job.id, f"device error: {exc}", self.clock())
+                log.critical("the device is unusable ({}); exiting so the service restarts", exc)
+                raise DevicePoisoned(str(exc)) from exc
+            self._retry_or_fail(job, source, outbox, exc, log)
+            return
+        log.success("done: {}", delivered)
+        self._dispose_original(source, config, outbox, log)
+        self.on_status("idle")
+
+    def _stylise_and_deliver(self, job, preset, source, outbox, log) -> str:
+        if not source.exists() and not source.is_symlink():
+            raise InputError(f"{source}: the photo vanished before it could be processed")
+        if source.is_symlink() or not source.is_file():
+            raise InputError(f"{source.name}: not a regular file (symlinks are never followed)")
+        if sha256_file(source) != job.content_hash:
+            raise InputError(
+                f"{source.name}: changed since it was queued; the new version is queued on its own"
+            )
+        config = self.config
+        planned = job.planned_output
+        if planned is None:
+            planned = str(
+                outbox.plan(preset.name, source.name, job.content_hash, config.output.ext)
+            )
+            self.journal.set_planned_output(job.id, planned)
+        styles, targets = self._styles_for(preset)
+        result, photo = pipeline.stylise_file(
+            source,
+            styles,
+            preset.settings,
+            self.models,
+            max_pixels=config.max_input_pixels,
+            targets=targets,
+            callback=self._on_progress,
+        )
+        writer = pipeline.image_writer(
+            result,
+            photo,
+            format=config.output.format,
+            quality=config.output.quality,
+            bit_depth=config.output.bit_depth,
+        )
+        delivery = outbox.deliver(Path(planned), writer, self._sidecar(job, preset, result, source))
+        details = {
+            "losses": asdict(result.losses),
+            "seconds": result.seconds,
+            "evaluations": result.evaluations,
+            "device": result.device,
+        }
+        self.journal.mark_done(job.id, [str(delivery.image), str(delivery.sidecar)], details)
+        return str(delivery.image)
+
+    def _on_progress(self, progress: engine.Progress) -> None:
+        self._heartbeat = time.monotonic()
+        if self._stop.is_set():
+            raise StopRequested
+
+    def _styles_for(self, preset: Preset) -> tuple[list[engine.Style], engine.StyleTargets]:
+        """Style images and their Gram targets, loaded once per preset version."""
+        key = preset.fingerprint
+        if key not in self._styles:
+            styles = pipeline.load_styles(
+                preset.styles, preset.settings, max_pixels=self.config.max_input_pixels
+            )
+            self._styles[key] = (styles, engine.StyleTargets())
+        return self._styles[key]
+
+    def _sidecar(self, job: Job, preset: Preset, result: engine.Result, source: Path) -> dict:
+        h, w = result.image.shape[-2:]
+        return {
+            "source": source.name,
+            "input_sha256": job.content_hash,
+            "preset": preset.name,
+            "preset_fingerprint": preset.fingerprint,
+            "parameters": asdict(preset.settings),
+            "styles": [{"image": s.path.name, "weight": s.weight} for s in preset.styles],
+            "size": [w, h],
+            "evaluations": result.evaluations,
+            "schedule": [[s.long_side, s.evaluations] for s in result.schedule],
+            "losses": asdict(result.losses),
+            "seconds": {
+                "stylise": round(result.seconds, 3),
+                "queued": round(self.clock() - job.enqueued_at, 3),
+            },
+            "device": result.device,
+            "attempt": job.attempts,
+            "versions": {
+                "stylebox": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+        }
+
+    def _quarantine(
+        self, job: Job, source: Path, outbox: Outbox, reason: str, log, *, gave_up: bool = False
+    ) -> None:
+        """Move the photo to outbox/failed with its reason; `gave_up`: retries ran out (state
+        failed: dropping it again retries), else the photo itself is bad (quarantined)."""
+        outbox.quarantine(
+            source,
+            {
+                "reason": reason,
+                "attempts": job.attempts,
+                "preset": job.preset,
+                "input_sha256": job.content_hash,
+            },
+        )
+        mark = self.journal.mark_failed if gave_up else self.journal.mark_quarantined
+        mark(job.id, reason)
+        log.warning("{}: {}", "failed" if gave_up else "quarantined", reason)
+        self.on_status("idle")
+
+    def _retry_or_fail(self, job: Job, source: Path, outbox: Outbox, exc: Exception, log) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        retries = self.config.retries
+        if is_transient(exc) and job.attempts < retries.max_attempts:
+            delay = retries.backoff_seconds * 2 ** (job.attempts - 1)
+            self.journal.mark_retry(job.id, reason, self.clock() + delay)
+            log.warning("attempt {} failed ({}); retrying in {:.0f} s", job.attempts, reason, delay)
+            return
+        if not is_transient(exc):
+            log.opt(exception=exc).error("unexpected error")
+        # Out of the inbox, so that a restart does not fail it again; dropping it back retries.
+        reason = f"gave up after {job.attempts} attempt(s): {reason}"
+        self._quarantine(job, source, outbox, reason, log, gave_up=True)
+
+    def _dispose_original(self, source: Path, config: Config, outbox: Outbox, log) -> None:
+        try:
+            moved = outbox.dispose_original(source, config.originals.policy, config.originals_dir)
+        except OSError as exc:  # the output is safe; a stuck original is only untidy
+            log.warning("could not {} the original {}: {}", config.originals.policy, source, exc)
+            return
+        if moved is not None:
+            log.debug("original moved to {}", moved)
