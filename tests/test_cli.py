@@ -35,7 +35,8 @@ def test_stylize_writes_the_picture_and_reports(tmp_path) -> None:
 
 def test_stylize_with_a_preset_from_the_shipped_config(tmp_path) -> None:
     out = tmp_path / "x.jpg"
-    result = stylebox("stylize", PHOTO, "--preset", "stained_glass", "--config", REPO / "config.yaml",
+    config = REPO / "config.yaml"
+    result = stylebox("stylize", PHOTO, "--preset", "stained_glass", "--config", config,
                       "--size", 40, "--steps", 3, "--out", out)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert Image.open(out).size == (40, 30)
@@ -54,7 +55,7 @@ def test_stylize_with_a_preset_from_the_shipped_config(tmp_path) -> None:
     ],
 )
 def test_bad_usage_or_input_exits_2_with_one_line(tmp_path, args, expected) -> None:
-    photo = tmp_path / "missing.jpg" if "missing.jpg" == expected else PHOTO
+    photo = tmp_path / "missing.jpg" if expected == "missing.jpg" else PHOTO
     filled = [str(a).replace("{tmp}", str(tmp_path)) for a in args]
     result = stylebox("stylize", photo, "--steps", 1, "--size", 32, *filled)  # the case wins
     assert result.returncode == 2, result.stderr
@@ -71,7 +72,8 @@ def test_corrupt_photo_exits_2_naming_the_file(tmp_path) -> None:
 
 
 def test_unknown_preset_lists_the_known_ones(tmp_path) -> None:
-    result = stylebox("stylize", PHOTO, "--preset", "cubism", "--config", REPO / "config.yaml",
+    config = REPO / "config.yaml"
+    result = stylebox("stylize", PHOTO, "--preset", "cubism", "--config", config,
                       "--out", tmp_path / "x.png")  # fmt: skip
     assert result.returncode == 2
     assert "cubism" in error_line(result) and "swirl" in error_line(result)
