@@ -32,7 +32,7 @@ def reference_stylise(
     photo = engine.resize(content.to(device), size)
     grams = engine.style_grams_for(model, settings, styles, max(size))
     objective = engine.Objective(model, settings, photo, grams)
-    x = photo[None].clone().requires_grad_(True)
+    x = photo[None].contiguous().clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS(
         [x], lr=1, max_iter=evaluations, max_eval=evaluations, tolerance_grad=0, tolerance_change=0
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +23,10 @@ from daemon import engine, imaging, pipeline
 from daemon.config import StyleImage
 from daemon.settings import StyleSettings
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+# ../shared/data beside the repo; STYLEBOX_DATA points elsewhere (a GPU machine without it).
+DATA = Path(
+    os.environ.get("STYLEBOX_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+)
 
 
 def score(model, image: torch.Tensor, photo: torch.Tensor, styles, settings) -> float:
@@ -39,33 +43,26 @@ def first_time_at_or_below(history: list[tuple[float, float]], target: float) ->
     return next((seconds for seconds, loss in history if loss <= target), None)
 
 
-def main() -> None:
-    """Run both, print the table, write JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--photo", type=Path, default=DATA / "photos" / "tubingen.jpg")
-    parser.add_argument("--style", type=Path, default=DATA / "styles" / "starry_night.jpg")
-    parser.add_argument("--evaluations", type=int, default=300, help="the reference's budget")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    args = parser.parse_args()
-
-    settings = StyleSettings(size=args.size)
-    models = pipeline.Models(pipeline.resolve_device(args.device))
+def compare(
+    size: int, device: str, photo_path: Path, style_path: Path, evaluations: int, out: Path
+) -> dict:
+    """Run the reference and stylebox side by side; returns the figures as plain data."""
+    settings = StyleSettings(size=size)
+    models = pipeline.Models(pipeline.resolve_device(device))
     model = models.for_settings(settings)
-    styles = pipeline.load_styles([StyleImage(args.style)], settings, max_pixels=10**9)
-    photo_pixels = imaging.load_image(args.photo, long_side=args.size).pixels
+    styles = pipeline.load_styles([StyleImage(style_path)], settings, max_pixels=10**9)
+    photo_pixels = imaging.load_image(photo_path, long_side=size).pixels
     photo = pipeline.to_tensor(photo_pixels).to(models.device)
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
 
-    ref_image, ref_history = reference_stylise(model, photo, styles, settings, args.evaluations)
+    ref_image, ref_history = reference_stylise(model, photo, styles, settings, evaluations)
     ours = engine.stylise(model, photo, styles, settings)
     rows = {}
     for name, image, seconds in (
         ("reference", ref_image, ref_history[-1][0]),
         ("stylebox", ours.image, ours.seconds),
     ):
-        path = args.out / f"ttq_{name}_{args.size}.png"
+        path = out / f"ttq_{name}_{size}.png"
         imaging.save_image(pipeline.to_pixels(image), path, format="png")
         rows[name] = {
             "objective_8bit": score(model, image, photo, styles, settings),
@@ -74,18 +71,23 @@ def main() -> None:
         }
     target = rows["reference"]["objective_8bit"]
     reached = first_time_at_or_below(ours.history, target)
-    summary = {
-        "size": args.size,
+    return {
+        "size": size,
         "device": str(models.device),
         "threads": torch.get_num_threads(),
-        "reference_evaluations": args.evaluations,
+        "reference_evaluations": evaluations,
         "stylebox_evaluations": ours.evaluations,
         "stylebox_schedule": [[s.long_side, s.evaluations] for s in ours.schedule],
         "rows": rows,
         "stylebox_seconds_to_reference_objective": reached,
         "ratio": None if reached is None else reached / rows["reference"]["seconds"],
     }
-    print(f"time to quality at {args.size} px on {models.device}")
+
+
+def print_table(summary: dict) -> None:
+    """The figures as a short table."""
+    rows, reached = summary["rows"], summary["stylebox_seconds_to_reference_objective"]
+    print(f"time to quality at {summary['size']} px on {summary['device']}")
     print(f"{'':10} {'objective (8-bit)':>18} {'seconds':>8}")
     for name, row in rows.items():
         print(f"{name:10} {row['objective_8bit']:18.5g} {row['seconds']:8.1f}")
@@ -96,6 +98,20 @@ def main() -> None:
             f"stylebox reached the reference's objective after {reached:.1f} s: "
             f"ratio {summary['ratio']:.2f} of the reference's time"
         )
+
+
+def main() -> None:
+    """Run both, print the table, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--photo", type=Path, default=DATA / "photos" / "tubingen.jpg")
+    parser.add_argument("--style", type=Path, default=DATA / "styles" / "starry_night.jpg")
+    parser.add_argument("--evaluations", type=int, default=300, help="the reference's budget")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    summary = compare(args.size, args.device, args.photo, args.style, args.evaluations, args.out)
+    print_table(summary)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     (args.out / f"time_to_quality_{args.size}_{stamp}.json").write_text(
         json.dumps(summary, indent=2)

@@ -34,6 +34,10 @@ class StopRequested(BaseException):
     `except Exception` can record a shutdown as a failure."""
 
 
+class Superseded(Exception):
+    """The photo's bytes changed after it was queued; the new content is a job of its own."""
+
+
 class DevicePoisoned(Exception):
     """A CUDA error after which the process cannot use the device again."""
 
@@ -132,7 +136,9 @@ class Worker:
                 self.journal.release(job.id)
                 logger.bind(job=job.id).info("stopped mid-job; it will run again at the next start")
                 return
-            except DevicePoisoned as exc:
+            except Exception as exc:  # DevicePoisoned, or the journal/outbox themselves failing
+                if not isinstance(exc, DevicePoisoned):
+                    logger.opt(exception=exc).critical("the worker cannot go on")
                 self.fatal = exc
                 return
             finally:
@@ -163,6 +169,11 @@ class Worker:
             delivered = self._stylise_and_deliver(job, preset, source, outbox, log)
         except StopRequested:
             raise
+        except Superseded as exc:
+            # Leave the file alone: the watcher has seen the change and queues the new content.
+            self.journal.mark_failed(job.id, str(exc))
+            log.info("{}; its new content is queued on its own", exc)
+            return
         except InputError as exc:
             self._quarantine(job, source, outbox, str(exc), log)
             return
@@ -183,9 +194,7 @@ class Worker:
         if source.is_symlink() or not source.is_file():
             raise InputError(f"{source.name}: not a regular file (symlinks are never followed)")
         if sha256_file(source) != job.content_hash:
-            raise InputError(
-                f"{source.name}: changed since it was queued; the new version is queued on its own"
-            )
+            raise Superseded(f"{source.name} changed after it was queued")
         config = self.config
         planned = job.planned_output
         if planned is None:
@@ -282,6 +291,8 @@ class Worker:
 
     def _retry_or_fail(self, job: Job, source: Path, outbox: Outbox, exc: Exception, log) -> None:
         reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, torch.OutOfMemoryError):
+            torch.cuda.empty_cache()  # give the next attempt the memory this one held
         retries = self.config.retries
         if is_transient(exc) and job.attempts < retries.max_attempts:
             delay = retries.backoff_seconds * 2 ** (job.attempts - 1)

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# GPU check: on a machine with a CUDA GPU and the project installed, runs the GPU parts of the
+# benchmark (a few minutes) and prints the figures; JSON goes to ${1:-bench/results}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv || true
+PYTHONUNBUFFERED=1 exec python3 -m bench.gpu_check --out "${1:-bench/results}"
