@@ -73,6 +73,8 @@ class Service:
 
     def run(self) -> int:
         """Start, loop until stopped (or, with --once, until the inbox is done), stop."""
+        # First of all: a SIGHUP or SIGTERM during the model load must not kill the process.
+        self._install_signal_handlers()
         config = load_config(self.config_path)
         configure_logging(config, verbose=self.verbose)
         lock = self._prepare_folders_and_lock(config)
@@ -125,7 +127,6 @@ class Service:
         worker.warm_up(next(iter(config.presets.values())))
         intake = Intake(config, journal, on_queued=worker.wake)
         watcher = self._watcher(config, intake)
-        self._install_signal_handlers()
         worker.start()
         watcher.start()
         logger.info(
@@ -137,8 +138,8 @@ class Service:
         finally:
             self.notifier.stopping()
             logger.info("stopping")
+            worker.request_stop()  # first: its job needs the most time to wind down
             watcher.stop()
-            worker.request_stop()
             if not worker.join(STOP_GRACE_SECONDS):
                 logger.warning("the worker did not stop in time; its job will be retried")
             journal.close()

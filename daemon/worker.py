@@ -118,7 +118,7 @@ class Worker:
     def warm_up(self, preset: Preset) -> None:
         """Load the model (and this preset's styles) before the daemon says it is ready."""
         self.models.for_settings(preset.settings)
-        self._styles_for(preset)
+        self._styles_for(preset, self.config)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -161,12 +161,18 @@ class Worker:
             file_mode=config.output.file_mode,
         )
         try:
+            if job.attempts > config.retries.max_attempts:
+                # Only a crash gets here (other failures are counted where they happen): a photo
+                # that kills the daemon every time must not do so forever under Restart=.
+                reason = f"gave up after {job.attempts - 1} attempt(s): the daemon died during each"
+                self._quarantine(job, source, outbox, reason, log, gave_up=True)
+                return
             preset = config.presets.get(job.preset)
             if preset is None:
                 raise InputError(f"{source.name}: preset {job.preset!r} is no longer configured")
             self.on_status(f"stylising {source.name} ({job.preset})")
             log.info("{} -> preset {} (attempt {})", source, job.preset, job.attempts)
-            delivered = self._stylise_and_deliver(job, preset, source, outbox, log)
+            delivered = self._stylise_and_deliver(job, preset, source, outbox, config)
         except StopRequested:
             raise
         except Superseded as exc:
@@ -188,21 +194,22 @@ class Worker:
         self._dispose_original(source, config, outbox, log)
         self.on_status("idle")
 
-    def _stylise_and_deliver(self, job, preset, source, outbox, log) -> str:
+    def _stylise_and_deliver(
+        self, job: Job, preset: Preset, source: Path, outbox: Outbox, config: Config
+    ) -> str:
         if not source.exists() and not source.is_symlink():
             raise InputError(f"{source}: the photo vanished before it could be processed")
         if source.is_symlink() or not source.is_file():
             raise InputError(f"{source.name}: not a regular file (symlinks are never followed)")
         if sha256_file(source) != job.content_hash:
             raise Superseded(f"{source.name} changed after it was queued")
-        config = self.config
         planned = job.planned_output
         if planned is None:
             planned = str(
                 outbox.plan(preset.name, source.name, job.content_hash, config.output.ext)
             )
             self.journal.set_planned_output(job.id, planned)
-        styles, targets = self._styles_for(preset)
+        styles, targets = self._styles_for(preset, config)
         result, photo = pipeline.stylise_file(
             source,
             styles,
@@ -234,12 +241,14 @@ class Worker:
         if self._stop.is_set():
             raise StopRequested
 
-    def _styles_for(self, preset: Preset) -> tuple[list[engine.Style], engine.StyleTargets]:
+    def _styles_for(
+        self, preset: Preset, config: Config
+    ) -> tuple[list[engine.Style], engine.StyleTargets]:
         """Style images and their Gram targets, loaded once per preset version."""
         key = preset.fingerprint
         if key not in self._styles:
             styles = pipeline.load_styles(
-                preset.styles, preset.settings, max_pixels=self.config.max_input_pixels
+                preset.styles, preset.settings, max_pixels=config.max_input_pixels
             )
             self._styles[key] = (styles, engine.StyleTargets())
         return self._styles[key]

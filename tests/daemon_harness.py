@@ -1,0 +1,249 @@
+"""The real daemon as a subprocess, for end-to-end tests: its config, photos to drop, its log.
+
+Everything waits on a deadline while polling a condition; a daemon that dies while a test waits on
+it fails the wait at once, with the tail of its log in the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from PIL import Image, ImageOps
+
+from daemon.outbox import TEMP_PREFIX
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".." / "shared" / "data"
+STYLES = REPO / "styles"
+SOURCE_PHOTOS = ("tubingen.jpg", "golden_gate.jpg", "hoovertowernight.jpg", "child.png")
+START_SECONDS = 90.0  # VGG-19 loads in ~3 s; other test runs may share the CPUs
+JOB_SECONDS = 60.0  # a tiny preset takes ~1 s; the slow one, run after a restart, far more
+_READY_LINE = "outputs go to"  # the service logs it right before READY=1
+
+T = TypeVar("T")
+
+
+def tiny_preset(style: str = "swirl.png", **settings: Any) -> dict[str, Any]:
+    """A preset that stylises a small photo in about a second on a CPU."""
+    return {"style": str(STYLES / style), "size": 40, "steps": 4, **settings}
+
+
+def write_config(folder: Path, *, name: str = "config.yaml", **overrides: Any) -> Path:
+    """A daemon config with its folders in `folder` and two tiny presets, swirl and glass."""
+    document: dict[str, Any] = {
+        "inbox": str(folder / "inbox"),
+        "outbox": str(folder / "outbox"),
+        "state_dir": str(folder / "state"),
+        "device": "cpu",
+        "presets": {"swirl": tiny_preset(), "glass": tiny_preset("stained_glass.png")},
+        "routing": {"default_preset": "swirl"},
+        "watch": {
+            "settle_seconds": 0.3,
+            "poll_interval_seconds": 0.2,
+            "rescan_interval_seconds": 2,
+        },
+        "retries": {"max_attempts": 2, "backoff_seconds": 0.5},
+        "logging": {"level": "DEBUG"},
+    }
+    document.update(overrides)
+    path = folder / name
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@cache
+def _source_photo(index: int) -> Image.Image:
+    with Image.open(DATA / "photos" / SOURCE_PHOTOS[index % len(SOURCE_PHOTOS)]) as image:
+        return image.convert("RGB")
+
+
+def photo_bytes(variant: int, *, format: str = "JPEG", size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small photo, distinct for each `variant`: another source, crop and colour cast."""
+    source = _source_photo(variant)
+    width, height = source.size
+    shift = (variant * 37) % 20 / 100  # a different crop for each variant
+    box = (int(width * shift), int(height * shift), int(width * (0.8 + shift)), int(height * 0.8))
+    image = ImageOps.fit(source.crop(box), size)
+    tint = Image.new(
+        "RGB", size, ((variant * 67) % 256, (variant * 131) % 256, (variant * 29) % 256)
+    )
+    image = Image.blend(image, tint, 0.2)
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **({"quality": 90} if format == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def drop(path: Path, data: bytes) -> str:
+    """Write a photo straight into place (as a program saving into the inbox would); its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return sha256(data)
+
+
+def sha256(data: bytes) -> str:
+    """Hex sha256 of some bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def files_under(root: Path) -> list[Path]:
+    """Every file (not folder) below `root`, sorted."""
+    return sorted(p for p in root.rglob("*") if not p.is_dir())
+
+
+def temp_files(root: Path) -> list[Path]:
+    """The outbox's temporary files left anywhere below `root`."""
+    return sorted(root.rglob(f"{TEMP_PREFIX}*"))
+
+
+def results(outbox: Path, presets: tuple[str, ...] = ("swirl", "glass")) -> dict[str, list[str]]:
+    """The names in each preset folder of the outbox (only non-empty folders appear)."""
+    found = {}
+    for preset in presets:
+        folder = outbox / preset
+        names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        if names:
+            found[preset] = names
+    return found
+
+
+def wait_for(
+    condition: Callable[[], T],
+    what: str,
+    *,
+    timeout: float = JOB_SECONDS,
+    daemon: Daemon | None = None,
+    state: Callable[[], object] | None = None,
+) -> T:
+    """Poll `condition` until it is truthy (returning its value); fail after `timeout` seconds.
+
+    With `daemon`, also fail as soon as that daemon exits, since it then cannot make `condition`
+    come true; the failure shows its log, and what `state` returns then.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if daemon is not None and daemon.process.poll() is not None:
+            problem = f"the daemon exited ({daemon.process.returncode})"
+        elif time.monotonic() > deadline:
+            problem = f"timed out after {timeout:g} s"
+        else:
+            time.sleep(0.05)
+            continue
+        details = [f"{problem} waiting for {what}"]
+        if state is not None:
+            details.append(f"now: {state()}")
+        if daemon is not None:
+            details.append(daemon.log_tail())
+        raise AssertionError("\n".join(details))
+
+
+def daemon_env(**extra: str) -> dict[str, str]:
+    """The environment for a daemon: ours, minus any systemd notify variables we may run under."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class Daemon:
+    """One `stylebox run` process, its stdout and stderr in files next to the config."""
+
+    _serial = itertools.count(1)
+
+    def __init__(self, config: Path, *, once: bool = False, env: dict[str, str] | None = None):
+        serial = next(self._serial)
+        self.config = config
+        self.stdout_path = config.parent / f"daemon-{serial}.stdout"
+        self.stderr_path = config.parent / f"daemon-{serial}.stderr"
+        command = [sys.executable, "-m", "daemon", "run", "--config", str(config)]
+        if once:
+            command.append("--once")
+        with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                command, stdout=stdout, stderr=stderr, cwd=config.parent, env=env or daemon_env()
+            )
+
+    def log(self) -> str:
+        """Everything the daemon has logged so far (stderr)."""
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the log, for failure messages."""
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def count(self, text: str) -> int:
+        """How many log lines contain `text`."""
+        return sum(text in line for line in self.log().splitlines())
+
+    def wait_for_log(self, text: str, *, times: int = 1, timeout: float = JOB_SECONDS) -> None:
+        """Wait until `text` appears on at least `times` log lines."""
+        wait_for(
+            lambda: self.count(text) >= times, f"{text!r} in the log", timeout=timeout, daemon=self
+        )
+
+    def wait_ready(self) -> None:
+        """Wait until the model is loaded and the inbox watched."""
+        self.wait_for_log(_READY_LINE, timeout=START_SECONDS)
+
+    def send(self, signum: signal.Signals) -> None:
+        """Send a signal to the daemon."""
+        self.process.send_signal(signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the daemon to exit; its exit code."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"the daemon did not exit within {timeout:g} s\n{self.log_tail()}"
+            ) from None
+
+    def kill(self) -> None:
+        """SIGKILL, if still running, and reap it."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(30)
+
+
+class Daemons:
+    """Starts daemons for one test and kills whatever is left of them at its end."""
+
+    def __init__(self) -> None:
+        self.started: list[Daemon] = []
+
+    def start(self, config: Path, **options: Any) -> Daemon:
+        """Start a daemon (see Daemon)."""
+        daemon = Daemon(config, **options)
+        self.started.append(daemon)
+        return daemon
+
+    def close(self) -> None:
+        """Kill every daemon still running."""
+        for daemon in self.started:
+            daemon.kill()
+
+
+def stylebox(*args: object, cwd: Path = REPO, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run a stylebox sub-command to its end, as `python -m daemon`."""
+    command = [sys.executable, "-m", "daemon", *map(str, args)]
+    return subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=daemon_env()
+    )
