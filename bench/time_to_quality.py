@@ -1,4 +1,4 @@
-"""Time to quality: stylebox's default schedule against the reference (bench/reference.py), side by
+"""Time to quality: stylebox's defaults against the reference (bench/reference.py), side by
 side in one process, on the same photo, painting and objective.
 
     python -m bench.time_to_quality [--size 256] [--photo ...] [--style ...] [--device cpu]
@@ -77,7 +77,7 @@ def compare(
         "threads": torch.get_num_threads(),
         "reference_evaluations": evaluations,
         "stylebox_evaluations": ours.evaluations,
-        "stylebox_schedule": [[s.long_side, s.evaluations] for s in ours.schedule],
+        "stylebox_budget": ours.budget,
         "rows": rows,
         "stylebox_seconds_to_reference_objective": reached,
         "ratio": None if reached is None else reached / rows["reference"]["seconds"],

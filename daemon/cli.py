@@ -149,21 +149,17 @@ def _check_settings(settings: StyleSettings) -> None:
 
 
 def _progress_logger():
-    """Log a line per scale change and at most every 5 s, so long runs show they are alive."""
-    last = {"time": 0.0, "scale": -1}
+    """Log a line at most every 5 s (and at the end), so long runs show they are alive."""
+    last = {"time": 0.0}
 
     def report(progress) -> None:
         now = time.monotonic()
-        done = progress.evaluation == progress.evaluations
-        if progress.scale_index != last["scale"] or done or now - last["time"] >= 5:
-            last.update(time=now, scale=progress.scale_index)
+        if now - last["time"] >= 5 or progress.evaluation == progress.budget:
+            last["time"] = now
             logger.info(
-                "scale {}/{} ({} px): evaluation {}/{}, objective {:.4g}",
-                progress.scale_index + 1,
-                progress.scales,
-                progress.long_side,
+                "evaluation {}/{}, objective {:.4g}",
                 progress.evaluation,
-                progress.evaluations,
+                progress.budget,
                 progress.losses.total,
             )
 

@@ -1,7 +1,5 @@
 """Neural style transfer as in Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional
-Neural Networks" (CVPR 2016), with the coarse-to-fine schedule of Gatys et al., "Controlling
-Perceptual Factors in Neural Style Transfer" (CVPR 2017) for large outputs. Tensors in, tensor
-out: no files, no prints.
+Neural Networks" (CVPR 2016). Tensors in, tensor out: no files, no prints.
 
 Symbols as in the paper, for one layer l: F (the output image's features) and P (the photo's),
 each N_l channels by M_l positions; G = F F^T and A (the style image's Gram), each divided by its
@@ -34,14 +32,12 @@ from daemon.settings import StyleSettings
 from daemon.vgg import VGGFeatures
 
 CONTENT_REFERENCE_POSITIONS = 4096  # relu4_2 positions of a 512 x 512 image: the paper's scale
-# Coarse-to-fine pays off only for large outputs: at 128 and 256 px on CPU, a 128 px stage before
-# the output size reached a worse objective (4.97e10 against 4.79e10 at 256 px) in more time than
-# one scale with a line search, because upsampling blurs away what relu1_1..relu3_1 measure.
-COARSE_TO_FINE_MIN_SIDE = 1024
-COARSE_EVALUATIONS = (200, 150)  # evaluations at the coarse scales, coarsest first
-FINAL_EVALUATIONS = 100  # at the output size, after the coarse scales
-SINGLE_SCALE_EVALUATIONS = 300  # at the output size when there is no coarse scale
-STALL_WINDOW = 25  # evaluations over which too little progress ends a scale
+# One scale, at the output size. Coarse-to-fine (Gatys et al., CVPR 2017) was measured and did not
+# pay: at 256 px on CPU a 128 px stage first ended at 4.97e10 against 4.79e10 for one scale, and at
+# 1024 px on an H200 stages at 256/512/1024 px took 20.1 s to 5.33e10 against 15.7 s to 5.11e10:
+# upsampling blurs away what relu1_1..relu3_1 measure, and the photo is already a good start.
+DEFAULT_EVALUATIONS = 300
+STALL_WINDOW = 25  # evaluations over which too little progress ends the run
 STALL_TOLERANCE = 1e-3  # relative improvement of the best objective over that window
 
 
@@ -51,14 +47,6 @@ class Style:
 
     image: Tensor
     weight: float = 1.0
-
-
-@dataclass(frozen=True)
-class Scale:
-    """One stage of the schedule: the long side in px and its evaluation budget."""
-
-    long_side: int
-    evaluations: int
 
 
 @dataclass(frozen=True)
@@ -75,11 +63,8 @@ class Losses:
 class Progress:
     """Reported to the caller's callback after every objective evaluation."""
 
-    scale_index: int
-    scales: int
-    long_side: int
-    evaluation: int  # within this scale
-    evaluations: int  # this scale's budget
+    evaluation: int
+    budget: int  # at most this many evaluations
     losses: Losses
 
 
@@ -89,8 +74,8 @@ class Result:
 
     image: Tensor
     losses: Losses
-    evaluations: int  # all scales together
-    schedule: tuple[Scale, ...]
+    evaluations: int  # used, out of `budget` (fewer when the objective stalled)
+    budget: int
     seconds: float
     device: str
     history: list[tuple[float, float]] = field(repr=False)  # (seconds, best objective) per eval
@@ -148,23 +133,6 @@ def resize(image: Tensor, size: tuple[int, int]) -> Tensor:
         return image
     out = F.interpolate(image[None], size=size, mode="bicubic", antialias=True, align_corners=False)
     return out[0].clamp(0, 255)
-
-
-def default_schedule(long_side: int, steps: int | None) -> tuple[Scale, ...]:
-    """The stages ending at `long_side`: one scale, or coarse-to-fine for large outputs.
-
-    Coarse stages settle the large-scale arrangement of the style cheaply (an evaluation at half
-    the size costs a quarter). `steps` asks for one scale of exactly that many evaluations.
-    """
-    if steps is not None:
-        return (Scale(long_side, steps),)
-    if long_side < COARSE_TO_FINE_MIN_SIDE:
-        return (Scale(long_side, SINGLE_SCALE_EVALUATIONS),)
-    sides = [long_side // 2**k for k in range(len(COARSE_EVALUATIONS), 0, -1)]
-    return (
-        *(Scale(s, n) for s, n in zip(sides, COARSE_EVALUATIONS, strict=True)),
-        Scale(long_side, FINAL_EVALUATIONS),
-    )
 
 
 def layers_needed(settings: StyleSettings) -> tuple[str, ...]:
@@ -266,7 +234,7 @@ def stylise(
     photo = content.to(device=device, dtype=torch.float32)
     h, w = photo.shape[-2:]
     long_side = min(settings.size, max(h, w))
-    schedule = default_schedule(long_side, settings.steps)
+    budget = settings.steps or DEFAULT_EVALUATIONS
     styles = [Style(s.image.to(device=device, dtype=torch.float32), s.weight) for s in styles]
     if settings.colour == "luminance":
         photo_y = colour.luminance(photo)
@@ -278,37 +246,31 @@ def stylise(
         styles = [Style(colour.match_histogram(s.image, photo), s.weight) for s in styles]
     cacheable = targets is not None and settings.colour == "style"
 
-    image: Tensor | None = None  # the current estimate, (1, C, H, W), C = 1 in luminance mode
+    size = fit_size(h, w, long_side)
+    scaled_photo = resize(photo, size)
+    if settings.colour == "luminance":
+        scaled_photo = colour.luminance(scaled_photo)  # (1, H, W): optimised as one channel
+
+    def compute() -> dict[str, Tensor]:
+        return style_grams_for(model, settings, _as_rgb_styles(styles), long_side)
+
+    grams = targets.get((long_side,), compute) if cacheable else compute()
+    objective = Objective(model, settings, _rgb(scaled_photo), grams)
     history: list[tuple[float, float]] = []
-    losses = Losses(math.inf, math.inf, math.inf, math.inf)
-    evaluations = 0
-    for index, scale in enumerate(schedule):
-        size = fit_size(h, w, scale.long_side)
-        scaled_photo = resize(photo, size)
-        if settings.colour == "luminance":
-            scaled_photo = colour.luminance(scaled_photo)
 
-        def compute(side: int = scale.long_side) -> dict[str, Tensor]:
-            return style_grams_for(model, settings, _as_rgb_styles(styles), side)
+    def report(evaluation: int, losses: Losses) -> None:
+        if callback is not None:
+            callback(Progress(evaluation, budget, losses))
 
-        grams = targets.get((scale.long_side,), compute) if cacheable else compute()
-        objective = Objective(model, settings, _rgb(scaled_photo), grams)
-        if image is None:
-            image = _initial_image(scaled_photo, settings)
-        else:
-            image = resize(image[0], size)[None]
-
-        def report(evaluation: int, scale_losses: Losses, i: int = index, s: Scale = scale) -> None:
-            if callback is not None:
-                callback(
-                    Progress(i, len(schedule), s.long_side, evaluation, s.evaluations, scale_losses)
-                )
-
-        image, scale_losses, used = _optimise(
-            objective, image, scale.evaluations, settings.optimizer, started, history, report
-        )
-        losses, evaluations = scale_losses, evaluations + used
-    assert image is not None
+    image, losses, evaluations = _optimise(
+        objective,
+        _initial_image(scaled_photo, settings),
+        budget,
+        settings.optimizer,
+        started,
+        history,
+        report,
+    )
     out = image[0].detach()
     if settings.colour == "luminance":
         out = colour.with_chroma_of(out, resize(photo, tuple(out.shape[-2:]))).clamp(0, 255)
@@ -316,7 +278,7 @@ def stylise(
         image=out.expand(3, -1, -1).cpu().clone(),
         losses=losses,
         evaluations=evaluations,
-        schedule=schedule,
+        budget=budget,
         seconds=time.perf_counter() - started,
         device=str(device),
         history=history,

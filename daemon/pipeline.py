@@ -60,7 +60,7 @@ def to_pixels(image: torch.Tensor) -> np.ndarray:
 def load_styles(
     sources: Sequence[StyleImage], settings: StyleSettings, *, max_pixels: int
 ) -> list[engine.Style]:
-    """Read the style images at the largest size the schedule uses (upscaled if small); the engine
+    """Read the style images at the size the output needs (upscaled if small); the engine
     resizes from there, antialiased, at each scale."""
     long_side = math.ceil(settings.style_scale * settings.size)
     styles = []

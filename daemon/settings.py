@@ -37,7 +37,7 @@ class StyleSettings:
     colour: ColourMode = "style"
     tv_weight: float = 0.0
     optimizer: OptimizerName = "lbfgs"
-    steps: int | None = None  # objective evaluations in all; None: the engine's schedule
+    steps: int | None = None  # objective evaluations at most; None: the engine's default
     seed: int = 0
     init: InitMode = "content"
     pooling: Pooling = "avg"

@@ -264,7 +264,7 @@ class Worker:
             "styles": [{"image": s.path.name, "weight": s.weight} for s in preset.styles],
             "size": [w, h],
             "evaluations": result.evaluations,
-            "schedule": [[s.long_side, s.evaluations] for s in result.schedule],
+            "budget": result.budget,
             "losses": asdict(result.losses),
             "seconds": {
                 "stylise": round(result.seconds, 3),

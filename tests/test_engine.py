@@ -168,11 +168,20 @@ def test_output_keeps_aspect_and_is_never_upscaled(vgg) -> None:
     assert tuple(result.image.shape) == (3, 30, 40)
 
 
-def test_default_schedule_goes_coarse_to_fine_only_for_large_outputs() -> None:
-    assert [s.long_side for s in engine.default_schedule(1024, None)][-1] == 1024
-    assert len(engine.default_schedule(1024, None)) > 1
-    assert engine.default_schedule(64, None) == (engine.Scale(64, engine.SINGLE_SCALE_EVALUATIONS),)
-    assert engine.default_schedule(1024, 7) == (engine.Scale(1024, 7),)
+def test_an_already_optimal_photo_ends_the_run_before_its_budget(vgg) -> None:
+    """A photo that is its own style image has nothing to gain: no budget is spent on it."""
+    photo = shared_image("photos/tubingen.jpg", 48)
+    settings = dataclasses.replace(FAST, steps=200)
+    result = engine.stylise(vgg, photo, [engine.Style(photo)], settings)
+    assert result.evaluations < 10 and result.budget == 200
+
+
+def test_stall_means_too_little_gain_over_the_window() -> None:
+    window = engine.STALL_WINDOW
+    steady = [100.0 * 0.99**i for i in range(window + 1)]  # ~22 % over the window
+    plateau = [100.0 - 0.001 * i for i in range(window + 1)]  # 0.025 % over the window
+    assert not engine._stalled(steady)
+    assert engine._stalled(plateau)
 
 
 def test_out_of_range_pixels_are_pulled_back_not_stranded() -> None:
