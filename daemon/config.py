@@ -76,13 +76,10 @@ class StyleImage:
     weight: float = 1.0
 
 
-def _file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in chunks so a large weights file never sits in memory."""
-    digest = hashlib.sha256()
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, streamed: a photo's or a weights file's identity."""
     with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -103,8 +100,8 @@ class Preset:
         """
         settings = dataclasses.asdict(self.settings)
         if settings["weights"] not in WEIGHT_SOURCES:
-            settings["weights"] = {"sha256": _file_sha256(Path(settings["weights"]))}
-        styles = [{"sha256": _file_sha256(s.path), "weight": s.weight} for s in self.styles]
+            settings["weights"] = {"sha256": sha256_file(Path(settings["weights"]))}
+        styles = [{"sha256": sha256_file(s.path), "weight": s.weight} for s in self.styles]
         document = {"version": 1, "settings": settings, "styles": styles}
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -25,7 +25,10 @@ from daemon.errors import InputError
 DEFAULT_MAX_PIXELS: int = 50_000_000
 
 _SRGB_PROFILE = ImageCms.createProfile("sRGB")
-_SRGB_ICC: bytes = ImageCms.ImageCmsProfile(_SRGB_PROFILE).tobytes()
+# LittleCMS stamps the profile with the time it was built; a fixed date (the header's bytes 24-35,
+# not covered by a profile ID, which is unset) makes every output byte-for-byte reproducible.
+_BUILT_ICC = ImageCms.ImageCmsProfile(_SRGB_PROFILE).tobytes()
+_SRGB_ICC: bytes = _BUILT_ICC[:24] + struct.pack(">6H", 2000, 1, 1, 0, 0, 0) + _BUILT_ICC[36:]
 
 # Pillow's parsers raise whatever corrupt bytes lead them to; these are the ones seen in practice.
 _DECODE_ERRORS = (
@@ -149,7 +152,9 @@ def save_image(
     if format == "tiff":
         _write_tiff(_quantised(pixels, bit_depth), destination, portable_exif)
         return
-    options = {"quality": quality, "subsampling": 0, "optimize": True} if format == "jpeg" else {}
+    # 4:4:4 keeps the painted detail. No `optimize`: Pillow then sizes libjpeg's one-shot buffer at
+    # W x H bytes, which detailed 4:4:4 images overflow ("Suspension not allowed here").
+    options = {"quality": quality, "subsampling": 0} if format == "jpeg" else {}
     Image.fromarray(_quantised(pixels, 8)).save(
         destination,
         format=format.upper(),

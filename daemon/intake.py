@@ -14,10 +14,9 @@ from pathlib import Path, PurePosixPath
 
 from loguru import logger
 
-from daemon.config import Config
+from daemon.config import Config, sha256_file
 from daemon.journal import JobState, Journal
 from daemon.outbox import Outbox
-from daemon.worker import sha256_file
 
 
 class Intake:

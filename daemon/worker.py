@@ -8,7 +8,6 @@ and a CUDA error that poisons the process stops the daemon so systemd restarts i
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import threading
 import time
@@ -20,7 +19,7 @@ import torch
 from loguru import logger
 
 from daemon import __version__, engine, pipeline
-from daemon.config import Config, Preset
+from daemon.config import Config, Preset, sha256_file
 from daemon.errors import InputError
 from daemon.journal import Job, Journal
 from daemon.outbox import Outbox
@@ -40,15 +39,6 @@ class Superseded(Exception):
 
 class DevicePoisoned(Exception):
     """A CUDA error after which the process cannot use the device again."""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, streamed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_device_poisoned(exc: BaseException) -> bool:
