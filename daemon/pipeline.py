@@ -4,7 +4,9 @@ and the daemon's worker, so both produce the same picture from the same preset.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
+from loguru import logger
 
 from daemon import engine, imaging
 from daemon.config import StyleImage
@@ -36,6 +39,17 @@ class Models:
     device: torch.device
     _by_key: dict[tuple, VGGFeatures] = field(default_factory=dict)
 
+    def memory_budget_bytes(self) -> int:
+        """What one run may use: free device memory plus what torch already holds, or on the
+        CPU the memory the system has available."""
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            held = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(
+                self.device
+            )
+            return free + held
+        return _available_ram_bytes()
+
     def for_settings(self, settings: StyleSettings) -> VGGFeatures:
         """The network for these settings' weights, pooling and layers (built on first use)."""
         layers = tuple(sorted(set(engine.layers_needed(settings))))
@@ -45,6 +59,18 @@ class Models:
                 settings.weights, layers, pooling=settings.pooling, device=self.device
             )
         return self._by_key[key]
+
+
+def _available_ram_bytes() -> int:
+    """MemAvailable (free plus reclaimable cache); free pages alone undercount a busy host."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -82,8 +108,22 @@ def stylise_file(
     targets: engine.StyleTargets | None = None,
     callback: Callable[[engine.Progress], None] | None = None,
 ) -> tuple[engine.Result, imaging.LoadedImage]:
-    """Load the photo at the preset's size (never upscaled) and stylise it."""
+    """Load the photo at the preset's size (never upscaled) and stylise it, smaller if the device
+    could not hold that size: a 24-megapixel photo at a huge preset size must not OOM forever."""
     photo = imaging.load_image(photo_path, max_pixels=max_pixels, long_side=settings.size)
+    height, width = photo.pixels.shape[:2]
+    fitting = engine.largest_fitting_side(height, width, models.memory_budget_bytes())
+    if fitting < max(height, width):
+        logger.warning(
+            "{}: {}x{} px would need {:.1f} GiB on {}, more than is free; stylising at {} px",
+            photo_path.name,
+            width,
+            height,
+            engine.estimated_bytes(height, width) / 2**30,
+            models.device,
+            fitting,
+        )
+        settings = dataclasses.replace(settings, size=fitting)
     model = models.for_settings(settings)
     result = engine.stylise(
         model, to_tensor(photo.pixels), styles, settings, targets=targets, callback=callback

@@ -82,6 +82,7 @@ class Service:
             return self._run_locked(config)
         finally:
             os.close(lock)
+            logger.complete()  # the file sink writes from a queue: flush it before exit
 
     def _prepare_folders_and_lock(self, config: Config) -> int:
         assert config.inbox and config.outbox and config.state_dir

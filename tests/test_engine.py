@@ -250,3 +250,11 @@ def _missing_deep_layers() -> dict[str, torch.Tensor]:
     full = vgg19(weights=None).features.state_dict()
     keep_from = LAYER_NAMES.index(PAPER_LAYERS[-1]) + 1
     return {f"features.{k}": v for k, v in full.items() if int(k.split(".")[0]) >= keep_from}
+
+
+def test_memory_estimate_shrinks_the_output_to_fit() -> None:
+    assert engine.estimated_bytes(768, 1024) == pytest.approx(3.7 * 2**30, rel=0.1)  # measured
+    side = engine.largest_fitting_side(3000, 4000, 4 * 2**30)  # a 12 MP photo, 4 GiB free
+    assert engine.estimated_bytes(side * 3 // 4, side) <= 4 * 2**30
+    assert engine.estimated_bytes((side + 8) * 3 // 4, side + 8) > 4 * 2**30
+    assert engine.largest_fitting_side(3000, 4000, 0) == 16  # never below a usable size

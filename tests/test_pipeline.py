@@ -1,0 +1,52 @@
+"""One photo through load -> stylise, as the worker and the CLI run it."""
+
+import dataclasses
+
+import torch
+from conftest import DATA
+from loguru import logger
+
+from daemon import engine, pipeline
+from daemon.config import StyleImage
+from daemon.settings import StyleSettings
+
+
+@dataclasses.dataclass
+class _SmallDevice(pipeline.Models):
+    """A device with little memory free: what a GPU shared with other work looks like."""
+
+    budget: int = 0
+
+    def memory_budget_bytes(self) -> int:
+        return self.budget
+
+
+def test_a_size_the_device_cannot_hold_is_reduced_with_a_log_line() -> None:
+    settings = StyleSettings(size=96, steps=2)
+    budget = engine.estimated_bytes(48, 64)  # room for 64 px, not 96
+    models = _SmallDevice(torch.device("cpu"), budget=budget)
+    styles = pipeline.load_styles(
+        [StyleImage(DATA / "styles" / "starry_night.jpg")], settings, max_pixels=10**8
+    )
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING")
+    try:
+        result, _ = pipeline.stylise_file(
+            DATA / "photos" / "tubingen.jpg", styles, settings, models, max_pixels=10**8
+        )
+    finally:
+        logger.remove(sink)
+    assert max(result.image.shape[-2:]) == 64
+    assert any("tubingen.jpg" in line and "64 px" in line for line in lines)
+
+
+def test_a_size_that_fits_is_left_alone() -> None:
+    settings = StyleSettings(size=64, steps=2)
+    models = _SmallDevice(torch.device("cpu"), budget=2**40)
+    styles = pipeline.load_styles(
+        [StyleImage(DATA / "styles" / "starry_night.jpg")], settings, max_pixels=10**8
+    )
+    result, _ = pipeline.stylise_file(
+        DATA / "photos" / "tubingen.jpg", styles, settings, models, max_pixels=10**8
+    )
+    assert tuple(result.image.shape[-2:]) == (48, 64)
