@@ -40,6 +40,7 @@ DEFAULT_EVALUATIONS = 300
 STALL_WINDOW = 25  # evaluations over which too little progress ends the run
 STALL_TOLERANCE = 1e-3  # relative improvement of the best objective over that window
 LBFGS_HISTORY = 100
+MIN_SIDE = 16  # px the network needs: relu5_1 lies behind four 2x poolings
 # Peak device memory of a run, measured on an H200 in fp32: one evaluation (activations kept for
 # the backward pass) 2.3 KB per output pixel (0.55 GiB at 512 x 384, 7.1 GiB at 2048 x 1536), and
 # L-BFGS's history of 2 x 100 full-image vectors 2.4 KB more (3.7 GiB in all at 1024 x 768).
@@ -55,7 +56,7 @@ def estimated_bytes(height: int, width: int) -> int:
 def largest_fitting_side(height: int, width: int, budget_bytes: int) -> int:
     """The largest long side, aspect kept, whose run fits `budget_bytes` (at least 16 px)."""
     pixels = max(0, budget_bytes - BASE_BYTES) / BYTES_PER_PIXEL
-    return max(16, math.floor(max(height, width) * math.sqrt(pixels / (height * width))))
+    return max(MIN_SIDE, math.floor(max(height, width) * math.sqrt(pixels / (height * width))))
 
 
 @dataclass(frozen=True)
@@ -214,14 +215,14 @@ def style_grams_for(
     model: VGGFeatures, settings: StyleSettings, styles: Sequence[Style], long_side: int
 ) -> dict[str, Tensor]:
     """Blended targets sum_i w_i A_i / M_i, each style sized to style_scale x the output's side."""
-    side = max(1, round(settings.style_scale * long_side))
+    side = max(MIN_SIDE, round(settings.style_scale * long_side))
     total_weight = sum(style.weight for style in styles)
     grams: dict[str, Tensor] = {}
     device = next(model.parameters()).device
     with torch.no_grad():
         for style in styles:
             h, w = style.image.shape[-2:]
-            image = resize(style.image.to(device), fit_size(h, w, side))
+            image = _pad_to_min_side(resize(style.image.to(device), fit_size(h, w, side)))
             feats = model(image[None])
             for name, _ in settings.style_layers:
                 g = gram(feats[name]) * (style.weight / total_weight)
@@ -264,7 +265,7 @@ def stylise(
     cacheable = targets is not None and settings.colour == "style"
 
     size = fit_size(h, w, long_side)
-    scaled_photo = resize(photo, size)
+    scaled_photo = _pad_to_min_side(resize(photo, size))
     if settings.colour == "luminance":
         scaled_photo = colour.luminance(scaled_photo)  # (1, H, W): optimised as one channel
 
@@ -288,7 +289,7 @@ def stylise(
         history,
         report,
     )
-    out = image[0].detach()
+    out = image[0, :, : size[0], : size[1]].detach()  # without the padding
     if settings.colour == "luminance":
         out = colour.with_chroma_of(out, resize(photo, tuple(out.shape[-2:]))).clamp(0, 255)
     return Result(
@@ -300,6 +301,19 @@ def stylise(
         device=str(device),
         history=history,
     )
+
+
+def _pad_to_min_side(image: Tensor) -> Tensor:
+    """Pad a (C, H, W) image at the bottom and right, repeating its edge, to MIN_SIDE.
+
+    relu5_1 lies behind four 2x poolings: a side under 16 px (a 1 x 1 photo, a 40:1 panorama at
+    the preset's size) would vanish there. The padding is cropped off the result.
+    """
+    h, w = image.shape[-2:]
+    pad_h, pad_w = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
+    if not (pad_h or pad_w):
+        return image
+    return F.pad(image[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
 
 
 def _rgb(image: Tensor) -> Tensor:

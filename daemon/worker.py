@@ -289,7 +289,7 @@ class Worker:
         self.on_status("idle")
 
     def _retry_or_fail(self, job: Job, source: Path, outbox: Outbox, exc: Exception, log) -> None:
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = f"{source.name}: {type(exc).__name__}: {exc}"
         if isinstance(exc, torch.OutOfMemoryError):
             torch.cuda.empty_cache()  # give the next attempt the memory this one held
         retries = self.config.retries

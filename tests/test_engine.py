@@ -258,3 +258,11 @@ def test_memory_estimate_shrinks_the_output_to_fit() -> None:
     assert engine.estimated_bytes(side * 3 // 4, side) <= 4 * 2**30
     assert engine.estimated_bytes((side + 8) * 3 // 4, side + 8) > 4 * 2**30
     assert engine.largest_fitting_side(3000, 4000, 0) == 16  # never below a usable size
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (3, 64), (64, 2)])
+def test_photos_thinner_than_the_network_are_stylised_at_their_size(vgg, height, width) -> None:
+    photo = torch.rand(3, height, width) * 255
+    style = shared_image("styles/starry_night.jpg", 32)
+    result = engine.stylise(vgg, photo, [engine.Style(style)], dataclasses.replace(FAST, steps=2))
+    assert tuple(result.image.shape) == (3, height, width)
