@@ -293,9 +293,16 @@ class Outbox:
         sidecar_path = image.with_suffix(".json")
         document = _json_bytes(sidecar)
         atomic_write(image, write_image, replace=True, mode=self.file_mode)
-        atomic_write(
-            sidecar_path, lambda file: file.write(document), replace=True, mode=self.file_mode
-        )
+        try:
+            atomic_write(
+                sidecar_path, lambda file: file.write(document), replace=True, mode=self.file_mode
+            )
+        except BaseException:
+            # An image without its sidecar is not a result (a full disk can do this): take it back
+            # so that readers see both or neither; the retry publishes both.
+            image.unlink(missing_ok=True)
+            fsync_dir(folder)
+            raise
         return Delivery(image=image, sidecar=sidecar_path)
 
     def quarantine(self, source: Path, reason: dict[str, Any]) -> Delivery:

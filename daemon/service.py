@@ -37,13 +37,13 @@ LOG_FORMAT = (
 )
 
 
-def configure_logging(config: Config, *, verbose: bool = False) -> None:
-    """stderr (journald under systemd) and a rotating file in <outbox>/logs/."""
+def configure_logging(config: Config, *, verbose: bool = False, to_file: bool = True) -> None:
+    """stderr (journald under systemd) and, with `to_file`, a rotating file in <outbox>/logs/."""
     level = "DEBUG" if verbose else config.logging.level
     logger.remove()
     logger.configure(extra={"job_tag": ""}, patcher=_tag_job)
     logger.add(sys.stderr, level=level, format=LOG_FORMAT)
-    if config.logging.file:
+    if to_file and config.logging.file:
         config.log_dir.mkdir(parents=True, exist_ok=True)
         logger.add(
             config.log_dir / "stylebox.log",
@@ -76,8 +76,9 @@ class Service:
         # First of all: a SIGHUP or SIGTERM during the model load must not kill the process.
         self._install_signal_handlers()
         config = load_config(self.config_path)
-        configure_logging(config, verbose=self.verbose)
+        configure_logging(config, verbose=self.verbose, to_file=False)
         lock = self._prepare_folders_and_lock(config)
+        configure_logging(config, verbose=self.verbose)  # the outbox exists now
         try:
             return self._run_locked(config)
         finally:
@@ -85,11 +86,12 @@ class Service:
             logger.complete()  # the file sink writes from a queue: flush it before exit
 
     def _prepare_folders_and_lock(self, config: Config) -> int:
+        """state_dir first: a start refused for it must leave no folders behind elsewhere."""
         assert config.inbox and config.outbox and config.state_dir
         for folder, field in (
+            (config.state_dir, "state_dir"),
             (config.inbox, "inbox"),
             (config.outbox, "outbox"),
-            (config.state_dir, "state_dir"),
         ):
             try:
                 folder.mkdir(parents=True, exist_ok=True)

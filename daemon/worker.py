@@ -274,15 +274,21 @@ class Worker:
     ) -> None:
         """Move the photo to outbox/failed with its reason; `gave_up`: retries ran out (state
         failed: dropping it again retries), else the photo itself is bad (quarantined)."""
-        outbox.quarantine(
-            source,
-            {
-                "reason": reason,
-                "attempts": job.attempts,
-                "preset": job.preset,
-                "input_sha256": job.content_hash,
-            },
-        )
+        details = {
+            "reason": reason,
+            "attempts": job.attempts,
+            "preset": job.preset,
+            "input_sha256": job.content_hash,
+        }
+        try:
+            outbox.quarantine(source, details)
+        except OSError as exc:  # failed/ shares the outbox's disk: full or read-only
+            log.error(
+                "could not move {} to {} ({}); it stays where it is",
+                source.name,
+                outbox.root / "failed",
+                exc,
+            )
         mark = self.journal.mark_failed if gave_up else self.journal.mark_quarantined
         mark(job.id, reason)
         log.warning("{}: {}", "failed" if gave_up else "quarantined", reason)
@@ -296,7 +302,7 @@ class Worker:
         if is_transient(exc) and job.attempts < retries.max_attempts:
             delay = retries.backoff_seconds * 2 ** (job.attempts - 1)
             self.journal.mark_retry(job.id, reason, self.clock() + delay)
-            log.warning("attempt {} failed ({}); retrying in {:.0f} s", job.attempts, reason, delay)
+            log.warning("attempt {} failed ({}); retrying in {:g} s", job.attempts, reason, delay)
             return
         if not is_transient(exc):
             log.opt(exception=exc).error("unexpected error")

@@ -11,6 +11,7 @@ import io
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -247,3 +248,62 @@ def stylebox(*args: object, cwd: Path = REPO, timeout: float = 180) -> subproces
     return subprocess.run(
         command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=daemon_env()
     )
+
+
+# -- looking in from outside: the journal and the process, as `stylebox status` and top would ---
+
+
+def journal_rows(journal: Path) -> list[dict[str, Any]]:
+    """Every row of the jobs table in id order, read through a read-only connection.
+
+    The daemon keeps WAL on, so this never blocks it; a journal not yet created reads as no rows.
+    """
+    if not journal.is_file():
+        return []
+    conn = sqlite3.connect(journal.absolute().as_uri() + "?mode=ro", uri=True)
+    try:
+        conn.row_factory = sqlite3.Row
+        return [dict(row) for row in conn.execute("SELECT * FROM jobs ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def vm_rss_kib(pid: int) -> int | None:
+    """Resident memory of a process now, in KiB (VmRSS of /proc/<pid>/status); None once gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None  # a zombie has no VmRSS line
+
+
+def slow_fsync_env(folder: Path, seconds: float) -> dict[str, str]:
+    """Environment that makes every os.fsync in a daemon take `seconds` longer, as on a slow disk.
+
+    A crash test wants kills to land while outputs are written and originals moved; on a fast
+    local disk those windows are a fraction of a millisecond. A sitecustomize module, found
+    through PYTHONPATH, wraps os.fsync; the daemon's code is not touched. SQLite's own syncs are
+    C calls and stay as they are.
+    """
+    hooks = folder / "slow-fsync-hooks"
+    hooks.mkdir(parents=True, exist_ok=True)
+    (hooks / "sitecustomize.py").write_text(
+        "import os\n"
+        "import time\n"
+        "\n"
+        "_fsync = os.fsync\n"
+        "\n"
+        "\n"
+        "def _slow_fsync(fd):\n"
+        f"    time.sleep({seconds!r})\n"
+        "    _fsync(fd)\n"
+        "\n"
+        "\n"
+        "os.fsync = _slow_fsync\n",
+        encoding="utf-8",
+    )
+    path = [str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(path)}
