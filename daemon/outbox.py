@@ -20,12 +20,14 @@ import shutil
 import stat
 import string
 import tempfile
+import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+_DISPOSE_LOCK = threading.Lock()
 TEMP_PREFIX = ".stylebox-tmp-"  # temp files are dotfiles so the watcher and users ignore them
 FAILED_DIR = "failed"
 ERROR_SUFFIX = ".error.json"
@@ -198,6 +200,23 @@ def _free_stem(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
         counter += 1
 
 
+def _same_file_among(folder: Path, name: str, source: Path) -> Path | None:
+    """The taken name (name, name-1, ...) in `folder` that is a hard link to `source`, if any."""
+    path = Path(name)
+    counter = 0
+    while True:
+        stem = f"{path.stem}-{counter}" if counter else path.stem
+        candidate = folder / (stem + path.suffix)
+        if not os.path.lexists(candidate):
+            return None
+        try:
+            if os.path.samefile(candidate, source):
+                return candidate
+        except OSError:  # the source vanished meanwhile: nothing to finish
+            return None
+        counter += 1
+
+
 def _free_target(folder: Path, name: str, companions: tuple[str, ...] = ()) -> Path:
     """`folder`/name, or name-1.ext, ...: free, and so is name + each companion suffix."""
     path = Path(name)
@@ -344,6 +363,15 @@ class Outbox:
             raise ValueError(f"originals policy {policy!r}: expected keep, move or delete")
         if move_to is None:
             raise ValueError("originals policy 'move' needs a folder to move to")
-        move_to.mkdir(parents=True, exist_ok=True)
-        target = _free_target(move_to, safe_name(source.name))
-        return target if move_no_overwrite(source, target) else None
+        # The worker and intake may both dispose of one original (a restart's scan meets a job
+        # just done): one at a time, or the second would move it under a new name.
+        with _DISPOSE_LOCK:
+            move_to.mkdir(parents=True, exist_ok=True)
+            name = safe_name(source.name)
+            halfway = _same_file_among(move_to, name, source)
+            if halfway is not None:  # a crash between the move's link and its unlink: finish it
+                source.unlink(missing_ok=True)
+                fsync_dir(source.parent)
+                return halfway
+            target = _free_target(move_to, name)
+            return target if move_no_overwrite(source, target) else None
