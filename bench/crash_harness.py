@@ -42,6 +42,7 @@ from typing import Any
 
 from PIL import Image
 
+from bench.report import save_report
 from daemon.config import load_config
 from tests.daemon_harness import (
     JOB_SECONDS,
@@ -456,10 +457,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="stylebox-crash-") as root:
             report = run_harness(Path(root), **options)
     print_table(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    path = args.out / f"crash_harness_{stamp}.json"
-    path.write_text(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
+    path = save_report(args.out, "crash_harness", {**asdict(report), "ok": report.ok})
     print(f"wrote {path}")
     sys.exit(0 if report.ok else 1)
 

@@ -25,7 +25,6 @@ read-only, as `stylebox status` reads it. Prints a table, writes daemon_overhead
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.report import save_report
 from daemon.config import load_config
 from tests.daemon_harness import STYLES, Daemon, photo_bytes, wait_for, write_config
 
@@ -366,10 +366,7 @@ def main() -> None:
         **summarise(results),
     }
     print_table(summary)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    path = args.out / f"daemon_overhead_{stamp}.json"
-    path.write_text(json.dumps(summary, indent=2))
+    path = save_report(args.out, "daemon_overhead", summary)
     print(f"wrote {path} ({summary['wall_seconds']:.0f} s)")
 
 

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.report import save_report
+
 STYLE = Path(__file__).resolve().parents[1] / "styles" / "swirl.png"
 ASPECT = (3, 4)  # height : width of the photo: a landscape 4:3 camera frame
 LBFGS_HISTORY = 100  # history_size in engine._optimise
@@ -279,10 +281,7 @@ def main() -> None:
         "wall_seconds": time.monotonic() - started,
     }
     print_table(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    path = args.out / f"memory_{stamp}.json"
-    path.write_text(json.dumps(report, indent=2))
+    path = save_report(args.out, "memory", report)
     print(f"wrote {path} ({report['wall_seconds']:.0f} s)")
 
 

@@ -11,14 +11,13 @@ of the reference's time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
 from pathlib import Path
 
 import torch
 
 from bench.reference import reference_stylise
+from bench.report import save_report
 from daemon import engine, imaging, pipeline
 from daemon.config import StyleImage
 from daemon.settings import StyleSettings
@@ -112,10 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     summary = compare(args.size, args.device, args.photo, args.style, args.evaluations, args.out)
     print_table(summary)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    (args.out / f"time_to_quality_{args.size}_{stamp}.json").write_text(
-        json.dumps(summary, indent=2)
-    )
+    save_report(args.out, f"time_to_quality_{args.size}", summary)
 
 
 if __name__ == "__main__":
