@@ -202,6 +202,31 @@ def test_the_same_photo_under_another_name_is_a_duplicate(tmp_path, daemons) -> 
     assert (outbox / "originals" / "second.jpg").read_bytes() == data
 
 
+def test_a_photo_replaced_while_queued_is_done_once_with_its_new_content(tmp_path, daemons) -> None:
+    config = write_config(tmp_path, presets=SLOW_PRESETS)
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    daemon = daemons.start(config)
+    daemon.wait_ready()
+    drop(inbox / "busy.jpg", photo_bytes(0))
+    daemon.wait_for_log(" -> preset ")  # the worker is busy: the next photo waits in the queue
+    drop(inbox / "second.jpg", photo_bytes(1))
+    daemon.wait_for_log("queued second.jpg")
+    new_digest = drop(inbox / "second.jpg", photo_bytes(2))  # the same name, other bytes
+    wait_for(
+        lambda: (
+            results(outbox, ("swirl",)) == {"swirl": outputs("busy", "second")}
+            and not files_under(inbox)
+        ),
+        "both photos done",
+        timeout=3 * JOB_SECONDS,
+        daemon=daemon,
+    )
+
+    assert assert_result(outbox, "swirl", "second", new_digest, size=64)["attempt"] == 1
+    assert daemon.count("changed after it was queued") == 1
+    assert (outbox / "originals" / "second.jpg").read_bytes() == photo_bytes(2)
+
+
 # -- crashes and signals ----------------------------------------------------------------------
 
 
