@@ -37,11 +37,10 @@ from typing import Any
 import numpy as np
 
 from bench.report import save_report
+from daemon.engine import LBFGS_BYTES_PER_PIXEL
 
 STYLE = Path(__file__).resolve().parents[1] / "styles" / "swirl.png"
 ASPECT = (3, 4)  # height : width of the photo: a landscape 4:3 camera frame
-LBFGS_HISTORY = 100  # history_size in engine._optimise
-LBFGS_BYTES_PER_PIXEL = 2 * LBFGS_HISTORY * 3 * 4  # old_dirs + old_stps, RGB fp32 per pixel
 GIB = 2**30
 MIB = 2**20
 CHILD_TIMEOUT_SECONDS = 600

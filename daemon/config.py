@@ -222,6 +222,12 @@ class Config:
         """Where photos that cannot be stylised go, with an error sidecar."""
         return self._outbox() / FAILED_DIR
 
+    def open_outbox(self) -> Outbox:
+        """The outbox with this config's naming and file mode (worker and intake share it)."""
+        return Outbox(
+            self._outbox(), name_pattern=self.output.name_pattern, file_mode=self.output.file_mode
+        )
+
     @property
     def log_dir(self) -> Path:
         """Where file logs go."""

@@ -44,7 +44,8 @@ MIN_SIDE = 16  # px the network needs: relu5_1 lies behind four 2x poolings
 # Peak device memory of a run, measured on an H200 in fp32: one evaluation (activations kept for
 # the backward pass) 2.3 KB per output pixel (0.55 GiB at 512 x 384, 7.1 GiB at 2048 x 1536), and
 # L-BFGS's history of 2 x 100 full-image vectors 2.4 KB more (3.7 GiB in all at 1024 x 768).
-BYTES_PER_PIXEL = 2300 + 2 * LBFGS_HISTORY * 3 * 4
+LBFGS_BYTES_PER_PIXEL = 2 * LBFGS_HISTORY * 3 * 4  # its old directions and steps, RGB fp32
+BYTES_PER_PIXEL = 2300 + LBFGS_BYTES_PER_PIXEL
 BASE_BYTES = 150 * 2**20  # the network's weights to relu5_1 and the style targets
 
 

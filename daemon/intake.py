@@ -30,11 +30,7 @@ class Intake:
     def accept(self, path: Path) -> None:
         """Handle one file the watcher found ready (or one that is not a regular file at all)."""
         config = self.config
-        outbox = Outbox(
-            config.outbox,
-            name_pattern=config.output.name_pattern,
-            file_mode=config.output.file_mode,
-        )
+        outbox = config.open_outbox()
         try:
             info = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:

@@ -145,11 +145,7 @@ class Worker:
         self.current = job
         config = self.config  # one config for the whole job, even if a reload swaps it
         source = Path(job.source_path)
-        outbox = Outbox(
-            config.outbox,
-            name_pattern=config.output.name_pattern,
-            file_mode=config.output.file_mode,
-        )
+        outbox = config.open_outbox()
         try:
             if job.attempts > config.retries.max_attempts:
                 # Only a crash gets here (other failures are counted where they happen): a photo
