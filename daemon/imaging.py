@@ -128,6 +128,32 @@ def load_image(
     return LoadedImage(pixels=pixels, exif=exif, source_size=source_size)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def is_complete(path: Path) -> bool:
+    """False when the file visibly stops short of its format's end: a PNG without its IEND chunk.
+
+    Pillow decodes a PNG whose last chunk is missing, so a writer paused just before it (a copy
+    whose final block holds only IEND) would have its file taken for whole; the watcher asks this
+    besides whether the file decodes. JPEG and the other formats refuse a cut file when decoded.
+    """
+    try:
+        with _open_regular_file(path) as file:
+            if file.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+                return True
+            while True:  # each round moves at least 12 bytes on, and a read past the end is short
+                header = file.read(8)
+                if len(header) < 8:
+                    return False
+                length, kind = struct.unpack(">I4s", header)
+                if kind == b"IEND":
+                    return len(file.read(length + 4)) == length + 4  # its CRC is there too
+                file.seek(length + 4, os.SEEK_CUR)
+    except (InputError, OSError):
+        return False
+
+
 def save_image(
     pixels: np.ndarray,
     destination: Path | BinaryIO,

@@ -148,12 +148,13 @@ class Service:
             journal.close()
 
     def _watcher(self, config: Config, intake: Intake) -> Watcher:
-        def decodes(path: Path) -> bool:
+        def is_whole(path: Path) -> bool:
+            # Decoding is not enough: Pillow decodes a PNG whose last chunk is still to come.
             try:
                 imaging.load_image(path, max_pixels=config.max_input_pixels)
             except StyleboxError:
                 return False
-            return True
+            return imaging.is_complete(path)
 
         watch = config.watch
         assert config.inbox is not None
@@ -164,7 +165,7 @@ class Service:
             poll_interval_seconds=watch.poll_interval_seconds,
             settle_seconds=watch.settle_seconds,
             rescan_interval_seconds=watch.rescan_interval_seconds,
-            is_ready=decodes,
+            is_ready=is_whole,
         )
 
     def _main_loop(self, config, journal, worker, intake, watcher) -> int:

@@ -14,7 +14,7 @@ import tifffile
 from PIL import ExifTags, Image, ImageCms
 
 from daemon.errors import InputError
-from daemon.imaging import format_for_suffix, load_image, save_image
+from daemon.imaging import format_for_suffix, is_complete, load_image, save_image
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -442,3 +442,27 @@ def test_format_for_suffix(suffix: str, format: str) -> None:
 def test_format_for_unknown_suffix_names_it() -> None:
     with pytest.raises(InputError, match=r"\.gif"):
         format_for_suffix(".gif")
+
+
+def test_is_complete_wants_a_png_up_to_its_iend_chunk(tmp_path: Path) -> None:
+    """Pillow decodes a PNG cut anywhere in its last 20 bytes; is_complete must not call it whole
+    until the IEND chunk (with its CRC) is there, or a writer paused there is taken at half."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), (200, 30, 90)).save(buffer, format="PNG")
+    whole = buffer.getvalue()
+    path = tmp_path / "photo.png"
+    for cut in (len(whole) - 20, len(whole) - 12, len(whole) - 1):
+        path.write_bytes(whole[:cut])
+        load_image(path)  # what the watcher would otherwise be satisfied with
+        assert not is_complete(path), cut
+    for data in (whole, whole + b"trailing bytes some tools add"):
+        path.write_bytes(data)
+        assert is_complete(path)
+
+
+def test_is_complete_leaves_other_formats_to_the_decoder(tmp_path: Path) -> None:
+    """A JPEG cut short fails to decode already; is_complete judges only what it knows."""
+    path = tmp_path / "photo.jpg"
+    Image.new("RGB", (32, 24)).save(path, format="JPEG")
+    assert is_complete(path)
+    assert not is_complete(tmp_path / "missing.png")
