@@ -160,6 +160,33 @@ def move_no_overwrite(source: Path, target: Path) -> bool:
     return True
 
 
+class OutsideOutbox(OSError):
+    """A folder inside the outbox resolves outside it: a symlink someone with write access put
+    there. An OSError, so the photo stays where it is and the callers' I/O handling applies."""
+
+
+def folder_mode_for(file_mode: int) -> int:
+    """The mode for folders of files with `file_mode`: the same bits, searchable where readable."""
+    return file_mode | (file_mode & 0o444) >> 2
+
+
+def make_folder(path: Path, mode: int) -> None:
+    """Create `path` and its missing parents with exactly `mode`, whatever the process umask.
+
+    Folders that exist already are left as they are: the operator's (or the share's) choice.
+    """
+    missing = []
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:  # made meanwhile, by whoever: not ours to chmod
+            continue
+        os.chmod(folder, mode)  # mkdir's mode is cut by the umask; chmod's is not
+
+
 def safe_name(name: str) -> str:
     """A file name that cannot leave its folder, hide, or break a byte-limited filesystem."""
     base = name.replace("\\", "/").rstrip("/").rpartition("/")[2]
@@ -270,6 +297,7 @@ class Outbox:
         self.root = root
         self.name_pattern = name_pattern
         self.file_mode = file_mode
+        self.folder_mode = folder_mode_for(file_mode)
 
     def _inside_root(self, path: Path) -> Path:
         """`path` resolved, refused when it (say through a symlinked folder) lies outside root."""
@@ -277,6 +305,16 @@ class Outbox:
         if not resolved.is_relative_to(self.root.resolve()):
             raise ValueError(f"{path} resolves to {resolved}, outside the outbox {self.root}")
         return resolved
+
+    def _folder(self, path: Path) -> Path:
+        """Make `path`, a folder of ours inside the outbox, and check it resolves inside it."""
+        make_folder(path, self.folder_mode)
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root.resolve()):
+            raise OutsideOutbox(
+                errno.EXDEV, f"resolves to {resolved}, outside the outbox {self.root}", str(path)
+            )
+        return path
 
     def plan(self, preset: str, source_name: str, content_hash: str, ext: str) -> Path:
         """Choose the output path: neither it nor its sidecar exists yet; creates the preset folder.
@@ -291,8 +329,8 @@ class Outbox:
             raise ValueError(f"extension {ext!r}: expected 1-16 letters or digits, not json")
         if not _CONTENT_HASH.fullmatch(content_hash):
             raise ValueError(f"content hash {content_hash!r}: expected at least 8 hex digits")
+        make_folder(self.root / preset, self.folder_mode)
         folder = self._inside_root(self.root / preset)
-        folder.mkdir(parents=True, exist_ok=True)
         stem = Path(safe_name(source_name)).stem
         name = safe_name(
             self.name_pattern.format(stem=stem, preset=preset, hash8=content_hash[:8].lower())
@@ -331,8 +369,7 @@ class Outbox:
         is then where the photo would have gone. "source" and "source_missing" override `reason`.
         """
         _json_bytes(reason)  # a reason that cannot be written fails before the photo moves
-        failed = self.root / FAILED_DIR
-        failed.mkdir(parents=True, exist_ok=True)
+        failed = self._folder(self.root / FAILED_DIR)
         image = _free_target(failed, safe_name(source.name), (ERROR_SUFFIX,))
         moved = move_no_overwrite(source, image)
         error_path = image.with_name(image.name + ERROR_SUFFIX)
@@ -366,7 +403,10 @@ class Outbox:
         # The worker and intake may both dispose of one original (a restart's scan meets a job
         # just done): one at a time, or the second would move it under a new name.
         with _DISPOSE_LOCK:
-            move_to.mkdir(parents=True, exist_ok=True)
+            if Path(os.path.normpath(move_to)).is_relative_to(os.path.normpath(self.root)):
+                self._folder(move_to)  # as named, inside the outbox: it must stay there
+            else:
+                make_folder(move_to, self.folder_mode)  # configured elsewhere on purpose
             name = safe_name(source.name)
             halfway = _same_file_among(move_to, name, source)
             if halfway is not None:  # a crash between the move's link and its unlink: finish it

@@ -9,6 +9,7 @@ are healthy — so a stuck daemon is restarted instead of silently doing nothing
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import signal
 import sys
@@ -25,7 +26,7 @@ from daemon.errors import ConfigError, ExitCode, StyleboxError
 from daemon.intake import Intake
 from daemon.journal import JobState, Journal
 from daemon.notify import Notifier
-from daemon.outbox import remove_stale_temps
+from daemon.outbox import folder_mode_for, make_folder, remove_stale_temps
 from daemon.watcher import Watcher
 from daemon.worker import Worker
 
@@ -44,7 +45,8 @@ def configure_logging(config: Config, *, verbose: bool = False, to_file: bool = 
     logger.configure(extra={"job_tag": ""}, patcher=_tag_job)
     logger.add(sys.stderr, level=level, format=LOG_FORMAT)
     if to_file and config.logging.file:
-        config.log_dir.mkdir(parents=True, exist_ok=True)
+        # Like the outbox's other folders: file_mode made searchable, whatever the umask.
+        make_folder(config.log_dir, folder_mode_for(config.output.file_mode))
         logger.add(
             config.log_dir / "stylebox.log",
             level=level,
@@ -52,7 +54,15 @@ def configure_logging(config: Config, *, verbose: bool = False, to_file: bool = 
             rotation=config.logging.rotation,
             retention=config.logging.retention,
             enqueue=True,
+            opener=functools.partial(_open_with_mode, mode=config.output.file_mode),
         )
+
+
+def _open_with_mode(path: str, flags: int, *, mode: int) -> int:
+    """open() opener for the log file: output.file_mode like the outputs, whatever the umask."""
+    descriptor = os.open(path, flags, mode)
+    os.fchmod(descriptor, mode)
+    return descriptor
 
 
 def _tag_job(record: dict) -> None:
@@ -94,7 +104,10 @@ class Service:
             (config.outbox, "outbox"),
         ):
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                if folder == config.outbox:  # for the share's users, like every folder inside it
+                    make_folder(folder, folder_mode_for(config.output.file_mode))
+                else:  # the umask decides: the journal is private, the inbox is the share's
+                    folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StyleboxError(
                     f"{self.config_path}: {field} {folder}: cannot create: {exc.strerror}"

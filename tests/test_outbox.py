@@ -447,3 +447,66 @@ def test_remove_stale_temps_removes_only_temps(tmp_path: Path) -> None:
     assert remove_stale_temps(tmp_path) == 3
     assert _names(tmp_path) == ["oil"]
     assert _names(tmp_path / "oil") == [".hidden", "photo.jpg", "stylebox-tmp-x"]
+
+
+# -- confinement and modes of the folders the outbox makes ---------------------------------------
+
+
+@pytest.mark.parametrize("folder", ["failed", "originals"])
+def test_a_reserved_folder_linked_outside_receives_nothing(tmp_path: Path, folder: str) -> None:
+    """Whoever can write in the outbox (share users, say) must not redirect quarantined photos,
+    error files or originals out of it by making failed/ or originals/ a symlink; the photo then
+    stays where it is, and the refusal is an OSError, which worker and intake already survive."""
+    root, elsewhere, inbox = tmp_path / "outbox", tmp_path / "elsewhere", tmp_path / "inbox"
+    for path in (root, elsewhere, inbox):
+        path.mkdir()
+    (root / folder).symlink_to(elsewhere, target_is_directory=True)
+    photo = inbox / "photo.jpg"
+    photo.write_bytes(b"x")
+    outbox = Outbox(root)
+
+    with pytest.raises(OSError, match="outside the outbox"):
+        if folder == "failed":
+            outbox.quarantine(photo, {"reason": "bad"})
+        else:
+            outbox.dispose_original(photo, "move", root / folder)
+    assert _names(elsewhere) == []
+    assert photo.read_bytes() == b"x"
+
+
+def test_originals_may_be_configured_outside_the_outbox(tmp_path: Path) -> None:
+    """originals.move_to outside the outbox is the operator's choice, not an escape."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"x")
+    elsewhere = tmp_path / "archive"
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+    moved = Outbox(tmp_path / "outbox").dispose_original(
+        photo, "move", tmp_path / "link" / "archive"
+    )
+    assert moved is not None and (elsewhere / "photo.jpg").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize(
+    ("umask", "file_mode", "folder_mode"),
+    [(0o077, 0o644, 0o755), (0o000, 0o640, 0o750), (0o022, 0o600, 0o700)],
+)
+def test_folders_the_outbox_makes_follow_file_mode_whatever_the_umask(
+    tmp_path: Path, umask: int, file_mode: int, folder_mode: int
+) -> None:
+    """Outputs get file_mode whatever the umask; their folders must too (file_mode with x where
+    it has r), or under a strict umask share users get readable files in folders they cannot
+    enter, and under umask 0 folders anyone can write to."""
+    photo = tmp_path / "photo.jpg"
+    root = tmp_path / "outbox"
+    previous = os.umask(umask)
+    try:
+        outbox = Outbox(root, file_mode=file_mode)
+        outbox.plan("oil", "a.jpg", HASH, "jpg")
+        photo.write_bytes(b"bad")
+        outbox.quarantine(photo, {})
+        photo.write_bytes(b"done")
+        outbox.dispose_original(photo, "move", root / "originals" / "2024")
+    finally:
+        os.umask(previous)
+    for folder in ("", "oil", "failed", "originals", "originals/2024"):
+        assert stat.S_IMODE((root / folder).stat().st_mode) == folder_mode, folder
