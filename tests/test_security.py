@@ -95,13 +95,6 @@ class _Planted:
         return (open, (str(self.marker), "w"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "needs fix in vgg.py: _from_torchvision loads torch's hub cache through torchvision's "
-        "get_state_dict, which calls torch.hub.load_state_dict_from_url with weights_only=False"
-    ),
-)
 def test_torchvision_weights_from_the_cache_cannot_run_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
