@@ -177,7 +177,7 @@ class Worker:
             self._retry_or_fail(job, source, outbox, exc, log)
             return
         log.success("done: {}", delivered)
-        self._dispose_original(source, config, outbox, log)
+        self._dispose_original(source, job, config, outbox, log)
         self.on_status("idle")
 
     def _stylise_and_deliver(
@@ -205,6 +205,11 @@ class Worker:
             targets=targets,
             callback=self._on_progress,
         )
+        if source.exists() and not _holds(source, job.content_hash):
+            # Replaced mid-job: its owner wants the new content, which is a job of its own; a
+            # result for the old one would be a second output under one name. (Deleted mid-job:
+            # the photo was whole when the job began, so its result is kept.)
+            raise Superseded(f"{source.name} changed while it was stylised")
         writer = pipeline.image_writer(
             result,
             photo,
@@ -306,11 +311,21 @@ class Worker:
         reason = f"gave up after {job.attempts} attempt(s): {reason}"
         self._quarantine(job, source, outbox, reason, log, gave_up=True)
 
-    def _dispose_original(self, source: Path, config: Config, outbox: Outbox, log) -> None:
+    def _dispose_original(
+        self, source: Path, job: Job, config: Config, outbox: Outbox, log
+    ) -> None:
         try:
+            if source.exists() and not _holds(source, job.content_hash):
+                log.debug("{} changed since its job began; left for its own job", source.name)
+                return
             moved = outbox.dispose_original(source, config.originals.policy, config.originals_dir)
         except OSError as exc:  # the output is safe; a stuck original is only untidy
             log.warning("could not {} the original {}: {}", config.originals.policy, source, exc)
             return
         if moved is not None:
             log.debug("original moved to {}", moved)
+
+
+def _holds(source: Path, content_hash: str) -> bool:
+    """Whether `source` is still the regular file, with these bytes, that its job was made for."""
+    return not source.is_symlink() and sha256_file(source) == content_hash

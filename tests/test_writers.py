@@ -178,15 +178,6 @@ def test_a_photo_written_in_two_sittings_is_stylised_once_from_its_whole_content
 # -- replaced or deleted mid-job ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "needs fix in worker.py: Worker._stylise_and_deliver must re-hash the photo before "
-        "outbox.deliver (changed -> Superseded, nothing delivered) and Worker._dispose_original "
-        "must dispose only a photo that still holds job.content_hash; today the old content's "
-        "result is delivered and the new content is moved to originals/ as if done"
-    ),
-)
 def test_a_photo_replaced_while_it_is_stylised_is_done_once_with_its_new_content(
     tmp_path: Path, daemons: Daemons
 ) -> None:
