@@ -1,10 +1,13 @@
 """GPU check: correctness against the CPU, then speed and memory on a CUDA device.
 
-    python -m bench.gpu_check [--out DIR] [--quick]
+    python -m bench.gpu_check [--out DIR] [--quick] [--only SECTION ...]
 
-Prints a table and writes gpu_check.json. Figures: seconds per 512 and 1024 px photo with the
-default preset, evaluations per second and achieved TFLOP/s at 512 px (fp32, TF32, bf16
-autocast), peak memory per size, and time to quality at 512 px against the reference.
+Prints each section's figures as it ends and writes gpu_check.json after each. Figures: seconds
+per 512 and 1024 px photo with the default preset, evaluations per second and achieved TFLOP/s
+at 512 px (fp32, TF32, bf16 autocast), each precision's final objective at 512 px (and the
+default twice: the run-to-run noise), 8 photos sequential against batched, peak memory per size,
+time to quality at 512 px against the reference, and what torch.compile does to an evaluation.
+cuDNN's autotuner stays off, as in the daemon: its trials peaked at 130 GiB at 1024 px.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench import throughput
 from bench.time_to_quality import DATA, compare
 from daemon import engine, imaging, pipeline
 from daemon.config import StyleImage
-from daemon.settings import StyleSettings
+from daemon.settings import DEFAULT_PRECISION, PRECISIONS, StyleSettings
 
 PHOTO = DATA / "photos" / "tubingen.jpg"
 STYLE = DATA / "styles" / "starry_night.jpg"
@@ -42,29 +46,39 @@ def cpu_agreement(models: pipeline.Models) -> dict:
     for device in ("cpu", str(models.device)):
         model = pipeline.Models(torch.device(device)).for_settings(settings)
         photo, styles = load(torch.device(device), 64)
-        results[device] = engine.stylise(model, photo, styles, settings).losses.total
+        result = engine.stylise(model, photo, styles, settings, precision="fp32")
+        results[device] = result.losses.total
     cpu, gpu = results.values()
     return {"cpu": cpu, "gpu": gpu, "relative_difference": abs(cpu - gpu) / cpu}
 
 
-def evaluation_speed(models: pipeline.Models, size: int, mode: str, repeats: int = 20) -> dict:
-    """Median seconds per objective evaluation (forward + backward) and achieved TFLOP/s."""
-    torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+def evaluation_speed(
+    models: pipeline.Models, size: int, mode: str, repeats: int = 20, compiled: bool = False
+) -> dict:
+    """Median seconds per objective evaluation (forward + backward) and achieved TFLOP/s;
+    `compiled`: the network through torch.compile, and how long compiling took."""
+    torch.backends.cuda.matmul.allow_tf32 = False  # Grams stay fp32, as in the engine
     torch.backends.cudnn.allow_tf32 = mode == "tf32"
     settings = StyleSettings(size=size)
     model = models.for_settings(settings)
     photo, styles = load(models.device, size)
     grams = engine.style_grams_for(model, settings, styles, size)
-    objective = engine.Objective(model, settings, photo, grams)
+    network = torch.compile(model) if compiled else model
+    objective = engine.Objective(network, settings, photo, grams, bf16=mode == "bf16")
     x = photo[None].clone().requires_grad_(True)
 
     def once() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=mode == "bf16"):
-            loss, _ = objective(x)
+        loss, _ = objective(x)
         loss.backward()
 
-    with FlopCounterMode(display=False) as counter:
-        once()
+    started = time.perf_counter()
+    once()
+    torch.cuda.synchronize()
+    first_seconds = time.perf_counter() - started
+
+    counting = engine.Objective(model, settings, photo, grams, bf16=mode == "bf16")
+    with FlopCounterMode(display=False) as counter:  # eager: the counter does not see compiled code
+        counting(x)[0].backward()
     for _ in range(3):
         once()
     times = []
@@ -80,6 +94,8 @@ def evaluation_speed(models: pipeline.Models, size: int, mode: str, repeats: int
     return {
         "size": size,
         "mode": mode,
+        "compiled": compiled,
+        "first_call_seconds": first_seconds,
         "seconds_per_evaluation": seconds,
         "evaluations_per_second": 1 / seconds,
         "tflop_per_evaluation": flops / 1e12,
@@ -87,7 +103,7 @@ def evaluation_speed(models: pipeline.Models, size: int, mode: str, repeats: int
     }
 
 
-def photo_time(models: pipeline.Models, size: int) -> dict:
+def photo_time(models: pipeline.Models, size: int, precision: str = DEFAULT_PRECISION) -> dict:
     """One photo with the default preset, end to end."""
     settings = StyleSettings(size=size)
     model = models.for_settings(settings)
@@ -95,10 +111,11 @@ def photo_time(models: pipeline.Models, size: int) -> dict:
     torch.cuda.reset_peak_memory_stats()
     torch.cuda.synchronize()
     started = time.perf_counter()
-    result = engine.stylise(model, photo, styles, settings)
+    result = engine.stylise(model, photo, styles, settings, precision=precision)
     torch.cuda.synchronize()
     return {
         "size": size,
+        "precision": precision,
         "seconds": time.perf_counter() - started,
         "objective": result.losses.total,
         "evaluations": result.evaluations,
@@ -127,6 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    parser.add_argument("--only", nargs="+", metavar="SECTION", help="run just these sections")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     models = pipeline.Models(pipeline.resolve_device("cuda"))
@@ -134,6 +152,8 @@ def main() -> None:
     report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
 
     def section(name: str, run) -> None:
+        if args.only and name not in args.only:
+            return
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         try:
             report[name] = run()
@@ -141,17 +161,31 @@ def main() -> None:
             traceback.print_exc()
             report[name] = {"error": f"{type(exc).__name__}: {exc}"}
         print(name, json.dumps(report[name]), flush=True)
+        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
 
     section("cpu_agreement", lambda: cpu_agreement(models))
-    torch.backends.cudnn.benchmark = True
-    section("speed", lambda: [evaluation_speed(models, small, m) for m in ("fp32", "tf32", "bf16")])
+    section("speed", lambda: [evaluation_speed(models, small, m) for m in PRECISIONS])
+    section("photos", lambda: [photo_time(models, small), photo_time(models, large)])
     section(
-        "photos",
-        lambda: [photo_time(models, small), photo_time(models, large)],
+        "precision",
+        lambda: [photo_time(models, small, p) for p in (*PRECISIONS, DEFAULT_PRECISION)],
+    )
+    section(
+        "throughput",
+        lambda: [
+            throughput.measure(8, 8, small, engine.DEFAULT_EVALUATIONS, "cuda", STYLE, precision)
+            for precision in (DEFAULT_PRECISION, "bf16")
+        ],
     )
     section("memory", lambda: [peak_memory(models, s) for s in (small, large, 2 * large)])
     section("time_to_quality", lambda: compare(small, "cuda", PHOTO, STYLE, 300, args.out))
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+    section(
+        "compile",
+        lambda: [
+            evaluation_speed(models, small, DEFAULT_PRECISION, compiled=compiled)
+            for compiled in (False, True)
+        ],
+    )
     print(f"\n{report['device']}, torch {report['torch']}")
     print(json.dumps(report, indent=1))
 

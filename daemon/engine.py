@@ -19,16 +19,18 @@ end cost ~6 %.
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from daemon import colour
-from daemon.settings import StyleSettings
+from daemon.settings import DEFAULT_PRECISION, StyleSettings
 from daemon.vgg import VGGFeatures
 
 CONTENT_REFERENCE_POSITIONS = 4096  # relu4_2 positions of a 512 x 512 image: the paper's scale
@@ -85,6 +87,7 @@ class Progress:
     evaluation: int
     budget: int  # at most this many evaluations
     losses: Losses
+    item: int = 0  # which photo of the batch
 
 
 @dataclass(frozen=True)
@@ -179,11 +182,15 @@ class _ClampInward(torch.autograd.Function):
 
 
 class _Stop(Exception):
-    """Raised inside the closure to end a scale early (budget spent or progress stalled)."""
+    """Raised inside the closure to end a run early (budget spent or progress stalled)."""
 
 
 class Objective:
-    """The paper's objective for one photo at one size, with its targets precomputed."""
+    """The paper's objective for a batch of photos of one size, with their targets precomputed.
+
+    Photos in a batch share nothing but the network: each item's terms depend only on its own
+    image and targets, so the gradient of the summed objective is each photo's own gradient.
+    """
 
     def __init__(
         self,
@@ -191,25 +198,47 @@ class Objective:
         settings: StyleSettings,
         content: Tensor,
         style_grams: dict[str, Tensor],
+        *,
+        bf16: bool = False,
     ) -> None:
+        """`content`: (3, H, W) or (B, 3, H, W); `style_grams`: (1 or B, N, N) per layer;
+        `bf16`: the network's passes under CUDA bf16 autocast (the losses stay fp32)."""
         self.model = model
         self.settings = settings
+        self.bf16 = bf16
         with torch.no_grad():
-            feats = model(content[None])
+            feats = self._features(content if content.dim() == 4 else content[None])
         self.content_targets = {name: feats[name] for name in settings.content_layers}
         self.style_grams = style_grams
+        self.items = next(iter(feats.values())).shape[0]
 
     def __call__(self, image: Tensor) -> tuple[Tensor, Losses]:
-        """Objective of a (1, 3, H, W) image: the scalar to minimise and its terms."""
+        """Objective of a (B, 3, H, W) batch, all items: the scalar to minimise and its terms."""
+        loss, per_item = self.per_item(image)
+        return loss, Losses(*(sum(terms) for terms in zip(*map(astuple, per_item), strict=True)))
+
+    def per_item(self, image: Tensor, items: Tensor | None = None) -> tuple[Tensor, list[Losses]]:
+        """The summed objective of a batch of the photos at `items` (all when None), and each
+        item's terms."""
         s = self.settings
-        feats = self.model(image)
-        content = sum(content_loss(feats[n], t) for n, t in self.content_targets.items())
-        style = sum(w * style_layer_loss(feats[n], self.style_grams[n]) for n, w in s.style_layers)
-        tv = tv_loss(image) if s.tv_weight else torch.zeros(1, device=image.device)
+
+        def target(t: Tensor) -> Tensor:
+            return t if items is None or t.shape[0] == 1 else t[items.to(t.device)]
+
+        feats = self._features(image)
+        content = sum(content_loss(feats[n], target(t)) for n, t in self.content_targets.items())
+        style = sum(
+            w * style_layer_loss(feats[n], target(self.style_grams[n])) for n, w in s.style_layers
+        )
+        tv = tv_loss(image) if s.tv_weight else torch.zeros(image.shape[0], device=image.device)
         weighted = (s.alpha * content, s.beta * style, s.tv_weight * tv)
         total = sum(weighted)
-        terms = [float(t.detach().sum()) for t in (total, *weighted)]
-        return total.sum(), Losses(*terms)
+        columns = torch.stack([t.detach().expand(image.shape[0]) for t in (total, *weighted)])
+        return total.sum(), [Losses(*row) for row in columns.T.tolist()]
+
+    def _features(self, image: Tensor) -> dict[str, Tensor]:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(image)
 
 
 def style_grams_for(
@@ -239,22 +268,120 @@ def stylise(
     *,
     targets: StyleTargets | None = None,
     callback: Callable[[Progress], None] | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> Result:
     """Repaint `content` (RGB 0-255, (3, H, W)) in the style of `styles`.
 
     The output's long side is `settings.size`, or the photo's own if smaller (never upscaled).
     `targets` caches the style Grams across calls with the same styles and settings.
+    `precision` is the GPU's arithmetic for the network (settings.PRECISIONS).
+    """
+    return stylise_batch(
+        model,
+        [content],
+        styles,
+        settings,
+        targets=targets,
+        callback=callback,
+        precision=precision,
+    )[0]
+
+
+def output_size(height: int, width: int, settings: StyleSettings) -> tuple[int, int]:
+    """(H, W) of the result for a photo of this size: photos of one preset can share a batch
+    when this is the same."""
+    return fit_size(height, width, min(settings.size, max(height, width)))
+
+
+def stylise_batch(
+    model: VGGFeatures,
+    contents: Sequence[Tensor],
+    styles: Sequence[Style],
+    settings: StyleSettings,
+    *,
+    targets: StyleTargets | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    precision: str = DEFAULT_PRECISION,
+) -> list[Result]:
+    """`stylise` for several photos with the same `output_size`, evaluated as one batch.
+
+    Each photo keeps its own optimiser (history, line search, stopping), fed with its own
+    objective and gradient, so its result is what `stylise` gives alone, up to floating-point
+    noise; the batch only shares the network's passes, which keeps a GPU busy.
     """
     if not styles:
         raise ValueError("at least one style image is needed")
     started = time.perf_counter()
     device = next(model.parameters()).device
     torch.manual_seed(settings.seed)
-    photo = content.to(device=device, dtype=torch.float32)
-    h, w = photo.shape[-2:]
-    long_side = min(settings.size, max(h, w))
-    budget = settings.steps or DEFAULT_EVALUATIONS
     styles = [Style(s.image.to(device=device, dtype=torch.float32), s.weight) for s in styles]
+    photos = [c.to(device=device, dtype=torch.float32) for c in contents]
+    sizes = {output_size(*photo.shape[-2:], settings) for photo in photos}
+    if len(sizes) != 1:
+        raise ValueError(f"photos of one batch must have one output size, not {sorted(sizes)}")
+    (size,) = sizes
+    long_side = max(size)
+    budget = settings.steps or DEFAULT_EVALUATIONS
+    scaled = [_pad_to_min_side(resize(photo, size)) for photo in photos]
+    if settings.colour == "luminance":
+        # (1, H, W): optimised as one channel
+        scaled = [colour.luminance(photo) for photo in scaled]
+    with _precision(device, precision) as bf16:
+        grams = [_style_grams(model, settings, styles, p, long_side, targets) for p in photos]
+        batch_grams = {name: torch.cat([g[name] for g in grams]) for name in grams[0]}
+        objective = Objective(model, settings, _rgb(torch.stack(scaled)), batch_grams, bf16=bf16)
+        starts = [_initial_image(photo, settings) for photo in scaled]
+        runs = _optimise_together(objective, starts, budget, settings.optimizer, started, callback)
+
+    results = []
+    for photo, run in zip(photos, runs, strict=True):
+        out = run.image[0, :, : size[0], : size[1]].detach()  # without the padding
+        if settings.colour == "luminance":
+            out = colour.with_chroma_of(out, resize(photo, size)).clamp(0, 255)
+        results.append(
+            Result(
+                image=out.expand(3, -1, -1).cpu().clone(),
+                losses=run.losses,
+                evaluations=len(run.trail),
+                budget=budget,
+                seconds=run.seconds,
+                device=str(device),
+                history=run.history,
+            )
+        )
+    return results
+
+
+@contextmanager
+def _precision(device: torch.device, precision: str) -> Iterator[bool]:
+    """Set the GPU's arithmetic for one run (True: bf16 autocast); Gram products stay fp32.
+
+    TF32 convolutions are PyTorch's own default; saying so here keeps a run's arithmetic a
+    decision of ours, not of whatever ran before it in the process.
+    """
+    if device.type != "cuda":
+        yield False
+        return
+    backends = torch.backends
+    saved = backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32
+    backends.cudnn.allow_tf32 = precision == "tf32"
+    backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield precision == "bf16"
+    finally:
+        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = saved
+
+
+def _style_grams(
+    model: VGGFeatures,
+    settings: StyleSettings,
+    styles: list[Style],
+    photo: Tensor,
+    long_side: int,
+    targets: StyleTargets | None,
+) -> dict[str, Tensor]:
+    """The style targets for one photo: shared by every photo (and cached) unless the colour
+    mode matches the paintings to this photo first."""
     if settings.colour == "luminance":
         photo_y = colour.luminance(photo)
         styles = [
@@ -263,45 +390,13 @@ def stylise(
         ]
     elif settings.colour == "histogram":
         styles = [Style(colour.match_histogram(s.image, photo), s.weight) for s in styles]
-    cacheable = targets is not None and settings.colour == "style"
-
-    size = fit_size(h, w, long_side)
-    scaled_photo = _pad_to_min_side(resize(photo, size))
-    if settings.colour == "luminance":
-        scaled_photo = colour.luminance(scaled_photo)  # (1, H, W): optimised as one channel
 
     def compute() -> dict[str, Tensor]:
         return style_grams_for(model, settings, _as_rgb_styles(styles), long_side)
 
-    grams = targets.get((long_side,), compute) if cacheable else compute()
-    objective = Objective(model, settings, _rgb(scaled_photo), grams)
-    history: list[tuple[float, float]] = []
-
-    def report(evaluation: int, losses: Losses) -> None:
-        if callback is not None:
-            callback(Progress(evaluation, budget, losses))
-
-    image, losses, evaluations = _optimise(
-        objective,
-        _initial_image(scaled_photo, settings),
-        budget,
-        settings.optimizer,
-        started,
-        history,
-        report,
-    )
-    out = image[0, :, : size[0], : size[1]].detach()  # without the padding
-    if settings.colour == "luminance":
-        out = colour.with_chroma_of(out, resize(photo, tuple(out.shape[-2:]))).clamp(0, 255)
-    return Result(
-        image=out.expand(3, -1, -1).cpu().clone(),
-        losses=losses,
-        evaluations=evaluations,
-        budget=budget,
-        seconds=time.perf_counter() - started,
-        device=str(device),
-        history=history,
-    )
+    if targets is not None and settings.colour == "style":
+        return targets.get((long_side,), compute)
+    return compute()
 
 
 def _pad_to_min_side(image: Tensor) -> Tensor:
@@ -335,26 +430,130 @@ def _initial_image(photo: Tensor, settings: StyleSettings) -> Tensor:
     return noise.to(photo.device)[None].clamp(0, 255)
 
 
-def _optimise(
+@dataclass
+class _Run:
+    """One photo's optimisation: the best image evaluated so far and its trail."""
+
+    image: Tensor
+    losses: Losses | None = None
+    trail: list[float] = field(default_factory=list)  # best objective after each evaluation
+    history: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best)
+    seconds: float = 0.0
+
+
+class _Rendezvous:
+    """Collects one evaluation request from every photo still optimising and answers them with
+    one batched forward and backward pass, run by whichever thread asks last.
+
+    A photo that stops (budget, stall, an error) leaves; the rest go on as a smaller batch.
+    """
+
+    def __init__(self, objective: Objective, count: int) -> None:
+        self._objective = objective
+        self._active = set(range(count))
+        self._pending: dict[int, Tensor] = {}
+        self._answers: dict[int, tuple[Losses, Tensor] | BaseException] = {}
+        self._lock = threading.Condition()
+
+    def evaluate(self, item: int, x: Tensor) -> tuple[Losses, Tensor]:
+        """The objective's terms and gradient for photo `item` at `x` (1, C, H, W)."""
+        with self._lock:
+            self._pending[item] = x
+            self._run_if_complete()
+            while item not in self._answers:
+                self._lock.wait()
+            answer = self._answers.pop(item)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def leave(self, item: int) -> None:
+        """Photo `item` will ask no more; the others need not wait for it."""
+        with self._lock:
+            self._active.discard(item)
+            self._run_if_complete()
+
+    def _run_if_complete(self) -> None:
+        if not self._pending or self._pending.keys() != self._active:
+            return
+        items = sorted(self._pending)
+        try:
+            x = torch.cat([self._pending[i] for i in items]).requires_grad_(True)
+            selected = None if len(items) == self._objective.items else torch.tensor(items)
+            loss, losses = self._objective.per_item(_rgb(_ClampInward.apply(x)), selected)
+            loss.backward()
+            for index, item in enumerate(items):
+                self._answers[item] = (losses[index], x.grad[index : index + 1])
+        except BaseException as exc:  # every waiting photo gets the error, e.g. out of memory
+            for item in items:
+                self._answers[item] = exc
+        self._pending.clear()
+        self._lock.notify_all()
+
+
+def _optimise_together(
     objective: Objective,
-    start: Tensor,
+    starts: list[Tensor],
     budget: int,
     optimizer_name: str,
     started: float,
-    history: list[tuple[float, float]],
-    report: Callable[[int, Losses], None],
-) -> tuple[Tensor, Losses, int]:
-    """Minimise the objective from `start` for at most `budget` evaluations; returns the best
-    image evaluated (clamped), its losses and the evaluations used.
+    callback: Callable[[Progress], None] | None,
+) -> list[_Run]:
+    """Optimise each start image against its item of `objective`, each in its own thread (one
+    photo: in this one), meeting at every evaluation to share the batched pass."""
+    rendezvous = _Rendezvous(objective, len(starts))
+    runs = [_Run(image=start) for start in starts]
+    errors: list[BaseException] = []
+
+    def optimise(item: int) -> None:
+        try:
+            _optimise(item, rendezvous, runs[item], budget, optimizer_name, report)
+        except BaseException as exc:  # re-raised in the caller's thread below
+            errors.append(exc)
+        finally:
+            runs[item].seconds = time.perf_counter() - started
+            rendezvous.leave(item)
+
+    def report(item: int, evaluation: int, losses: Losses) -> None:
+        runs[item].history.append((time.perf_counter() - started, runs[item].trail[-1]))
+        if callback is not None:
+            callback(Progress(evaluation, budget, losses, item))
+
+    if len(starts) == 1:
+        optimise(0)
+    else:
+        threads = [threading.Thread(target=optimise, args=(i,)) for i in range(len(starts))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return runs
+
+
+def _optimise(
+    item: int,
+    rendezvous: _Rendezvous,
+    run: _Run,
+    budget: int,
+    optimizer_name: str,
+    report: Callable[[int, int, Losses], None],
+) -> None:
+    """Minimise photo `item`'s objective from `run.image` for at most `budget` evaluations, keeping
+    the best image evaluated (clamped) in `run`.
 
     L-BFGS uses a strong-Wolfe line search: without one it diverged from the photo at 256 px
     (objective stuck at 3.4e11 for 100 evaluations). Line-search probes can be worse than the
-    point they start from, hence the best image evaluated, not the last. A scale ends early when
+    point they start from, hence the best image evaluated, not the last. A run ends early when
     the best objective stalls.
     """
-    x = start.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
-    if optimizer_name == "lbfgs":
-        opt: torch.optim.Optimizer = torch.optim.LBFGS(
+    x = run.image.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
+
+    def optimizer() -> torch.optim.Optimizer:
+        if optimizer_name == "adam":
+            return torch.optim.Adam([x], lr=10)  # neural-style's rate for 0-255 pixels
+        return torch.optim.LBFGS(
             [x],
             lr=1,
             max_iter=budget,
@@ -364,36 +563,39 @@ def _optimise(
             tolerance_grad=0,
             tolerance_change=0,
         )
-    else:
-        opt = torch.optim.Adam([x], lr=10)  # neural-style's rate for 0-255 pixels
-    best = {"loss": math.inf, "image": start, "losses": None}
-    trail: list[float] = []
+
+    best = math.inf
 
     def closure() -> Tensor:
-        if len(trail) >= budget:
+        nonlocal best
+        if len(run.trail) >= budget:
             raise _Stop
-        opt.zero_grad()
-        clamped = _ClampInward.apply(x)
-        loss, losses = objective(_rgb(clamped))
-        loss.backward()
-        if losses.total < best["loss"]:
-            best.update(loss=losses.total, image=clamped.detach().clone(), losses=losses)
-        trail.append(best["loss"])
-        history.append((time.perf_counter() - started, best["loss"]))
-        report(len(trail), losses)
-        if len(trail) > STALL_WINDOW and _stalled(trail):
+        losses, grad = rendezvous.evaluate(item, x.detach())
+        x.grad = grad
+        if losses.total < best:
+            best, run.image, run.losses = losses.total, x.detach().clamp(0, 255), losses
+        run.trail.append(best)
+        report(item, len(run.trail), losses)
+        if len(run.trail) > STALL_WINDOW and _stalled(run.trail):
             raise _Stop
-        return loss
+        return torch.tensor(losses.total)
 
+    opt = optimizer()
     try:
-        if optimizer_name == "lbfgs":
-            opt.step(closure)
-        else:
-            while True:
-                opt.step(closure)
+        while True:
+            before = best
+            opt.step(closure)  # Adam: one step; L-BFGS: until _Stop, unless it gives up first
+            if optimizer_name == "lbfgs":
+                # It gave up: no descent along its direction (seen on an H200 with TF32
+                # convolutions after 9 evaluations at 512 px). If it had been gaining, start
+                # afresh from the best image rather than hand back a barely stylised photo.
+                if best >= before:
+                    break
+                with torch.no_grad():
+                    x.copy_(run.image)
+                opt = optimizer()
     except _Stop:
         pass
-    return best["image"], best["losses"], len(trail)
 
 
 def _stalled(trail: list[float]) -> bool:

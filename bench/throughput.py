@@ -1,0 +1,160 @@
+"""Throughput: photos per minute for N photos of one preset, one at a time against batched.
+
+    python -m bench.throughput [--photos 8] [--batch 8] [--size 256] [--steps 300] [--device auto]
+
+The photos are distinct crops of ../shared/data/photos, all 4:3 so that they share an output
+size (a batch holds one size). Both ways run the engine with the same budget, side by side in one
+process; the table gives photos per minute, the batched/sequential ratio, and how far each photo's
+final objective moved between the two (batching must not change a result beyond noise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from bench.report import save_report
+from bench.time_to_quality import DATA
+from daemon import engine, imaging, pipeline
+from daemon.config import StyleImage
+from daemon.settings import DEFAULT_PRECISION, PRECISIONS, StyleSettings
+
+
+def distinct_photos(count: int, size: int) -> list[torch.Tensor]:
+    """`count` different 4:3 photos at `size` px: each shared photo's largest 4:3 window, then
+    the same windows mirrored."""
+    windows = []
+    for path in sorted((DATA / "photos").iterdir()):
+        pixels = pipeline.to_tensor(imaging.load_image(path, long_side=2 * size).pixels)
+        h, w = pixels.shape[-2:]
+        crop_h = min(h, w * 3 // 4)
+        crop_w = crop_h * 4 // 3
+        top, left = (h - crop_h) // 2, (w - crop_w) // 2
+        window = pixels[:, top : top + crop_h, left : left + crop_w]
+        windows.append(engine.resize(window, (size * 3 // 4, size)))
+    photos = windows + [window.flip(-1) for window in windows]
+    if count > len(photos):
+        raise SystemExit(f"at most {len(photos)} distinct photos from {DATA / 'photos'}")
+    return photos[:count]
+
+
+def synchronise(device: torch.device) -> None:
+    """Wait for queued GPU work, so that the clock reads what was done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(
+    photos: int,
+    batch: int,
+    size: int,
+    steps: int,
+    device: str,
+    style: Path,
+    precision: str = DEFAULT_PRECISION,
+) -> dict:
+    """Sequential, then batched, on the same photos, targets and budget."""
+    settings = StyleSettings(size=size, steps=steps)
+    models = pipeline.Models(pipeline.resolve_device(device))
+    model = models.for_settings(settings)
+    styles = pipeline.load_styles([StyleImage(style)], settings, max_pixels=10**9)
+    images = distinct_photos(photos, size)
+    targets = engine.StyleTargets()
+    warm_up = dataclasses.replace(settings, steps=3)  # cuDNN's and the allocator's first calls
+    engine.stylise(model, images[0], styles, warm_up, targets=targets, precision=precision)
+
+    synchronise(models.device)
+    started = time.perf_counter()
+    sequential = [
+        engine.stylise(model, p, styles, settings, targets=targets, precision=precision)
+        for p in images
+    ]
+    synchronise(models.device)
+    sequential_seconds = time.perf_counter() - started
+
+    if models.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(models.device)
+    started = time.perf_counter()
+    batched = []
+    for first in range(0, len(images), batch):
+        chunk = images[first : first + batch]
+        batched += engine.stylise_batch(
+            model, chunk, styles, settings, targets=targets, precision=precision
+        )
+    synchronise(models.device)
+    batched_seconds = time.perf_counter() - started
+
+    pairs = [(s.losses.total, b.losses.total) for s, b in zip(sequential, batched, strict=True)]
+    moved = [abs(b - s) / s for s, b in pairs]
+    return {
+        "device": str(models.device),
+        "device_name": torch.cuda.get_device_name() if models.device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "precision": precision if models.device.type == "cuda" else "fp32",
+        "photos": photos,
+        "batch": batch,
+        "size": list(images[0].shape[-2:]),
+        "steps": steps,
+        "sequential_seconds": sequential_seconds,
+        "batched_seconds": batched_seconds,
+        "sequential_photos_per_minute": 60 * photos / sequential_seconds,
+        "batched_photos_per_minute": 60 * photos / batched_seconds,
+        "ratio": sequential_seconds / batched_seconds,
+        "batched_peak_gib": (
+            torch.cuda.max_memory_allocated(models.device) / 2**30
+            if models.device.type == "cuda"
+            else None
+        ),
+        "objective_moved_median": statistics.median(moved),
+        "objective_moved_max": max(moved),
+        "objectives": pairs,
+    }
+
+
+def print_table(summary: dict) -> None:
+    """The figures as a short table."""
+    h, w = summary["size"]
+    print(
+        f"throughput: {summary['photos']} photos {w}x{h} px, {summary['steps']} evaluations, "
+        f"on {summary['device_name']} ({summary['precision']}, {summary['threads']} threads)"
+    )
+    print(f"{'':12} {'seconds':>8} {'photos/min':>11}")
+    print(
+        f"{'sequential':12} {summary['sequential_seconds']:8.1f} "
+        f"{summary['sequential_photos_per_minute']:11.2f}"
+    )
+    print(
+        f"{'batch ' + str(summary['batch']):12} {summary['batched_seconds']:8.1f} "
+        f"{summary['batched_photos_per_minute']:11.2f}"
+    )
+    print(
+        f"batched/sequential throughput: {summary['ratio']:.2f}x; final objective moved by "
+        f"{summary['objective_moved_median']:.2%} median, {summary['objective_moved_max']:.2%} max"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=engine.DEFAULT_EVALUATIONS)
+    parser.add_argument("--style", type=Path, default=DATA / "styles" / "starry_night.jpg")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    summary = measure(
+        args.photos, args.batch, args.size, args.steps, args.device, args.style, args.precision
+    )
+    print_table(summary)
+    save_report(args.out, f"throughput_{args.size}", summary)
+
+
+if __name__ == "__main__":
+    main()
