@@ -6,6 +6,7 @@ files that are not images at all. Every problem with the input is an `InputError
 problems with metadata alone (EXIF, ICC) never fail a photo, they are dropped.
 """
 
+import errno
 import io
 import os
 import stat
@@ -110,12 +111,18 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     long_side: int | None = None,
     upscale: bool = False,
+    follow_symlinks: bool = True,
 ) -> LoadedImage:
-    """Decode a photo to upright sRGB pixels, refusing anything that is not a usable image."""
+    """Decode a photo to upright sRGB pixels, refusing anything that is not a usable image.
+
+    `follow_symlinks=False` for inbox photos: checked as a regular file earlier, a photo can be
+    swapped for a link before it is opened here, and a link is never followed out of the inbox.
+    """
     if long_side is not None and long_side < 1:
         raise ValueError(f"long_side must be at least 1, not {long_side}")
     name = path.name
-    with _open_regular_file(path) as file, _open_image(file, name, max_pixels) as image:
+    opened = _open_regular_file(path, follow_symlinks)
+    with opened as file, _open_image(file, name, max_pixels) as image:
         source_size = image.size
         if long_side is not None:
             # Only JPEG acts on this: it decodes at 1/2, 1/4 or 1/8 scale, far cheaper for big ones.
@@ -199,11 +206,14 @@ def format_for_suffix(suffix: str) -> str:
         raise InputError(f"unsupported output suffix {suffix!r}; expected one of {known}") from None
 
 
-def _open_regular_file(path: Path) -> BinaryIO:
+def _open_regular_file(path: Path, follow_symlinks: bool = True) -> BinaryIO:
     """Open without blocking and check the opened file itself, so a FIFO or a swap cannot hang."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        descriptor = os.open(path, flags)
     except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise InputError(f"{path.name}: a symlink (never followed)") from exc
         raise InputError(f"{path.name}: cannot open ({exc.strerror})") from exc
     status = os.fstat(descriptor)
     problem = None

@@ -107,10 +107,13 @@ def stylise_file(
     max_pixels: int,
     targets: engine.StyleTargets | None = None,
     callback: Callable[[engine.Progress], None] | None = None,
+    follow_symlinks: bool = True,
 ) -> tuple[engine.Result, imaging.LoadedImage]:
     """Load the photo at the preset's size (never upscaled) and stylise it, smaller if the device
     could not hold that size: a 24-megapixel photo at a huge preset size must not OOM forever."""
-    photo = imaging.load_image(photo_path, max_pixels=max_pixels, long_side=settings.size)
+    photo = imaging.load_image(
+        photo_path, max_pixels=max_pixels, long_side=settings.size, follow_symlinks=follow_symlinks
+    )
     height, width = photo.pixels.shape[:2]
     fitting = engine.largest_fitting_side(height, width, models.memory_budget_bytes())
     if fitting < max(height, width):

@@ -204,6 +204,7 @@ class Worker:
             max_pixels=config.max_input_pixels,
             targets=targets,
             callback=self._on_progress,
+            follow_symlinks=False,
         )
         if source.exists() and not _holds(source, job.content_hash):
             # Replaced mid-job: its owner wants the new content, which is a job of its own; a

@@ -466,3 +466,15 @@ def test_is_complete_leaves_other_formats_to_the_decoder(tmp_path: Path) -> None
     Image.new("RGB", (32, 24)).save(path, format="JPEG")
     assert is_complete(path)
     assert not is_complete(tmp_path / "missing.png")
+
+
+def test_an_inbox_photo_swapped_for_a_symlink_is_refused_not_followed(tmp_path: Path) -> None:
+    """The worker checks for a link before it opens the photo; a swap in between must not be
+    read through the link (O_NOFOLLOW on the open itself)."""
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (8, 8), "red").save(outside)
+    link = tmp_path / "inbox.png"
+    link.symlink_to(outside)
+    assert load_image(link).pixels.shape == (8, 8, 3)  # style images may be links
+    with pytest.raises(InputError, match=r"inbox\.png: a symlink"):
+        load_image(link, follow_symlinks=False)
