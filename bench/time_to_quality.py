@@ -20,7 +20,7 @@ from bench.reference import reference_stylise
 from bench.report import save_report
 from daemon import engine, imaging, pipeline
 from daemon.config import StyleImage
-from daemon.settings import StyleSettings
+from daemon.settings import DEFAULT_PRECISION, PRECISIONS, StyleSettings
 
 # ../shared/data beside the repo; STYLEBOX_DATA points elsewhere (a GPU machine without it).
 DATA = Path(
@@ -43,7 +43,13 @@ def first_time_at_or_below(history: list[tuple[float, float]], target: float) ->
 
 
 def compare(
-    size: int, device: str, photo_path: Path, style_path: Path, evaluations: int, out: Path
+    size: int,
+    device: str,
+    photo_path: Path,
+    style_path: Path,
+    evaluations: int,
+    out: Path,
+    precision: str = DEFAULT_PRECISION,
 ) -> dict:
     """Run the reference and stylebox side by side; returns the figures as plain data."""
     settings = StyleSettings(size=size)
@@ -55,7 +61,7 @@ def compare(
     out.mkdir(parents=True, exist_ok=True)
 
     ref_image, ref_history = reference_stylise(model, photo, styles, settings, evaluations)
-    ours = engine.stylise(model, photo, styles, settings)
+    ours = engine.stylise(model, photo, styles, settings, precision=precision)
     rows = {}
     for name, image, seconds in (
         ("reference", ref_image, ref_history[-1][0]),
@@ -73,6 +79,7 @@ def compare(
     return {
         "size": size,
         "device": str(models.device),
+        "precision": precision,
         "threads": torch.get_num_threads(),
         "reference_evaluations": evaluations,
         "stylebox_evaluations": ours.evaluations,
@@ -107,9 +114,18 @@ def main() -> None:
     parser.add_argument("--style", type=Path, default=DATA / "styles" / "starry_night.jpg")
     parser.add_argument("--evaluations", type=int, default=300, help="the reference's budget")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    summary = compare(args.size, args.device, args.photo, args.style, args.evaluations, args.out)
+    summary = compare(
+        args.size,
+        args.device,
+        args.photo,
+        args.style,
+        args.evaluations,
+        args.out,
+        args.precision,
+    )
     print_table(summary)
     save_report(args.out, f"time_to_quality_{args.size}", summary)
 

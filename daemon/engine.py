@@ -202,7 +202,7 @@ class Objective:
         bf16: bool = False,
     ) -> None:
         """`content`: (3, H, W) or (B, 3, H, W); `style_grams`: (1 or B, N, N) per layer;
-        `bf16`: the network's passes under CUDA bf16 autocast (the losses stay fp32)."""
+        `bf16`: the network's passes under bf16 autocast (the losses stay fp32)."""
         self.model = model
         self.settings = settings
         self.bf16 = bf16
@@ -237,7 +237,7 @@ class Objective:
         return total.sum(), [Losses(*row) for row in columns.T.tolist()]
 
     def _features(self, image: Tensor) -> dict[str, Tensor]:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self.model(image)
 
 
@@ -354,13 +354,13 @@ def stylise_batch(
 
 @contextmanager
 def _precision(device: torch.device, precision: str) -> Iterator[bool]:
-    """Set the GPU's arithmetic for one run (True: bf16 autocast); Gram products stay fp32.
+    """Set the arithmetic for one run (True: bf16 autocast); Gram products stay fp32.
 
     TF32 convolutions are PyTorch's own default; saying so here keeps a run's arithmetic a
     decision of ours, not of whatever ran before it in the process.
     """
     if device.type != "cuda":
-        yield False
+        yield precision == "bf16"
         return
     backends = torch.backends
     saved = backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32
