@@ -10,7 +10,7 @@ own number of positions so that a preset looks the same at any output size:
     L_style   = sum_l w_l E_l
     L_total   = alpha L_content + beta L_style + tv_weight L_tv
 
-The pixels are optimised directly (L-BFGS with a line search by default) in RGB 0-255. Every
+The pixels are optimised directly (L-BFGS, daemon.lbfgs, by default) in RGB 0-255. Every
 evaluation sees the image clamped to that range, with gradients let through where they point back
 into it, so the objective minimised is the objective of the image we save; clamping only at the
 end cost ~6 %.
@@ -19,7 +19,6 @@ end cost ~6 %.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from daemon import colour
+from daemon.lbfgs import BatchLBFGS
 from daemon.settings import DEFAULT_PRECISION, StyleSettings
 from daemon.vgg import VGGFeatures
 
@@ -181,10 +181,6 @@ class _ClampInward(torch.autograd.Function):
         return grad.masked_fill(outward, 0)
 
 
-class _Stop(Exception):
-    """Raised inside the closure to end a run early (budget spent or progress stalled)."""
-
-
 class Objective:
     """The paper's objective for a batch of photos of one size, with their targets precomputed.
 
@@ -305,9 +301,9 @@ def stylise_batch(
 ) -> list[Result]:
     """`stylise` for several photos with the same `output_size`, evaluated as one batch.
 
-    Each photo keeps its own optimiser (history, line search, stopping), fed with its own
-    objective and gradient, so its result is what `stylise` gives alone, up to floating-point
-    noise; the batch only shares the network's passes, which keeps a GPU busy.
+    Each photo keeps its own optimiser state (history, line search, stopping), fed with its
+    own objective and gradient, so its result is what `stylise` gives alone, up to
+    floating-point noise; the batch shares the network's passes and the optimiser's arithmetic.
     """
     if not styles:
         raise ValueError("at least one style image is needed")
@@ -434,61 +430,12 @@ def _initial_image(photo: Tensor, settings: StyleSettings) -> Tensor:
 class _Run:
     """One photo's optimisation: the best image evaluated so far and its trail."""
 
-    image: Tensor
+    image: Tensor  # the best evaluated, clamped, (1, C, H, W)
     losses: Losses | None = None
     trail: list[float] = field(default_factory=list)  # best objective after each evaluation
     history: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best)
     seconds: float = 0.0
-
-
-class _Rendezvous:
-    """Collects one evaluation request from every photo still optimising and answers them with
-    one batched forward and backward pass, run by whichever thread asks last.
-
-    A photo that stops (budget, stall, an error) leaves; the rest go on as a smaller batch.
-    """
-
-    def __init__(self, objective: Objective, count: int) -> None:
-        self._objective = objective
-        self._active = set(range(count))
-        self._pending: dict[int, Tensor] = {}
-        self._answers: dict[int, tuple[Losses, Tensor] | BaseException] = {}
-        self._lock = threading.Condition()
-
-    def evaluate(self, item: int, x: Tensor) -> tuple[Losses, Tensor]:
-        """The objective's terms and gradient for photo `item` at `x` (1, C, H, W)."""
-        with self._lock:
-            self._pending[item] = x
-            self._run_if_complete()
-            while item not in self._answers:
-                self._lock.wait()
-            answer = self._answers.pop(item)
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    def leave(self, item: int) -> None:
-        """Photo `item` will ask no more; the others need not wait for it."""
-        with self._lock:
-            self._active.discard(item)
-            self._run_if_complete()
-
-    def _run_if_complete(self) -> None:
-        if not self._pending or self._pending.keys() != self._active:
-            return
-        items = sorted(self._pending)
-        try:
-            x = torch.cat([self._pending[i] for i in items]).requires_grad_(True)
-            selected = None if len(items) == self._objective.items else torch.tensor(items)
-            loss, losses = self._objective.per_item(_rgb(_ClampInward.apply(x)), selected)
-            loss.backward()
-            for index, item in enumerate(items):
-                self._answers[item] = (losses[index], x.grad[index : index + 1])
-        except BaseException as exc:  # every waiting photo gets the error, e.g. out of memory
-            for item in items:
-                self._answers[item] = exc
-        self._pending.clear()
-        self._lock.notify_all()
+    done: bool = False
 
 
 def _optimise_together(
@@ -499,103 +446,61 @@ def _optimise_together(
     started: float,
     callback: Callable[[Progress], None] | None,
 ) -> list[_Run]:
-    """Optimise each start image against its item of `objective`, each in its own thread (one
-    photo: in this one), meeting at every evaluation to share the batched pass."""
-    rendezvous = _Rendezvous(objective, len(starts))
-    runs = [_Run(image=start) for start in starts]
-    errors: list[BaseException] = []
+    """Minimise each photo's objective from its start for at most `budget` evaluations, all
+    photos in one batch; returns each one's best image evaluated (clamped) and its trail.
 
-    def optimise(item: int) -> None:
-        try:
-            _optimise(item, rendezvous, runs[item], budget, optimizer_name, report)
-        except BaseException as exc:  # re-raised in the caller's thread below
-            errors.append(exc)
-        finally:
-            runs[item].seconds = time.perf_counter() - started
-            rendezvous.leave(item)
-
-    def report(item: int, evaluation: int, losses: Losses) -> None:
-        runs[item].history.append((time.perf_counter() - started, runs[item].trail[-1]))
-        if callback is not None:
-            callback(Progress(evaluation, budget, losses, item))
-
-    if len(starts) == 1:
-        optimise(0)
-    else:
-        threads = [threading.Thread(target=optimise, args=(i,)) for i in range(len(starts))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
-    return runs
-
-
-def _optimise(
-    item: int,
-    rendezvous: _Rendezvous,
-    run: _Run,
-    budget: int,
-    optimizer_name: str,
-    report: Callable[[int, int, Losses], None],
-) -> None:
-    """Minimise photo `item`'s objective from `run.image` for at most `budget` evaluations, keeping
-    the best image evaluated (clamped) in `run`.
-
-    L-BFGS uses a strong-Wolfe line search: without one it diverged from the photo at 256 px
-    (objective stuck at 3.4e11 for 100 evaluations). Line-search probes can be worse than the
-    point they start from, hence the best image evaluated, not the last. A run ends early when
-    the best objective stalls.
+    Line-search probes can be worse than the point they start from, hence the best image
+    evaluated, not the last. A photo leaves the batch when its budget is spent, its best
+    objective stalls or its gradient vanishes.
     """
-    x = run.image.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
+    runs = [_Run(image=start) for start in starts]
+    x = torch.cat(starts)
+    shape = x.shape[1:]
 
-    def optimizer() -> torch.optim.Optimizer:
-        if optimizer_name == "adam":
-            return torch.optim.Adam([x], lr=10)  # neural-style's rate for 0-255 pixels
-        return torch.optim.LBFGS(
-            [x],
-            lr=1,
-            max_iter=budget,
-            max_eval=budget,
-            history_size=LBFGS_HISTORY,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=0,
-            tolerance_change=0,
-        )
+    def evaluate(points: Tensor) -> tuple[Tensor, Tensor]:
+        """Objectives (B,) and gradients (B, n) at flat `points`; inf and 0 for photos that have
+        left the batch. Keeps each photo's best, reports progress, and decides who leaves."""
+        active = [item for item, run in enumerate(runs) if not run.done]
+        z = points.reshape(-1, *shape)[active].detach().requires_grad_(True)
+        items = None if len(active) == len(runs) else torch.tensor(active)
+        loss, losses = objective.per_item(_rgb(_ClampInward.apply(z)), items)
+        loss.backward()
+        grad = z.grad.flatten(1)
+        vanished = (grad.abs().amax(1) == 0).tolist()
+        f = torch.full((len(runs),), math.inf, dtype=torch.float64, device=points.device)
+        f[active] = torch.tensor([terms.total for terms in losses], dtype=torch.float64).to(f)
+        g = torch.zeros_like(points)
+        g[active] = grad
+        now = time.perf_counter() - started
+        for index, item in enumerate(active):
+            run, terms = runs[item], losses[index]
+            if run.losses is None or terms.total < run.losses.total:
+                run.image, run.losses = z[index : index + 1].detach().clamp(0, 255), terms
+            run.trail.append(run.losses.total)
+            run.history.append((now, run.losses.total))
+            if callback is not None:
+                callback(Progress(len(run.trail), budget, terms, item))
+            stalled = len(run.trail) > STALL_WINDOW and _stalled(run.trail)
+            if len(run.trail) >= budget or stalled or vanished[index]:
+                run.done, run.seconds = True, now
+        return f, g
 
-    best = math.inf
-
-    def closure() -> Tensor:
-        nonlocal best
-        if len(run.trail) >= budget:
-            raise _Stop
-        losses, grad = rendezvous.evaluate(item, x.detach())
-        x.grad = grad
-        if losses.total < best:
-            best, run.image, run.losses = losses.total, x.detach().clamp(0, 255), losses
-        run.trail.append(best)
-        report(item, len(run.trail), losses)
-        if len(run.trail) > STALL_WINDOW and _stalled(run.trail):
-            raise _Stop
-        return torch.tensor(losses.total)
-
-    opt = optimizer()
-    try:
-        while True:
-            before = best
-            opt.step(closure)  # Adam: one step; L-BFGS: until _Stop, unless it gives up first
-            if optimizer_name == "lbfgs":
-                # It gave up: no descent along its direction (seen on an H200 with TF32
-                # convolutions after 9 evaluations at 512 px). If it had been gaining, start
-                # afresh from the best image rather than hand back a barely stylised photo.
-                if best >= before:
-                    break
-                with torch.no_grad():
-                    x.copy_(run.image)
-                opt = optimizer()
-    except _Stop:
-        pass
+    if optimizer_name == "adam":
+        pixels = x.detach().clone().requires_grad_(True)
+        adam = torch.optim.Adam([pixels], lr=10)  # neural-style's rate for 0-255 pixels
+        while not all(run.done for run in runs):
+            _, g = evaluate(pixels.detach().flatten(1))
+            pixels.grad = g.reshape(pixels.shape)
+            adam.step()
+        return runs
+    flat = x.detach().flatten(1)
+    f, g = evaluate(flat)
+    optimizer = BatchLBFGS(flat, f, g, LBFGS_HISTORY)
+    while not all(run.done for run in runs):
+        trial = optimizer.propose()
+        f, g = evaluate(trial)
+        optimizer.observe(trial, f, g)
+    return runs
 
 
 def _stalled(trail: list[float]) -> bool:
