@@ -76,8 +76,12 @@ def evaluation_speed(
     torch.cuda.synchronize()
     first_seconds = time.perf_counter() - started
 
-    counting = engine.Objective(model, settings, photo, grams, bf16=mode == "bf16")
-    with FlopCounterMode(display=False) as counter:  # eager: the counter does not see compiled code
+    counting = (  # eager: the counter does not see compiled code
+        engine.Objective(model, settings, photo, grams, bf16=mode == "bf16")
+        if compiled
+        else objective
+    )
+    with FlopCounterMode(display=False) as counter:
         counting(x)[0].backward()
     for _ in range(3):
         once()

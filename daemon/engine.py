@@ -206,7 +206,6 @@ class Objective:
             feats = self._features(content if content.dim() == 4 else content[None])
         self.content_targets = {name: feats[name] for name in settings.content_layers}
         self.style_grams = style_grams
-        self.items = next(iter(feats.values())).shape[0]
 
     def __call__(self, image: Tensor) -> tuple[Tensor, Losses]:
         """Objective of a (B, 3, H, W) batch, all items: the scalar to minimise and its terms."""

@@ -187,7 +187,7 @@ class Worker:
             raise InputError(f"{source}: the photo vanished before it could be processed")
         if source.is_symlink() or not source.is_file():
             raise InputError(f"{source.name}: not a regular file (symlinks are never followed)")
-        if sha256_file(source) != job.content_hash:
+        if not _holds(source, job.content_hash):
             raise Superseded(f"{source.name} changed after it was queued")
         planned = job.planned_output
         if planned is None:
