@@ -190,10 +190,8 @@ def _status(args: argparse.Namespace) -> int:
         return ExitCode.OK
     counts = ", ".join(f"{n} {state}" for state, n in report["counts"].items())
     print(f"journal {report['journal']}: {counts}")
-    current = report["running"]
-    print(
-        f"running: {current['source'] + ' (' + current['preset'] + ')' if current else 'nothing'}"
-    )
+    running = ", ".join(f"{job['source']} ({job['preset']})" for job in report["running"])
+    print(f"running: {running or 'nothing'}")
     for job in report["queue"]:
         print(f"queued: {job['source']} ({job['preset']})")
     for job in report["recent_failures"]:

@@ -358,20 +358,35 @@ class Journal:
 
     def claim_next(self) -> Job | None:
         """Take the oldest queued job that is due, mark it running and count the attempt."""
-        now = self._now()
         with self._write() as conn:
             row = conn.execute(
                 "SELECT id FROM jobs WHERE state = ? AND not_before <= ? ORDER BY id LIMIT 1",
-                (JobState.QUEUED, now),
+                (JobState.QUEUED, self._now()),
             ).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = ?,"
-                " finished_at = NULL WHERE id = ?",
-                (JobState.RUNNING, now, row["id"]),
-            )
-            return self._get(conn, row["id"])
+            return None if row is None else self._claim(conn, row["id"])
+
+    def claim(self, job_id: int) -> Job | None:
+        """Take this job if it is still queued (see claim_next); None if it is not."""
+        with self._write() as conn:
+            return self._claim(conn, job_id)
+
+    def _claim(self, conn: sqlite3.Connection, job_id: int) -> Job | None:
+        claimed = conn.execute(
+            "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = ?,"
+            " finished_at = NULL WHERE id = ? AND state = ?",
+            (JobState.RUNNING, self._now(), job_id, JobState.QUEUED),
+        ).rowcount
+        return self._get(conn, job_id) if claimed else None
+
+    def batch_candidates(self, head: Job, limit: int) -> list[Job]:
+        """Queued jobs that could be stylised with `head`: due, of its preset, in claim order,
+        and never attempted, so that a photo retried after a crash or a failure runs alone and
+        cannot cost others an attempt."""
+        return self._jobs(
+            "SELECT * FROM jobs WHERE state = ? AND preset = ? AND attempts = 0 AND id != ?"
+            " AND not_before <= ? ORDER BY id LIMIT ?",
+            (JobState.QUEUED, head.preset, head.id, self._now(), limit),
+        )
 
     def set_planned_output(self, job_id: int, path: str) -> None:
         """Record the output path before writing it, so a retry after a crash reuses the name."""
@@ -487,12 +502,19 @@ class Journal:
             "SELECT * FROM jobs WHERE state = ? ORDER BY id LIMIT ?", (JobState.QUEUED, limit)
         )
 
-    def running(self) -> Job | None:
-        """The job the worker is on, if any."""
-        jobs = self._jobs(
-            "SELECT * FROM jobs WHERE state = ? ORDER BY id LIMIT 1", (JobState.RUNNING,)
-        )
-        return jobs[0] if jobs else None
+    def planned_outputs(self) -> set[str]:
+        """The output paths chosen for jobs not finished yet: taken, though not on disk."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT planned_output FROM jobs WHERE planned_output IS NOT NULL"
+                " AND state IN (?, ?)",
+                (JobState.QUEUED, JobState.RUNNING),
+            )
+            return {row[0] for row in rows}
+
+    def running(self) -> list[Job]:
+        """The jobs the worker is on: one, or the photos of a batch."""
+        return self._jobs("SELECT * FROM jobs WHERE state = ? ORDER BY id", (JobState.RUNNING,))
 
     def recent_failures(self, limit: int = 10) -> list[Job]:
         """Failed and quarantined jobs, the latest to finish first."""

@@ -22,7 +22,7 @@ import string
 import tempfile
 import threading
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -217,12 +217,16 @@ def remove_stale_temps(folder: Path) -> int:
     return removed
 
 
-def _free_stem(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
-    """First of stem, stem-1, stem-2, ... such that no stem+suffix exists in `folder`."""
+def _free_stem(
+    folder: Path, stem: str, suffixes: tuple[str, ...], reserved: Collection[str] = ()
+) -> str:
+    """First of stem, stem-1, stem-2, ... such that no stem+suffix exists in `folder` or is in
+    `reserved` (paths as str)."""
     counter = 0
     while True:
         candidate = f"{stem}-{counter}" if counter else stem
-        if not any(os.path.lexists(folder / (candidate + suffix)) for suffix in suffixes):
+        paths = [folder / (candidate + suffix) for suffix in suffixes]
+        if not any(os.path.lexists(path) or str(path) in reserved for path in paths):
             return candidate
         counter += 1
 
@@ -316,8 +320,16 @@ class Outbox:
             )
         return path
 
-    def plan(self, preset: str, source_name: str, content_hash: str, ext: str) -> Path:
-        """Choose the output path: neither it nor its sidecar exists yet; creates the preset folder.
+    def plan(
+        self,
+        preset: str,
+        source_name: str,
+        content_hash: str,
+        ext: str,
+        reserved: Collection[str] = (),
+    ) -> Path:
+        """Choose the output path: neither it nor its sidecar exists yet, and it is none of the
+        `reserved` paths (those planned for unfinished jobs); creates the preset folder.
 
         The choice is recorded in the journal before `deliver`, which is what makes retries exact.
         """
@@ -335,7 +347,7 @@ class Outbox:
         name = safe_name(
             self.name_pattern.format(stem=stem, preset=preset, hash8=content_hash[:8].lower())
         )
-        free = _free_stem(folder, name, (f".{extension}", ".json"))
+        free = _free_stem(folder, name, (f".{extension}", ".json"), reserved)
         return folder / f"{free}.{extension}"
 
     def deliver(

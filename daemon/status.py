@@ -10,21 +10,19 @@ from daemon.journal import Job, Journal
 
 
 def read_status(config: Config) -> dict[str, Any]:
-    """Counts per state, the queue, the current job and recent failures, as plain data."""
+    """Counts per state, the queue, the jobs running and recent failures, as plain data."""
     path = config.journal_path
     with Journal.open_readonly(path) as journal:
         return {
             "journal": str(path),
             "counts": {str(state): n for state, n in journal.counts().items()},
-            "running": _job(journal.running()),
+            "running": [_job(job) for job in journal.running()],
             "queue": [_job(job) for job in journal.pending(limit=20)],
             "recent_failures": [_job(job) for job in journal.recent_failures(limit=10)],
         }
 
 
-def _job(job: Job | None) -> dict[str, Any] | None:
-    if job is None:
-        return None
+def _job(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
         "source": Path(job.source_path).name,

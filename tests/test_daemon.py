@@ -243,7 +243,7 @@ def test_a_job_killed_mid_way_completes_after_a_restart(tmp_path, daemons) -> No
     assert results(outbox, ("swirl",)) == {}  # it really was mid-job
     status = stylebox("status", "--config", config, "--json")
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["running"]["source"] == "long.jpg"
+    assert [job["source"] for job in json.loads(status.stdout)["running"]] == ["long.jpg"]
     # What a crash inside atomic_write would leave behind.
     stale = outbox / "swirl" / f"{TEMP_PREFIX}crashed"
     stale.parent.mkdir(parents=True, exist_ok=True)
@@ -456,7 +456,7 @@ def test_status_json_counts_a_run(tmp_path) -> None:
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
     assert report["counts"] == {"queued": 0, "running": 0, "done": 2, "failed": 1, "quarantined": 1}
-    assert report["running"] is None and report["queue"] == []
+    assert report["running"] == [] and report["queue"] == []
     failures = {job["source"]: job for job in report["recent_failures"]}
     assert failures.keys() == {"broken.jpg", "blocked.jpg"}
     assert failures["broken.jpg"]["state"] == "quarantined"

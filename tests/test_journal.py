@@ -72,7 +72,7 @@ def test_life_cycle_add_claim_done(journal: Journal, clock: FakeClock) -> None:
         1,
         1_005.0,
     )
-    assert journal.running() == claimed
+    assert journal.running() == [claimed]
     assert journal.claim_next() is None
 
     clock.time = 1_030.0
@@ -83,7 +83,7 @@ def test_life_cycle_add_claim_done(journal: Journal, clock: FakeClock) -> None:
     assert done.finished_at == 1_030.0
     assert done.outputs == ("/srv/outbox/a-starry.jpg",)
     assert done.details == {"loss": 1.5, "seconds": 25.0}
-    assert journal.running() is None
+    assert journal.running() == []
     assert journal.find(_hash(1), FINGERPRINT) == done
 
 
@@ -93,6 +93,46 @@ def test_claims_follow_arrival_order(journal: Journal) -> None:
     while (job := journal.claim_next()) is not None:
         claimed.append(job.id)
     assert claimed == ids
+
+
+def test_batch_candidates_are_queued_first_attempts_of_the_head_s_preset(
+    journal: Journal, clock: FakeClock
+) -> None:
+    head, mate, retried, due_later, stopped, taken, last = (_add(journal, n) for n in range(7))
+    journal.add(_hash(7), "wave", FINGERPRINT, "/srv/inbox/7.jpg")  # another preset
+    for job_id in (retried, due_later):  # failed once each; one still waits out its backoff
+        assert journal.claim(job_id) is not None
+        journal.mark_retry(
+            job_id, "disk full", not_before=clock.time + (0 if job_id == retried else 60)
+        )
+    journal.claim(stopped)
+    journal.release(stopped)  # a stop: not an attempt, so it may share a batch again
+    assert journal.claim(taken) is not None
+
+    first = journal.claim_next()
+    assert first is not None and first.id == head
+    candidates = journal.batch_candidates(first, limit=10)
+    assert [job.id for job in candidates] == [mate, stopped, last]
+    assert [job.id for job in journal.batch_candidates(first, limit=2)] == [mate, stopped]
+    assert all(job.state is JobState.QUEUED for job in candidates)  # looked at, not taken
+
+    assert journal.claim(mate).attempts == 1
+    assert journal.claim(mate) is None  # already running
+    assert [job.id for job in journal.running()] == [head, mate, taken]
+
+
+def test_planned_outputs_are_those_of_unfinished_jobs(journal: Journal, clock: FakeClock) -> None:
+    done, retrying, running, queued = (_add(journal, n) for n in range(4))
+    for job_id in (done, retrying, running):
+        journal.claim(job_id)
+        journal.set_planned_output(job_id, f"/srv/outbox/{job_id}.jpg")
+    journal.mark_done(done, [f"/srv/outbox/{done}.jpg"], {})
+    journal.mark_retry(retrying, "disk full", not_before=clock.time + 60)
+    assert journal.planned_outputs() == {
+        f"/srv/outbox/{retrying}.jpg",
+        f"/srv/outbox/{running}.jpg",
+    }
+    assert journal.get(queued).planned_output is None
 
 
 def test_claim_waits_out_the_backoff(journal: Journal, clock: FakeClock) -> None:
@@ -189,7 +229,7 @@ def test_crash_leaves_running_job_which_start_up_requeues(path: Path, clock: Fak
     # Closed mid-job without finishing it: what a crash leaves behind.
 
     with Journal(path, now=clock) as journal:
-        assert journal.running().id == job_id
+        assert [job.id for job in journal.running()] == [job_id]
         assert journal.requeue_running() == 1
         job = journal.get(job_id)
         assert (job.state, job.attempts) == (JobState.QUEUED, 1)
@@ -299,7 +339,7 @@ def test_readonly_opener_follows_the_running_writer(journal: Journal, path: Path
 
     with Journal.open_readonly(path) as status:
         assert status.counts()[JobState.QUEUED] == 2
-        assert status.running() is not None
+        assert len(status.running()) == 1
         _add(journal, 3)  # the writer carries on while the reader is open
         assert status.counts()[JobState.QUEUED] == 3
         with pytest.raises(JournalError, match="read-only"):

@@ -200,6 +200,17 @@ def test_plan_skips_names_whose_image_or_sidecar_exists(tmp_path: Path) -> None:
     assert outbox.plan("oil", "IMG_1.png", HASH, ".jpg").name == "IMG_1-2.jpg"
 
 
+def test_plan_skips_names_reserved_for_unfinished_jobs(tmp_path: Path) -> None:
+    """Two photos called IMG_1 in one batch, or one waiting out a retry: neither is on disk yet."""
+    outbox = Outbox(tmp_path / "outbox")
+    first = outbox.plan("oil", "IMG_1.png", HASH, "jpg")
+    second = outbox.plan("oil", "album/IMG_1.jpg", HASH, "jpg", reserved={str(first)})
+    assert second.name == "IMG_1-1.jpg"
+    third = outbox.plan("oil", "IMG_1.jpg", HASH, "jpg", reserved={str(first), str(second)})
+    assert third.name == "IMG_1-2.jpg"
+    assert not first.exists() and not second.exists()
+
+
 def test_name_pattern_fields(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path, name_pattern="{preset}_{stem}_{hash8}")
     assert outbox.plan("oil", "../IMG_1.png", HASH, "jpg").name == "oil_IMG_1_0123abcd.jpg"
