@@ -76,6 +76,9 @@ _WIDE_GREY_SCALE: dict[str, float] = {
     "F": 1.0,
 }
 
+# EXIF orientations that turn the stored image by 90 degrees (upright, its width is its height).
+_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
 # JPEGs are decoded at a reduced DCT scale and then shrunk in integer steps, both stopping this
 # factor above the target so that the final LANCZOS pass still has detail to work with.
 _REDUCING_GAP = 3.0
@@ -133,6 +136,27 @@ def load_image(
     if long_side is not None and (upscale or long_side < max(pixels.shape[:2])):
         pixels = _resized(pixels, long_side)
     return LoadedImage(pixels=pixels, exif=exif, source_size=source_size)
+
+
+def pixel_shape(
+    path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, long_side: int | None = None
+) -> tuple[int, int]:
+    """(height, width) of what `load_image` would return, from the header alone: enough to
+    group photos by size without decoding them. A file that does not say is an InputError."""
+    with (
+        _open_regular_file(path, follow_symlinks=False) as file,
+        _open_image(file, path.name, max_pixels) as image,
+    ):
+        width, height = image.size
+        try:
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        except _METADATA_ERRORS:
+            orientation = 1
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    if long_side is not None and long_side < max(width, height):
+        width, height = _scaled_size((width, height), long_side)
+    return height, width
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

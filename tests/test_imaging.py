@@ -14,7 +14,13 @@ import tifffile
 from PIL import ExifTags, Image, ImageCms
 
 from daemon.errors import InputError
-from daemon.imaging import format_for_suffix, is_complete, load_image, save_image
+from daemon.imaging import (
+    format_for_suffix,
+    is_complete,
+    load_image,
+    pixel_shape,
+    save_image,
+)
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -343,6 +349,31 @@ def test_long_side_keeps_aspect_and_upscales_only_when_asked(
     np.testing.assert_allclose(
         loaded.pixels, np.broadcast_to((30, 60, 90), expected_shape), atol=0.5
     )
+
+
+def test_pixel_shape_gives_from_the_header_what_load_image_gives(tmp_path: Path) -> None:
+    """The worker groups photos into batches by this without decoding them."""
+    photos = {
+        "turned.jpg": (Image.new("RGB", (48, 32)), _exif(6)),
+        "turned.png": (Image.new("RGB", (61, 40)), _exif(8)),
+        "mirrored.jpg": (Image.new("RGB", (48, 32)), _exif(2)),
+        "corrupt-exif.jpg": (Image.new("RGB", (48, 32)), b"Exif\x00\x00XX*\x00\x00\x00\x00"),
+        "strip.png": (Image.new("RGB", (96, 2)), None),
+        "grey16.png": (Image.new("I;16", (37, 50)), None),
+    }
+    paths = [_saved(tmp_path / name, image, exif=exif) for name, (image, exif) in photos.items()]
+    paths.append(SHARED / "data" / "photos" / "tubingen.jpg")
+    for path in paths:
+        for long_side in (None, 10, 33, 64, 4096):
+            expected = load_image(path, long_side=long_side).pixels.shape[:2]
+            assert pixel_shape(path, long_side=long_side) == expected, (path.name, long_side)
+
+
+def test_pixel_shape_never_follows_a_symlink(tmp_path: Path) -> None:
+    photo = _saved(tmp_path / "photo.png", Image.new("RGB", (8, 8)))
+    (tmp_path / "link.png").symlink_to(photo)
+    with pytest.raises(InputError, match=r"link\.png: a symlink"):
+        pixel_shape(tmp_path / "link.png")
 
 
 def test_jpeg_shrinks_through_draft_close_to_a_full_decode() -> None:
