@@ -111,6 +111,7 @@ class Report:
     burst: bool
     fsync_delay_ms: float
     kill_window_seconds: float
+    batch_size: int = 1
     stages: dict[str, int] = field(default_factory=dict)
     lost: int = 0  # photos without an output, or whose original is nowhere
     doubled: int = 0  # photos with more than one output for their preset
@@ -121,6 +122,7 @@ class Report:
     journal_done: int = 0
     journal_not_done: int = 0
     max_attempt: int = 0  # the highest "attempt" a sidecar records
+    batched: int = 0  # outputs whose sidecar says they shared a batch
     log_errors: int = 0  # ERROR or CRITICAL lines and tracebacks in the daemons' logs
     final_exit_code: int | None = None
     seconds: float = 0.0
@@ -203,6 +205,7 @@ def run_harness(
     burst: bool = True,
     fsync_delay_ms: float = 50.0,
     kill_window_seconds: float | None = None,
+    batch_size: int = 1,
     say: Callable[[str], None] = lambda text: None,
 ) -> Report:
     """Drop, kill and restart `kills` times, finish with --once, and check the folders."""
@@ -215,6 +218,7 @@ def run_harness(
         watch={"settle_seconds": 0.3, "poll_interval_seconds": 0.2, "rescan_interval_seconds": 2},
         retries={"max_attempts": MAX_ATTEMPTS, "backoff_seconds": 0.5},
         logging={"level": "DEBUG"},
+        batch_size=batch_size,
     )
     config = load_config(config_path)
     assert config.inbox and config.outbox
@@ -232,6 +236,7 @@ def run_harness(
         burst=burst,
         fsync_delay_ms=fsync_delay_ms,
         kill_window_seconds=kill_window_seconds,
+        batch_size=batch_size,
     )
 
     all_photos = make_photos(photos)
@@ -331,6 +336,7 @@ def check(report: Report, photos: list[Photo], inbox: Path, outbox: Path, journa
             else:
                 outputs[photo.sha256].append(images[stem])
                 report.max_attempt = max(report.max_attempt, int(sidecar.get("attempt", 0)))
+                report.batched += int(sidecar.get("batch", 1)) > 1
     temps = temp_files(outbox.parent)
     report.partial += len(temps)
     problems.extend(f"{temp}: a temporary file left behind" for temp in temps)
@@ -389,7 +395,8 @@ def print_table(report: Report) -> None:
         f"\ncrash harness: {report.photos} photos {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, presets "
         f"{SIZE} px with 3/5/8 evaluations; {report.kills} SIGKILLs (seed {report.seed}, window "
         f"{report.kill_window_seconds:.1f} s, fsync +{report.fsync_delay_ms:g} ms, "
-        f"{'half dropped in bursts' if report.burst else 'all dropped up front'})"
+        f"{'half dropped in bursts' if report.burst else 'all dropped up front'}; "
+        f"batch_size {report.batch_size})"
     )
     print(f"{'where the kills landed':40} {'kills':>5}")
     for stage, count in sorted(report.stages.items(), key=lambda item: -item[1]):
@@ -405,6 +412,7 @@ def print_table(report: Report) -> None:
         ("in failed/", report.failed),
         ("journal done / not done", f"{report.journal_done} / {report.journal_not_done}"),
         ("highest attempt in a sidecar", report.max_attempt),
+        ("stylised in a batch", report.batched),
         ("errors in the logs", report.log_errors),
         ("final --once exit code", report.final_exit_code),
         ("wall seconds", report.seconds),
@@ -431,11 +439,12 @@ def main() -> None:
     parser.add_argument("--no-burst", dest="burst", action="store_false", help="all up front")
     parser.add_argument("--fsync-delay-ms", type=float, default=50.0, help="0: real fsync only")
     parser.add_argument("--kill-window-seconds", type=float, help="default: from the workload")
+    parser.add_argument("--batch-size", type=int, default=1, help="the daemon's batch_size")
     parser.add_argument("--workdir", type=Path, help="keep the folders here (default: a temp)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    if args.photos < 1 or args.kills < 0:
-        parser.error("--photos must be at least 1 and --kills not negative")
+    if args.photos < 1 or args.kills < 0 or args.batch_size < 1:
+        parser.error("--photos and --batch-size must be at least 1 and --kills not negative")
     started = time.monotonic()
 
     def say(text: str) -> None:
@@ -448,6 +457,7 @@ def main() -> None:
         "burst": args.burst,
         "fsync_delay_ms": args.fsync_delay_ms,
         "kill_window_seconds": args.kill_window_seconds,
+        "batch_size": args.batch_size,
         "say": say,
     }
     if args.workdir is not None:

@@ -204,6 +204,7 @@ class Config:
     state_dir: Path | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_input_pixels: int = DEFAULT_MAX_PIXELS
+    batch_size: int = 1  # photos of one preset and output size stylised together, at most
     routing: Routing = Routing()
     watch: WatchSettings = WatchSettings()
     output: OutputSettings = OutputSettings()
@@ -508,6 +509,7 @@ def _config(top: ym.Node, path: Path, daemon: bool) -> Config:
             "state_dir": ym.path,
             "device": _device,
             "max_input_pixels": ym.integer(1),
+            "batch_size": ym.integer(1),
             "routing": lambda node: _routing(node, preset_names),
             "watch": ym.section(
                 WatchSettings,

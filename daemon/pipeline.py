@@ -1,4 +1,4 @@
-"""One photo through the stages, top to bottom: load -> stylise -> save. Shared by the one-shot CLI
+"""Photos through the stages, top to bottom: load -> stylise -> save. Shared by the one-shot CLI
 and the daemon's worker, so both produce the same picture from the same preset.
 """
 
@@ -98,6 +98,67 @@ def load_styles(
     return styles
 
 
+def load_photo(
+    path: Path, settings: StyleSettings, *, max_pixels: int, follow_symlinks: bool = True
+) -> imaging.LoadedImage:
+    """The photo at the preset's size (never upscaled)."""
+    return imaging.load_image(
+        path, max_pixels=max_pixels, long_side=settings.size, follow_symlinks=follow_symlinks
+    )
+
+
+def output_size(photo: imaging.LoadedImage, settings: StyleSettings) -> tuple[int, int]:
+    """(H, W) of the photo's result: photos of one preset can share a batch when it is equal."""
+    return engine.output_size(*photo.pixels.shape[:2], settings)
+
+
+def room_for(size: tuple[int, int], models: Models) -> int:
+    """How many photos with results of this size the device holds in one batch."""
+    return engine.photos_fitting(*size, models.memory_budget_bytes())
+
+
+def stylise_photos(
+    photos: Sequence[tuple[str, imaging.LoadedImage]],
+    styles: Sequence[engine.Style],
+    settings: StyleSettings,
+    models: Models,
+    *,
+    targets: engine.StyleTargets | None = None,
+    callback: Callable[[engine.Progress], None] | None = None,
+) -> list[engine.Result]:
+    """Stylise named photos with one output size together (engine.stylise_batch; the caller
+    keeps a batch within `room_for`). A lone photo the device cannot hold at that size is
+    stylised smaller, with a log line: a 24-megapixel photo at a huge size must not OOM forever."""
+    if len(photos) == 1:
+        ((name, photo),) = photos
+        settings = _fitted(name, photo, settings, models)
+    model = models.for_settings(settings)
+    contents = [to_tensor(photo.pixels) for _, photo in photos]
+    return engine.stylise_batch(
+        model, contents, styles, settings, targets=targets, callback=callback
+    )
+
+
+def _fitted(
+    name: str, photo: imaging.LoadedImage, settings: StyleSettings, models: Models
+) -> StyleSettings:
+    """`settings`, with the size reduced to what the device holds for this photo."""
+    height, width = photo.pixels.shape[:2]
+    fitting = engine.largest_fitting_side(height, width, models.memory_budget_bytes())
+    if fitting >= max(height, width):
+        return settings
+    logger.warning(
+        "{}: {}x{} px would need {:.1f} GiB on {}, more than is free; stylising at {} px",
+        name,
+        width,
+        height,
+        engine.estimated_bytes(height, width) / 2**30,
+        models.device,
+        fitting,
+    )
+    return dataclasses.replace(settings, size=fitting)
+
+
 def stylise_file(
     photo_path: Path,
     styles: Sequence[engine.Style],
@@ -105,32 +166,12 @@ def stylise_file(
     models: Models,
     *,
     max_pixels: int,
-    targets: engine.StyleTargets | None = None,
     callback: Callable[[engine.Progress], None] | None = None,
-    follow_symlinks: bool = True,
 ) -> tuple[engine.Result, imaging.LoadedImage]:
-    """Load the photo at the preset's size (never upscaled) and stylise it, smaller if the device
-    could not hold that size: a 24-megapixel photo at a huge preset size must not OOM forever."""
-    photo = imaging.load_image(
-        photo_path, max_pixels=max_pixels, long_side=settings.size, follow_symlinks=follow_symlinks
-    )
-    height, width = photo.pixels.shape[:2]
-    fitting = engine.largest_fitting_side(height, width, models.memory_budget_bytes())
-    if fitting < max(height, width):
-        logger.warning(
-            "{}: {}x{} px would need {:.1f} GiB on {}, more than is free; stylising at {} px",
-            photo_path.name,
-            width,
-            height,
-            engine.estimated_bytes(height, width) / 2**30,
-            models.device,
-            fitting,
-        )
-        settings = dataclasses.replace(settings, size=fitting)
-    model = models.for_settings(settings)
-    result = engine.stylise(
-        model, to_tensor(photo.pixels), styles, settings, targets=targets, callback=callback
-    )
+    """One photo file, loaded and stylised (the one-shot CLI's path)."""
+    photo = load_photo(photo_path, settings, max_pixels=max_pixels)
+    named = [(photo_path.name, photo)]
+    (result,) = stylise_photos(named, styles, settings, models, callback=callback)
     return result, photo
 
 

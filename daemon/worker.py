@@ -1,9 +1,11 @@
 """The one thread that owns the model and the device, and takes jobs from the journal in order.
 
 A job's life: claim (running) -> load -> stylise -> outbox.deliver -> journal.mark_done -> original
-disposed. Errors are sorted at the job's edge, the only broad except in the daemon: a bad photo is
-quarantined at once, a transient fault is retried with backoff, a stop releases the job untouched,
-and a CUDA error that poisons the process stops the daemon so systemd restarts it.
+disposed. Photos of one preset with one output size may share the stylise step (`batch_size`),
+each still its own job from end to end. Errors are sorted at the job's edge, the only broad except
+in the daemon: a bad photo is quarantined at once, a transient fault is retried with backoff, a
+stop releases the job untouched, and a CUDA error that poisons the process stops the daemon so
+systemd restarts it.
 """
 
 from __future__ import annotations
@@ -12,18 +14,24 @@ import platform
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from loguru import logger
 
-from daemon import __version__, engine, pipeline
+from daemon import __version__, engine, imaging, pipeline
 from daemon.config import Config, Preset, sha256_file
 from daemon.errors import InputError
 from daemon.journal import Job, Journal
 from daemon.outbox import Outbox
 
+if TYPE_CHECKING:
+    from loguru import Logger
+
+T = TypeVar("T")
 HEARTBEAT_STALE_SECONDS = 120.0  # one evaluation never takes this long; a stuck worker does
 IDLE_WAIT_SECONDS = 1.0
 
@@ -55,8 +63,20 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError | torch.OutOfMemoryError)
 
 
+@dataclass(frozen=True)
+class _Task:
+    """A claimed job whose photo is checked and loaded, on its way through the engine."""
+
+    job: Job
+    source: Path
+    planned: Path  # the output's path, recorded in the journal
+    photo: imaging.LoadedImage
+    log: Logger
+
+
 class Worker:
-    """Takes queued jobs one at a time; `config` may be swapped on reload between jobs."""
+    """Takes queued jobs in order, alone or in batches; `config` may be swapped on reload
+    between them."""
 
     def __init__(
         self,
@@ -73,7 +93,6 @@ class Worker:
         self.on_status = on_status
         self.clock = clock
         self.fatal: BaseException | None = None  # set when the daemon must exit non-zero
-        self.current: Job | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._heartbeat = time.monotonic()
@@ -123,16 +142,12 @@ class Worker:
             try:
                 self._process(job)
             except StopRequested:
-                self.journal.release(job.id)
-                logger.bind(job=job.id).info("stopped mid-job; it will run again at the next start")
                 return
             except Exception as exc:  # DevicePoisoned, or the journal/outbox themselves failing
                 if not isinstance(exc, DevicePoisoned):
                     logger.opt(exception=exc).critical("the worker cannot go on")
                 self.fatal = exc
                 return
-            finally:
-                self.current = None
 
     def _idle_wait(self) -> float:
         wake_at = self.journal.next_wake_time()
@@ -140,49 +155,90 @@ class Worker:
             return IDLE_WAIT_SECONDS
         return min(IDLE_WAIT_SECONDS, max(0.0, wake_at - self.clock()))
 
-    def _process(self, job: Job) -> None:
-        log = logger.bind(job=job.id)
-        self.current = job
-        config = self.config  # one config for the whole job, even if a reload swaps it
-        source = Path(job.source_path)
+    def _process(self, head: Job) -> None:
+        """Stylise the claimed `head` job, with the queued photos that can share its batch."""
+        config = self.config  # one config for the whole batch, even if a reload swaps it
         outbox = config.open_outbox()
+        first = self._guarded(head, outbox, partial(self._start, head, config, outbox))
+        if first is None:
+            return
+        preset = config.presets[head.preset]
+        tasks = [first, *self._mates(first, preset, config, outbox)]
+        batch = f" in a batch of {len(tasks)}" if len(tasks) > 1 else ""
+        self.on_status(f"stylising {', '.join(t.source.name for t in tasks)} ({preset.name})")
+        for task in tasks:
+            task.log.info(
+                "{} -> preset {} (attempt {}){}", task.source, preset.name, task.job.attempts, batch
+            )
         try:
-            if job.attempts > config.retries.max_attempts:
-                # Only a crash gets here (other failures are counted where they happen): a photo
-                # that kills the daemon every time must not do so forever under Restart=.
-                reason = f"gave up after {job.attempts - 1} attempt(s): the daemon died during each"
-                self._quarantine(job, source, outbox, reason, log, gave_up=True)
-                return
-            preset = config.presets.get(job.preset)
-            if preset is None:
-                raise InputError(f"{source.name}: preset {job.preset!r} is no longer configured")
-            self.on_status(f"stylising {source.name} ({job.preset})")
-            log.info("{} -> preset {} (attempt {})", source, job.preset, job.attempts)
-            delivered = self._stylise_and_deliver(job, preset, source, outbox, config)
+            styles, targets = self._styles_for(preset, config)
+            results = pipeline.stylise_photos(
+                [(task.source.name, task.photo) for task in tasks],
+                styles,
+                preset.settings,
+                self.models,
+                targets=targets,
+                callback=self._on_progress,
+            )
+        except StopRequested:
+            for task in tasks:
+                self.journal.release(task.job.id)
+                task.log.info("stopped mid-job; it will run again at the next start")
+            raise
+        except Exception as exc:  # the batch's own failure is each of its photos' failure
+            for task in tasks:
+                self._settle(task.job, outbox, exc)
+            return
+        for task, result in zip(tasks, results, strict=True):
+            deliver = partial(self._deliver, task, result, preset, config, outbox, len(tasks))
+            delivered = self._guarded(task.job, outbox, deliver)
+            if delivered is not None:
+                task.log.success("done: {}", delivered)
+                self._dispose_original(task.source, task.job, config, outbox, task.log)
+        self.on_status("idle")
+
+    def _guarded(self, job: Job, outbox: Outbox, step: Callable[[], T]) -> T | None:
+        """One step of a job; None when it failed, the failure settled (see `_settle`)."""
+        try:
+            return step()
         except StopRequested:
             raise
-        except Superseded as exc:
+        except Exception as exc:
+            self._settle(job, outbox, exc)
+            return None
+
+    def _settle(self, job: Job, outbox: Outbox, exc: Exception) -> None:
+        """Sort a job's failure, the only broad handler in the daemon: a bad photo is quarantined,
+        a changed one left for its new job, a transient fault retried with backoff, and a device
+        that cannot be used again raises DevicePoisoned so that the daemon exits."""
+        log = logger.bind(job=job.id)
+        source = Path(job.source_path)
+        if isinstance(exc, Superseded):
             # Leave the file alone: the watcher has seen the change and queues the new content.
             self.journal.mark_failed(job.id, str(exc))
             log.info("{}; its new content is queued on its own", exc)
-            return
-        except InputError as exc:
+        elif isinstance(exc, InputError):
             self._quarantine(job, source, outbox, str(exc), log)
-            return
-        except Exception as exc:
-            if is_device_poisoned(exc):
-                self.journal.mark_retry(job.id, f"device error: {exc}", self.clock())
-                log.critical("the device is unusable ({}); exiting so the service restarts", exc)
-                raise DevicePoisoned(str(exc)) from exc
+        elif is_device_poisoned(exc):
+            self.journal.mark_retry(job.id, f"device error: {exc}", self.clock())
+            log.critical("the device is unusable ({}); exiting so the service restarts", exc)
+            raise DevicePoisoned(str(exc)) from exc
+        else:
             self._retry_or_fail(job, source, outbox, exc, log)
-            return
-        log.success("done: {}", delivered)
-        self._dispose_original(source, job, config, outbox, log)
-        self.on_status("idle")
 
-    def _stylise_and_deliver(
-        self, job: Job, preset: Preset, source: Path, outbox: Outbox, config: Config
-    ) -> str:
+    def _start(self, job: Job, config: Config, outbox: Outbox) -> _Task | None:
+        """The job's photo, checked and loaded; None when the job is settled here already."""
+        log = logger.bind(job=job.id)
+        source = Path(job.source_path)
+        if job.attempts > config.retries.max_attempts:
+            # Only a crash gets here (other failures are counted where they happen): a photo
+            # that kills the daemon every time must not do so forever under Restart=.
+            reason = f"gave up after {job.attempts - 1} attempt(s): the daemon died during each"
+            self._quarantine(job, source, outbox, reason, log, gave_up=True)
+            return None
+        preset = config.presets.get(job.preset)
+        if preset is None:
+            raise InputError(f"{source.name}: preset {job.preset!r} is no longer configured")
         if not source.exists() and not source.is_symlink():
             raise InputError(f"{source}: the photo vanished before it could be processed")
         if source.is_symlink() or not source.is_file():
@@ -191,21 +247,65 @@ class Worker:
             raise Superseded(f"{source.name} changed after it was queued")
         planned = job.planned_output
         if planned is None:
-            planned = str(
-                outbox.plan(preset.name, source.name, job.content_hash, config.output.ext)
-            )
+            # Recorded before writing: an attempt after a crash overwrites this same name, and
+            # no other unfinished job (a batch-mate called IMG_1.jpg too) is given it.
+            taken = self.journal.planned_outputs()
+            ext = config.output.ext
+            planned = str(outbox.plan(preset.name, source.name, job.content_hash, ext, taken))
             self.journal.set_planned_output(job.id, planned)
-        styles, targets = self._styles_for(preset, config)
-        result, photo = pipeline.stylise_file(
-            source,
-            styles,
-            preset.settings,
-            self.models,
-            max_pixels=config.max_input_pixels,
-            targets=targets,
-            callback=self._on_progress,
-            follow_symlinks=False,
+        photo = pipeline.load_photo(
+            source, preset.settings, max_pixels=config.max_input_pixels, follow_symlinks=False
         )
+        return _Task(job, source, Path(planned), photo, log)
+
+    def _mates(self, first: _Task, preset: Preset, config: Config, outbox: Outbox) -> list[_Task]:
+        """Queued photos to stylise with `first`, claimed and loaded: of its preset, with its
+        output size, never attempted, up to batch_size and what the device's memory holds.
+
+        A job on its second attempt or later runs alone: the photo may be what crashed the
+        daemon, and a batch must not spend its mates' attempts on it.
+        """
+        if first.job.attempts > 1 or config.batch_size == 1:
+            return []
+        size = pipeline.output_size(first.photo, preset.settings)
+        room = min(config.batch_size, pipeline.room_for(size, self.models)) - 1
+        mates: list[_Task] = []
+        for job in self.journal.batch_candidates(first.job, limit=4 * config.batch_size):
+            if len(mates) >= room:
+                break
+            try:  # the header alone, so a photo of another size is neither claimed nor decoded
+                shape = imaging.pixel_shape(
+                    Path(job.source_path),
+                    max_pixels=config.max_input_pixels,
+                    long_side=preset.settings.size,
+                )
+            except (InputError, OSError):
+                continue  # sorted out when its own turn comes
+            if engine.output_size(*shape, preset.settings) != size:
+                continue
+            claimed = self.journal.claim(job.id)
+            if claimed is None:
+                continue
+            task = self._guarded(claimed, outbox, partial(self._start, claimed, config, outbox))
+            if task is None:
+                continue
+            if pipeline.output_size(task.photo, preset.settings) != size:
+                self.journal.release(claimed.id)  # its header misled; it runs on its own turn
+                continue
+            mates.append(task)
+        return mates
+
+    def _deliver(
+        self,
+        task: _Task,
+        result: engine.Result,
+        preset: Preset,
+        config: Config,
+        outbox: Outbox,
+        batch: int,
+    ) -> str:
+        """Publish the result and its sidecar and mark the job done; returns the image's path."""
+        job, source = task.job, task.source
         if source.exists() and not _holds(source, job.content_hash):
             # Replaced mid-job: its owner wants the new content, which is a job of its own; a
             # result for the old one would be a second output under one name. (Deleted mid-job:
@@ -213,17 +313,19 @@ class Worker:
             raise Superseded(f"{source.name} changed while it was stylised")
         writer = pipeline.image_writer(
             result,
-            photo,
+            task.photo,
             format=config.output.format,
             quality=config.output.quality,
             bit_depth=config.output.bit_depth,
         )
-        delivery = outbox.deliver(Path(planned), writer, self._sidecar(job, preset, result, source))
+        sidecar = self._sidecar(job, preset, result, source, batch)
+        delivery = outbox.deliver(task.planned, writer, sidecar)
         details = {
             "losses": asdict(result.losses),
             "seconds": result.seconds,
             "evaluations": result.evaluations,
             "device": result.device,
+            "batch": batch,
         }
         self.journal.mark_done(job.id, [str(delivery.image), str(delivery.sidecar)], details)
         return str(delivery.image)
@@ -245,7 +347,9 @@ class Worker:
             self._styles[key] = (styles, engine.StyleTargets())
         return self._styles[key]
 
-    def _sidecar(self, job: Job, preset: Preset, result: engine.Result, source: Path) -> dict:
+    def _sidecar(
+        self, job: Job, preset: Preset, result: engine.Result, source: Path, batch: int
+    ) -> dict:
         h, w = result.image.shape[-2:]
         return {
             "source": source.name,
@@ -263,6 +367,7 @@ class Worker:
                 "queued": round(self.clock() - job.enqueued_at, 3),
             },
             "device": result.device,
+            "batch": batch,  # photos stylised together, this one included
             "attempt": job.attempts,
             "versions": {
                 "stylebox": __version__,

@@ -369,6 +369,8 @@ def test_fingerprint_counts_style_weights(tmp_path: Path) -> None:
         ("alpha: 0\n    beta: 0", 1, "presets.swirl.beta", "cannot both be 0"),
         ("device: gpu", 0, "device", "expected auto, cpu, cuda or cuda:N, got 'gpu'"),
         ("max_input_pixels: 0", 0, "max_input_pixels", "must be >= 1, got 0"),
+        ("batch_size: 0", 0, "batch_size", "must be >= 1, got 0"),
+        ("batch_size: 2.5", 0, "batch_size", "2.5"),
         ("watch:\n  mode: inotify", 1, "watch.mode", "expected one of auto, native, poll"),
         ("watch:\n  settle_seconds: 0", 1, "watch.settle_seconds", "must be > 0, got 0"),
         ("watch:\n  poll_interval_seconds: no", 1, "watch.poll_interval_seconds", "got false"),

@@ -102,6 +102,15 @@ def test_random_kills_lose_and_double_nothing(tmp_path) -> None:
     print(report["stdout"])
 
 
+def test_random_kills_of_batches_lose_and_double_nothing(tmp_path) -> None:
+    # The same with photos stylised four at a time: a kill lands on a whole batch.
+    options = ("--photos", 20, "--kills", 5, "--seed", 2, "--batch-size", 4)
+    report = crash_harness(tmp_path, *options, timeout=240)
+    assert_nothing_lost_doubled_or_partial(report, photos=20, kills=5)
+    assert report["batched"] >= 4, report["stdout"]
+    print(report["stdout"])
+
+
 @pytest.mark.slow
 def test_many_random_kills_lose_and_double_nothing(tmp_path) -> None:
     report = crash_harness(tmp_path, "--photos", 100, "--kills", 20, "--seed", 0, timeout=900)
