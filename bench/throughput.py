@@ -1,19 +1,29 @@
 """Throughput: photos per minute for N photos of one preset, one at a time against batched.
 
     python -m bench.throughput [--photos 8] [--batch 8] [--size 256] [--steps 300] [--device auto]
+    python -m bench.throughput --daemon [same options]
 
 The photos are distinct crops of ../shared/data/photos, all 4:3 so that they share an output
 size (a batch holds one size). Both ways run the engine with the same budget, side by side in one
 process; the table gives photos per minute, the batched/sequential ratio, and how far each photo's
 final objective moved between the two (batching must not change a result beyond noise).
+
+With --daemon, the same photos go through the real daemon instead (`stylebox run --once`, as a
+subprocess), with batch_size 1 and then --batch: what a user gets, the first photo of a drop
+included (the worker takes it alone, before the others are queued). The time is the journal's,
+from the first job's start to the last one's end, so the model's load does not count.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import sqlite3
 import statistics
+import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
 import torch
@@ -21,8 +31,9 @@ import torch
 from bench.report import save_report
 from bench.time_to_quality import DATA
 from daemon import engine, imaging, pipeline
-from daemon.config import StyleImage
+from daemon.config import StyleImage, load_config
 from daemon.settings import DEFAULT_PRECISION, PRECISIONS, StyleSettings
+from tests.daemon_harness import Daemon, write_config
 
 
 def distinct_photos(count: int, size: int) -> list[torch.Tensor]:
@@ -116,6 +127,55 @@ def measure(
     }
 
 
+def measure_daemon(
+    photos: int, batch: int, size: int, steps: int, device: str, style: Path, workdir: Path
+) -> dict:
+    """The daemon with batch_size 1, then `batch`, each on its own copy of the photos."""
+    images = distinct_photos(photos, size)
+    preset = {"style": str(style), "size": size, "steps": steps}
+    runs = {}
+    for batch_size in (1, batch):
+        folder = workdir / f"batch-{batch_size}"
+        (folder / "inbox").mkdir(parents=True)
+        for index, image in enumerate(images):
+            path = folder / "inbox" / f"photo_{index:02d}.png"
+            imaging.save_image(pipeline.to_pixels(image), path, format="png")
+        config = write_config(
+            folder,
+            presets={"p": preset},
+            routing={"default_preset": "p"},
+            device=device,
+            batch_size=batch_size,
+        )
+        daemon = Daemon(config, once=True)
+        if daemon.wait_exit(timeout=24 * 3600) != 0:
+            raise SystemExit(f"the daemon failed:\n{daemon.log_tail()}")
+        journal = load_config(config).journal_path
+        with closing(sqlite3.connect(f"{journal.as_uri()}?mode=ro", uri=True)) as connection:
+            query = "SELECT started_at, finished_at, details FROM jobs"
+            rows = connection.execute(query).fetchall()
+        runs[batch_size] = {
+            "seconds": max(row[1] for row in rows) - min(row[0] for row in rows),
+            "batches": sorted(json.loads(row[2])["batch"] for row in rows),
+        }
+    return {
+        "mode": "daemon",
+        "device_name": f"the daemon, device {device}",
+        "threads": torch.get_num_threads(),
+        "precision": DEFAULT_PRECISION,
+        "photos": photos,
+        "batch": batch,
+        "size": list(images[0].shape[-2:]),
+        "steps": steps,
+        "sequential_seconds": runs[1]["seconds"],
+        "batched_seconds": runs[batch]["seconds"],
+        "sequential_photos_per_minute": 60 * photos / runs[1]["seconds"],
+        "batched_photos_per_minute": 60 * photos / runs[batch]["seconds"],
+        "ratio": runs[1]["seconds"] / runs[batch]["seconds"],
+        "batch_of_each_photo": runs[batch]["batches"],
+    }
+
+
 def print_table(summary: dict) -> None:
     """The figures as a short table."""
     h, w = summary["size"]
@@ -132,10 +192,14 @@ def print_table(summary: dict) -> None:
         f"{'batch ' + str(summary['batch']):12} {summary['batched_seconds']:8.1f} "
         f"{summary['batched_photos_per_minute']:11.2f}"
     )
-    print(
-        f"batched/sequential throughput: {summary['ratio']:.2f}x; final objective moved by "
-        f"{summary['objective_moved_median']:.2%} median, {summary['objective_moved_max']:.2%} max"
-    )
+    print(f"batched/sequential throughput: {summary['ratio']:.2f}x", end="")
+    if summary.get("mode") == "daemon":
+        print(f"; the daemon's batches, photo by photo: {summary['batch_of_each_photo']}")
+    else:
+        print(
+            f"; final objective moved by {summary['objective_moved_median']:.2%} median, "
+            f"{summary['objective_moved_max']:.2%} max"
+        )
 
 
 def main() -> None:
@@ -147,13 +211,21 @@ def main() -> None:
     parser.add_argument("--style", type=Path, default=DATA / "styles" / "starry_night.jpg")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION)
+    parser.add_argument("--daemon", action="store_true", help="through the real daemon")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    summary = measure(
-        args.photos, args.batch, args.size, args.steps, args.device, args.style, args.precision
-    )
+    if args.daemon:
+        with tempfile.TemporaryDirectory(prefix="stylebox-throughput-") as root:
+            summary = measure_daemon(
+                args.photos, args.batch, args.size, args.steps, args.device, args.style, Path(root)
+            )
+    else:
+        summary = measure(
+            args.photos, args.batch, args.size, args.steps, args.device, args.style, args.precision
+        )
     print_table(summary)
-    save_report(args.out, f"throughput_{args.size}", summary)
+    name = "throughput_daemon" if args.daemon else "throughput"
+    save_report(args.out, f"{name}_{args.size}", summary)
 
 
 if __name__ == "__main__":
