@@ -541,6 +541,11 @@ def _config(top: ym.Node, path: Path, daemon: bool) -> Config:
     )
     ym.require(top, "presets", "at least one preset")
     config = Config(path=path, presets=MappingProxyType(kwargs.pop("presets", {})), **kwargs)
+    if config.batch_size > 1 and config.retries.max_attempts < 2:
+        top.child("batch_size").report(
+            f"{config.batch_size} needs retries.max_attempts of 2 or more: a crash during a batch "
+            "costs each of its photos an attempt before each runs again alone"
+        )
     if daemon:
         for key in ("inbox", "outbox", "state_dir"):
             ym.require(top, key, "a folder path, to run the daemon")

@@ -51,14 +51,14 @@ BYTES_PER_PIXEL = 2300 + LBFGS_BYTES_PER_PIXEL
 BASE_BYTES = 150 * 2**20  # the network's weights to relu5_1 and the style targets
 
 
-def estimated_bytes(height: int, width: int, photos: int = 1) -> int:
-    """Memory a stylisation of `photos` photos of this output size needs at its peak (see
-    BYTES_PER_PIXEL): each photo in a batch has its own activations and L-BFGS history."""
-    return BASE_BYTES + photos * BYTES_PER_PIXEL * height * width
+def estimated_bytes(height: int, width: int) -> int:
+    """Memory one stylisation at this output size needs at its peak (see BYTES_PER_PIXEL)."""
+    return BASE_BYTES + BYTES_PER_PIXEL * height * width
 
 
 def photos_fitting(height: int, width: int, budget_bytes: int) -> int:
-    """How many photos of this output size one batch can hold within `budget_bytes`."""
+    """How many photos of this output size one batch can hold within `budget_bytes`: each has
+    its own activations and L-BFGS history; the network and targets are shared."""
     return max(0, budget_bytes - BASE_BYTES) // (BYTES_PER_PIXEL * height * width)
 
 

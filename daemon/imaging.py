@@ -13,7 +13,7 @@ import stat
 import struct
 import warnings
 import zlib
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -127,9 +127,7 @@ def load_image(
     opened = _open_regular_file(path, follow_symlinks)
     with opened as file, _open_image(file, name, max_pixels) as image:
         source_size = image.size
-        if long_side is not None:
-            # Only JPEG acts on this: it decodes at 1/2, 1/4 or 1/8 scale, far cheaper for big ones.
-            image.draft(None, _scaled_size(source_size, long_side * _REDUCING_GAP))
+        _draft(image, long_side)
         _decode(image, name)
         exif = _make_upright(image)
         pixels = _srgb_pixels(image, name)
@@ -142,16 +140,21 @@ def pixel_shape(
     path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, long_side: int | None = None
 ) -> tuple[int, int]:
     """(height, width) of what `load_image` would return, from the header alone: enough to
-    group photos by size without decoding them. A file that does not say is an InputError."""
+    group photos by size without decoding them. A file that does not say is an InputError.
+
+    A PNG's EXIF may follow its pixels; reading it would decode them, so only EXIF found before
+    them counts here (a photo turned by a late one is found out, and skipped, once loaded).
+    """
     with (
         _open_regular_file(path, follow_symlinks=False) as file,
         _open_image(file, path.name, max_pixels) as image,
     ):
+        _draft(image, long_side)
         width, height = image.size
-        try:
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-        except _METADATA_ERRORS:
-            orientation = 1
+        orientation = 1
+        if image.format != "PNG" or "exif" in image.info:
+            with suppress(*_DECODE_ERRORS):  # unreadable EXIF: load_image does not turn it
+                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     if long_side is not None and long_side < max(width, height):
@@ -273,6 +276,13 @@ def _open_image(file: BinaryIO, name: str, max_pixels: int) -> Image.Image:
             f"{max_pixels:,}"
         )
     return image
+
+
+def _draft(image: Image.Image, long_side: int | None) -> None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale when the output is that much smaller: far
+    cheaper for big photos. Only the header changes; other formats ignore it."""
+    if long_side is not None:
+        image.draft(None, _scaled_size(image.size, long_side * _REDUCING_GAP))
 
 
 def _decode(image: Image.Image, name: str) -> None:

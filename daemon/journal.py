@@ -371,6 +371,7 @@ class Journal:
             return self._claim(conn, job_id)
 
     def _claim(self, conn: sqlite3.Connection, job_id: int) -> Job | None:
+        """Within an open write transaction, so that no one else takes the job in between."""
         claimed = conn.execute(
             "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = ?,"
             " finished_at = NULL WHERE id = ? AND state = ?",

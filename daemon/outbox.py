@@ -220,15 +220,24 @@ def remove_stale_temps(folder: Path) -> int:
 def _free_stem(
     folder: Path, stem: str, suffixes: tuple[str, ...], reserved: Collection[str] = ()
 ) -> str:
-    """First of stem, stem-1, stem-2, ... such that no stem+suffix exists in `folder` or is in
-    `reserved` (paths as str)."""
+    """First of stem, stem-1, stem-2, ... such that no stem+suffix exists in `folder` and no
+    `reserved` path (an image planned for an unfinished job) has that stem.
+
+    Reserved names are compared casefolded and by stem: on a case-insensitive share IMG_1.jpg is
+    img_1.jpg, and an image planned as .png before a reload still owns its .json sidecar.
+    """
+    taken = {_folded(Path(path).with_suffix("")) for path in reserved}
     counter = 0
     while True:
         candidate = f"{stem}-{counter}" if counter else stem
-        paths = [folder / (candidate + suffix) for suffix in suffixes]
-        if not any(os.path.lexists(path) or str(path) in reserved for path in paths):
+        exists = any(os.path.lexists(folder / (candidate + suffix)) for suffix in suffixes)
+        if not exists and _folded(folder / candidate) not in taken:
             return candidate
         counter += 1
+
+
+def _folded(path: Path) -> str:
+    return unicodedata.normalize("NFC", str(path)).casefold()
 
 
 def _same_file_among(folder: Path, name: str, source: Path) -> Path | None:

@@ -107,11 +107,6 @@ def load_photo(
     )
 
 
-def output_size(photo: imaging.LoadedImage, settings: StyleSettings) -> tuple[int, int]:
-    """(H, W) of the photo's result: photos of one preset can share a batch when it is equal."""
-    return engine.output_size(*photo.pixels.shape[:2], settings)
-
-
 def room_for(size: tuple[int, int], models: Models) -> int:
     """How many photos with results of this size the device holds in one batch."""
     return engine.photos_fitting(*size, models.memory_budget_bytes())

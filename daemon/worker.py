@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from loguru import logger
@@ -25,7 +25,7 @@ from loguru import logger
 from daemon import __version__, engine, imaging, pipeline
 from daemon.config import Config, Preset, sha256_file
 from daemon.errors import InputError
-from daemon.journal import Job, Journal
+from daemon.journal import Job, Journal, JournalError
 from daemon.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 HEARTBEAT_STALE_SECONDS = 120.0  # one evaluation never takes this long; a stuck worker does
 IDLE_WAIT_SECONDS = 1.0
+# How far down the queue to look for a batch's mates, per place in the batch: a queue that mixes
+# portrait and landscape photos holds enough of one size within it, and each look reads a header.
+CANDIDATES_PER_PLACE = 4
 
 
 class StopRequested(BaseException):
@@ -97,6 +100,7 @@ class Worker:
         self._wake = threading.Event()
         self._heartbeat = time.monotonic()
         self._styles: dict[str, tuple[list[engine.Style], engine.StyleTargets]] = {}
+        self._alone: set[int] = set()  # jobs whose batch failed: each runs alone next
         self._thread = threading.Thread(target=self._run, name="worker", daemon=True)
 
     # -- control, from the service's thread ------------------------------------------------------
@@ -185,9 +189,18 @@ class Worker:
                 self.journal.release(task.job.id)
                 task.log.info("stopped mid-job; it will run again at the next start")
             raise
-        except Exception as exc:  # the batch's own failure is each of its photos' failure
+        except Exception as exc:
+            if len(tasks) == 1 or is_device_poisoned(exc):
+                for task in tasks[1:]:  # the device poisoned: back in the queue, as after a crash
+                    self.journal.mark_retry(task.job.id, f"device error: {exc}", self.clock())
+                self._settle(first.job, outbox, exc)
+                return
+            # Not one photo's failure until one fails alone: an out-of-memory, or a photo
+            # the engine cannot take, must not cost its batch-mates an attempt.
+            logger.warning("a batch of {} failed ({}); each photo runs alone", len(tasks), exc)
             for task in tasks:
-                self._settle(task.job, outbox, exc)
+                self.journal.release(task.job.id)
+                self._alone.add(task.job.id)
             return
         for task, result in zip(tasks, results, strict=True):
             deliver = partial(self._deliver, task, result, preset, config, outbox, len(tasks))
@@ -201,8 +214,8 @@ class Worker:
         """One step of a job; None when it failed, the failure settled (see `_settle`)."""
         try:
             return step()
-        except StopRequested:
-            raise
+        except JournalError:
+            raise  # the journal itself failing is not the photo's fault: the worker stops
         except Exception as exc:
             self._settle(job, outbox, exc)
             return None
@@ -265,14 +278,19 @@ class Worker:
         A job on its second attempt or later runs alone: the photo may be what crashed the
         daemon, and a batch must not spend its mates' attempts on it.
         """
-        if first.job.attempts > 1 or config.batch_size == 1:
+        if first.job.attempts > 1 or config.batch_size == 1 or first.job.id in self._alone:
+            self._alone.discard(first.job.id)
             return []
-        size = pipeline.output_size(first.photo, preset.settings)
+        size = engine.output_size(*first.photo.pixels.shape[:2], preset.settings)
         room = min(config.batch_size, pipeline.room_for(size, self.models)) - 1
         mates: list[_Task] = []
-        for job in self.journal.batch_candidates(first.job, limit=4 * config.batch_size):
-            if len(mates) >= room:
+        limit = CANDIDATES_PER_PLACE * config.batch_size
+        for job in self.journal.batch_candidates(first.job, limit=limit):
+            self._heartbeat = time.monotonic()
+            if len(mates) >= room or self._stop.is_set():
                 break
+            if job.id in self._alone:
+                continue
             try:  # the header alone, so a photo of another size is neither claimed nor decoded
                 shape = imaging.pixel_shape(
                     Path(job.source_path),
@@ -289,7 +307,7 @@ class Worker:
             task = self._guarded(claimed, outbox, partial(self._start, claimed, config, outbox))
             if task is None:
                 continue
-            if pipeline.output_size(task.photo, preset.settings) != size:
+            if engine.output_size(*task.photo.pixels.shape[:2], preset.settings) != size:
                 self.journal.release(claimed.id)  # its header misled; it runs on its own turn
                 continue
             mates.append(task)
@@ -349,7 +367,7 @@ class Worker:
 
     def _sidecar(
         self, job: Job, preset: Preset, result: engine.Result, source: Path, batch: int
-    ) -> dict:
+    ) -> dict[str, Any]:
         h, w = result.image.shape[-2:]
         return {
             "source": source.name,
@@ -377,7 +395,14 @@ class Worker:
         }
 
     def _quarantine(
-        self, job: Job, source: Path, outbox: Outbox, reason: str, log, *, gave_up: bool = False
+        self,
+        job: Job,
+        source: Path,
+        outbox: Outbox,
+        reason: str,
+        log: Logger,
+        *,
+        gave_up: bool = False,
     ) -> None:
         """Move the photo to outbox/failed with its reason; `gave_up`: retries ran out (state
         failed: dropping it again retries), else the photo itself is bad (quarantined)."""
@@ -401,7 +426,9 @@ class Worker:
         log.warning("{}: {}", "failed" if gave_up else "quarantined", reason)
         self.on_status("idle")
 
-    def _retry_or_fail(self, job: Job, source: Path, outbox: Outbox, exc: Exception, log) -> None:
+    def _retry_or_fail(
+        self, job: Job, source: Path, outbox: Outbox, exc: Exception, log: Logger
+    ) -> None:
         reason = f"{source.name}: {type(exc).__name__}: {exc}"
         if isinstance(exc, torch.OutOfMemoryError):
             torch.cuda.empty_cache()  # give the next attempt the memory this one held
@@ -418,7 +445,7 @@ class Worker:
         self._quarantine(job, source, outbox, reason, log, gave_up=True)
 
     def _dispose_original(
-        self, source: Path, job: Job, config: Config, outbox: Outbox, log
+        self, source: Path, job: Job, config: Config, outbox: Outbox, log: Logger
     ) -> None:
         try:
             if source.exists() and not _holds(source, job.content_hash):

@@ -6,6 +6,7 @@ would alone, once, and a stop or a crash must treat each photo as it treats one 
 
 import itertools
 import json
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +15,12 @@ import pytest
 from daemon_harness import (
     JOB_SECONDS,
     START_SECONDS,
+    STYLES,
     Daemon,
     Daemons,
     drop,
     files_under,
+    journal_rows,
     photo_bytes,
     results,
     sha256,
@@ -32,7 +35,7 @@ STOP_SECONDS = 10.0
 LANDSCAPE = ("a", "b", "c", "d")  # 64 x 48: results 40 x 30, one batch key
 # glass, slow: photos dropped while it runs wait together in the queue. (The worker takes a photo
 # as soon as it is queued; batches form when photos arrive faster than they are stylised.)
-BLOCKER = tiny_preset("stained_glass.png", size=64, steps=100)
+BLOCKER = tiny_preset("stained_glass.png", size=64, steps=150)
 
 
 @pytest.fixture
@@ -58,13 +61,23 @@ def start_and_drop_behind_a_slow_job(
     **config: object,
 ) -> Daemon:
     """A daemon that is stylising a slow photo while `photos` (name: bytes) are dropped."""
-    presets = {"swirl": swirl or tiny_preset(), "glass": BLOCKER}
-    daemon = daemons.start(write_config(folder, presets=presets, **config))
+    # glass first: the daemon loads the first preset's painting at its start, others' when used.
+    presets = {"glass": BLOCKER, "swirl": swirl or tiny_preset()}
+    routing = {"default_preset": "swirl"}
+    daemon = daemons.start(write_config(folder, presets=presets, routing=routing, **config))
     daemon.wait_ready()
     drop(folder / "inbox" / "glass" / "blocker.jpg", photo_bytes(9))
     daemon.wait_for_log("-> preset glass")
     for name, data in photos.items():
         drop(folder / "inbox" / name, data)
+    journal = folder / "state" / "journal.sqlite3"
+    wait_for(
+        lambda: len(journal_rows(journal)) == 1 + len(photos),
+        "every photo queued",
+        daemon=daemon,
+    )
+    blocker = journal_rows(journal)[0]
+    assert blocker["state"] == "running", "the slow job ended before the photos were queued"
     return daemon
 
 
@@ -177,3 +190,28 @@ def test_photos_with_one_name_in_one_batch_each_get_their_own_output(tmp_path, d
     found = sidecars(outbox)
     assert [found[stem]["batch"] for stem in ("IMG_1", "IMG_1-1")] == [2, 2]
     assert {found[stem]["input_sha256"] for stem in found} == {sha256(d) for d in photos.values()}
+
+
+def test_a_failed_batch_is_not_its_photos_failure_until_each_fails_alone(tmp_path, daemons) -> None:
+    """The engine failing for a batch says nothing about which photo is at fault: each photo
+    runs again alone, unattempted, and only its own failure settles it. (Here the preset's
+    painting is deleted once the photos are queued, so each then fails alone too.)"""
+    painting = tmp_path / "painting.png"
+    shutil.copy(STYLES / "swirl.png", painting)
+    photos = {f"{stem}.jpg": photo_bytes(index) for index, stem in enumerate(LANDSCAPE[:3])}
+    swirl = {**tiny_preset(), "style": str(painting)}
+    daemon = start_and_drop_behind_a_slow_job(tmp_path, daemons, photos, swirl, batch_size=3)
+    painting.unlink()
+    failed = tmp_path / "outbox" / "failed"
+    wait_for(
+        lambda: len(list(failed.glob("*.error.json"))) == len(photos),
+        "each photo in failed/",
+        daemon=daemon,
+    )
+    assert daemon.count("a batch of 3 failed") == 1
+    assert daemon.count("(attempt 1) in a batch of 3") == 3
+    assert daemon.count(" -> preset swirl (attempt 1)") == 6  # in the batch, then alone
+    for name in photos:
+        error = json.loads((failed / f"{name}.error.json").read_text(encoding="utf-8"))
+        assert "painting.png" in error["reason"] and error["attempts"] == 1, error
+    assert daemon.process.poll() is None  # and the daemon goes on

@@ -371,6 +371,12 @@ def test_fingerprint_counts_style_weights(tmp_path: Path) -> None:
         ("max_input_pixels: 0", 0, "max_input_pixels", "must be >= 1, got 0"),
         ("batch_size: 0", 0, "batch_size", "must be >= 1, got 0"),
         ("batch_size: 2.5", 0, "batch_size", "2.5"),
+        (
+            "batch_size: 4\nretries:\n  max_attempts: 1",
+            0,
+            "batch_size",
+            "4 needs retries.max_attempts of 2 or more",
+        ),
         ("watch:\n  mode: inotify", 1, "watch.mode", "expected one of auto, native, poll"),
         ("watch:\n  settle_seconds: 0", 1, "watch.settle_seconds", "must be > 0, got 0"),
         ("watch:\n  poll_interval_seconds: no", 1, "watch.poll_interval_seconds", "got false"),

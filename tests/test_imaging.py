@@ -360,11 +360,16 @@ def test_pixel_shape_gives_from_the_header_what_load_image_gives(tmp_path: Path)
         "corrupt-exif.jpg": (Image.new("RGB", (48, 32)), b"Exif\x00\x00XX*\x00\x00\x00\x00"),
         "strip.png": (Image.new("RGB", (96, 2)), None),
         "grey16.png": (Image.new("I;16", (37, 50)), None),
+        # Decoded at 1/2 scale for 32 px (101 x 68), which rounds to 32 x 22, not 32 x 21.
+        "drafted.jpg": (Image.new("RGB", (201, 135)), None),
     }
-    paths = [_saved(tmp_path / name, image, exif=exif) for name, (image, exif) in photos.items()]
+    paths = [
+        _saved(tmp_path / name, image, **({"exif": exif} if exif else {}))
+        for name, (image, exif) in photos.items()
+    ]
     paths.append(SHARED / "data" / "photos" / "tubingen.jpg")
     for path in paths:
-        for long_side in (None, 10, 33, 64, 4096):
+        for long_side in (None, 10, 32, 33, 64, 4096):
             expected = load_image(path, long_side=long_side).pixels.shape[:2]
             assert pixel_shape(path, long_side=long_side) == expected, (path.name, long_side)
 

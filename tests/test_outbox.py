@@ -209,6 +209,10 @@ def test_plan_skips_names_reserved_for_unfinished_jobs(tmp_path: Path) -> None:
     third = outbox.plan("oil", "IMG_1.jpg", HASH, "jpg", reserved={str(first), str(second)})
     assert third.name == "IMG_1-2.jpg"
     assert not first.exists() and not second.exists()
+    # On a case-insensitive share img_1.jpg is IMG_1.jpg; planned as .png before a reload to jpeg,
+    # IMG_1.png still owns IMG_1.json.
+    for reserved in (first.with_name("img_1.JPG"), first.with_suffix(".png")):
+        assert outbox.plan("oil", "IMG_1.jpg", HASH, "jpg", {str(reserved)}).name == "IMG_1-1.jpg"
 
 
 def test_name_pattern_fields(tmp_path: Path) -> None:

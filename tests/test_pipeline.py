@@ -54,9 +54,10 @@ def test_a_size_that_fits_is_left_alone() -> None:
 
 def test_a_batch_holds_as_many_photos_as_the_device_has_room_for() -> None:
     """The worker takes no more mates than this, so a batch cannot run out of memory where one
-    photo would not."""
-    models = _SmallDevice(torch.device("cpu"), budget=engine.estimated_bytes(48, 64, photos=2))
+    photo would not: every photo brings its own activations and L-BFGS history."""
+    one = engine.estimated_bytes(48, 64) - engine.BASE_BYTES
+    models = _SmallDevice(torch.device("cpu"), budget=engine.BASE_BYTES + 2 * one)
     assert pipeline.room_for((48, 64), models) == 2
     assert pipeline.room_for((96, 128), models) == 0  # not even one: stylised alone, smaller
-    models.budget = engine.estimated_bytes(48, 64, photos=3) - 1
+    models.budget = engine.BASE_BYTES + 3 * one - 1
     assert pipeline.room_for((48, 64), models) == 2
