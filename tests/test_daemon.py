@@ -21,7 +21,6 @@ import pytest
 from daemon_harness import (
     JOB_SECONDS,
     START_SECONDS,
-    Daemons,
     daemon_env,
     drop,
     files_under,
@@ -41,14 +40,6 @@ from daemon.outbox import TEMP_PREFIX
 STOP_SECONDS = 10.0  # what systemd and users expect after SIGTERM
 # Long enough to be interrupted for sure, short enough to finish quickly after a restart.
 SLOW_PRESETS = {"swirl": tiny_preset(size=64, steps=30)}
-
-
-@pytest.fixture
-def daemons() -> Iterator[Daemons]:
-    """Start daemons in a test; whatever still runs at its end is killed."""
-    pool = Daemons()
-    yield pool
-    pool.close()
 
 
 def outputs(*stems: str, ext: str = "jpg") -> list[str]:

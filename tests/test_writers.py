@@ -12,11 +12,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from daemon_harness import (
     Daemon,
     Daemons,
@@ -47,14 +45,6 @@ SLOW_PRESETS = {"swirl": tiny_preset(size=64, steps=60)}
 ENGINE_CPU_SECONDS = 1.0
 UNFINISHED = ("queued", "running")
 STOP_SECONDS = 10.0
-
-
-@pytest.fixture
-def daemons() -> Iterator[Daemons]:
-    """Start daemons in a test; whatever still runs at its end is killed."""
-    pool = Daemons()
-    yield pool
-    pool.close()
 
 
 def outputs(*stems: str) -> list[str]:
