@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sqlite3
 import statistics
 import tempfile
 import time
-from contextlib import closing
 from pathlib import Path
 
 import torch
@@ -33,7 +31,7 @@ from bench.time_to_quality import DATA
 from daemon import engine, imaging, pipeline
 from daemon.config import StyleImage, load_config
 from daemon.settings import DEFAULT_PRECISION, PRECISIONS, StyleSettings
-from tests.daemon_harness import Daemon, write_config
+from tests.daemon_harness import Daemon, journal_rows, write_config
 
 
 def distinct_photos(count: int, size: int) -> list[torch.Tensor]:
@@ -150,13 +148,10 @@ def measure_daemon(
         daemon = Daemon(config, once=True)
         if daemon.wait_exit(timeout=24 * 3600) != 0:
             raise SystemExit(f"the daemon failed:\n{daemon.log_tail()}")
-        journal = load_config(config).journal_path
-        with closing(sqlite3.connect(f"{journal.as_uri()}?mode=ro", uri=True)) as connection:
-            query = "SELECT started_at, finished_at, details FROM jobs"
-            rows = connection.execute(query).fetchall()
+        rows = journal_rows(load_config(config).journal_path)
         runs[batch_size] = {
-            "seconds": max(row[1] for row in rows) - min(row[0] for row in rows),
-            "batches": sorted(json.loads(row[2])["batch"] for row in rows),
+            "seconds": max(r["finished_at"] for r in rows) - min(r["started_at"] for r in rows),
+            "batches": sorted(json.loads(row["details"])["batch"] for row in rows),
         }
     return {
         "mode": "daemon",
