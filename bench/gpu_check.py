@@ -24,9 +24,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench import throughput
 from bench.time_to_quality import DATA, compare
-from daemon import engine, imaging, pipeline
+from daemon import pipeline
 from daemon.config import StyleImage
-from daemon.settings import DEFAULT_PRECISION, PRECISIONS, StyleSettings
+from daemon.engine import device, transfer
+from daemon.engine.settings import DEFAULT_PRECISION, PRECISIONS, StyleSettings
+from daemon.media import decode
 
 PHOTO = DATA / "photos" / "tubingen.jpg"
 STYLE = DATA / "styles" / "starry_night.jpg"
@@ -35,29 +37,29 @@ STYLE = DATA / "styles" / "starry_night.jpg"
 THROUGHPUT_EVALUATIONS = 100
 
 
-def load(device: torch.device, size: int) -> tuple[torch.Tensor, list[engine.Style]]:
+def load(device: torch.device, size: int) -> tuple[torch.Tensor, list[transfer.Style]]:
     """Photo and painting at `size`, on `device`."""
     settings = StyleSettings(size=size)
     styles = pipeline.load_styles([StyleImage(STYLE)], settings, max_pixels=10**9)
-    photo = pipeline.to_tensor(imaging.load_image(PHOTO, long_side=size).pixels).to(device)
+    photo = pipeline.to_tensor(decode.load_image(PHOTO, long_side=size).pixels).to(device)
     return photo, styles
 
 
-def cpu_agreement(models: pipeline.Models) -> dict:
+def cpu_agreement(models: device.Models) -> dict:
     """The same short run on CPU and GPU (TF32 off): objectives should agree closely."""
     settings = StyleSettings(size=64, steps=10)
     results = {}
-    for device in ("cpu", str(models.device)):
-        model = pipeline.Models(torch.device(device)).for_settings(settings)
-        photo, styles = load(torch.device(device), 64)
-        result = engine.stylise(model, photo, styles, settings, precision="fp32")
-        results[device] = result.losses.total
+    for name in ("cpu", str(models.device)):
+        model = device.Models(torch.device(name)).for_settings(settings)
+        photo, styles = load(torch.device(name), 64)
+        result = transfer.stylise(model, photo, styles, settings, precision="fp32")
+        results[name] = result.losses.total
     cpu, gpu = results.values()
     return {"cpu": cpu, "gpu": gpu, "relative_difference": abs(cpu - gpu) / cpu}
 
 
 def evaluation_speed(
-    models: pipeline.Models, size: int, mode: str, repeats: int = 20, compiled: bool = False
+    models: device.Models, size: int, mode: str, repeats: int = 20, compiled: bool = False
 ) -> dict:
     """Median seconds per objective evaluation (forward + backward) and achieved TFLOP/s;
     `compiled`: the network through torch.compile, and how long compiling took."""
@@ -66,9 +68,9 @@ def evaluation_speed(
     settings = StyleSettings(size=size)
     model = models.for_settings(settings)
     photo, styles = load(models.device, size)
-    grams = engine.style_grams_for(model, settings, styles, size)
+    grams = transfer.style_grams_for(model, settings, styles, size)
     network = torch.compile(model) if compiled else model
-    objective = engine.Objective(network, settings, photo, grams, bf16=mode == "bf16")
+    objective = transfer.Objective(network, settings, photo, grams, bf16=mode == "bf16")
     x = photo[None].clone().requires_grad_(True)
 
     def once() -> None:
@@ -81,7 +83,7 @@ def evaluation_speed(
     first_seconds = time.perf_counter() - started
 
     counting = (  # eager: the counter does not see compiled code
-        engine.Objective(model, settings, photo, grams, bf16=mode == "bf16")
+        transfer.Objective(model, settings, photo, grams, bf16=mode == "bf16")
         if compiled
         else objective
     )
@@ -111,7 +113,7 @@ def evaluation_speed(
     }
 
 
-def photo_time(models: pipeline.Models, size: int, precision: str = DEFAULT_PRECISION) -> dict:
+def photo_time(models: device.Models, size: int, precision: str = DEFAULT_PRECISION) -> dict:
     """One photo with the default preset, end to end."""
     settings = StyleSettings(size=size)
     model = models.for_settings(settings)
@@ -119,7 +121,7 @@ def photo_time(models: pipeline.Models, size: int, precision: str = DEFAULT_PREC
     torch.cuda.reset_peak_memory_stats()
     torch.cuda.synchronize()
     started = time.perf_counter()
-    result = engine.stylise(model, photo, styles, settings, precision=precision)
+    result = transfer.stylise(model, photo, styles, settings, precision=precision)
     torch.cuda.synchronize()
     return {
         "size": size,
@@ -132,15 +134,15 @@ def photo_time(models: pipeline.Models, size: int, precision: str = DEFAULT_PREC
     }
 
 
-def peak_memory(models: pipeline.Models, size: int) -> dict:
+def peak_memory(models: device.Models, size: int) -> dict:
     """Peak GPU memory of one evaluation at `size` (what bounds the largest photo)."""
     settings = StyleSettings(size=size)
     model = models.for_settings(settings)
     photo = torch.rand(3, size * 3 // 4, size, device=models.device) * 255
-    style = engine.Style(torch.rand(3, size, size, device=models.device) * 255)
-    grams = engine.style_grams_for(model, settings, [style], size)
+    style = transfer.Style(torch.rand(3, size, size, device=models.device) * 255)
+    grams = transfer.style_grams_for(model, settings, [style], size)
     torch.cuda.reset_peak_memory_stats()
-    objective = engine.Objective(model, settings, photo, grams)
+    objective = transfer.Objective(model, settings, photo, grams)
     x = photo[None].clone().requires_grad_(True)
     objective(x)[0].backward()
     torch.cuda.synchronize()
@@ -155,7 +157,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="SECTION", help="run just these sections")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    models = pipeline.Models(pipeline.resolve_device("cuda"))
+    models = device.Models(device.resolve_device("cuda"))
     small, large = (128, 256) if args.quick else (512, 1024)
     report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
 

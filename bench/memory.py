@@ -4,7 +4,7 @@
 
 A photo too large for the machine fails only once it is being stylised (or, on a CPU, drives the
 host into swap), so the `size` a preset may ask for should come from a measured line, not a guess.
-For each size, one evaluation of engine.Objective (forward and backward through the real Caffe
+For each size, one evaluation of transfer.Objective (forward and backward through the real Caffe
 VGG-19) on a 4:3 photo whose long side is that size, with the style Grams of styles/swirl.png.
 
 Each size runs in a fresh subprocess of this module: a process's peak RSS only ever goes up, and
@@ -16,7 +16,7 @@ also reports torch.cuda.max_memory_allocated over the evaluation.
 
 The line memory = a + b * pixels is fitted by least squares on the evaluation peaks; the largest
 4:3 long side under --budget-gib follows from it. One evaluation is not a whole job: L-BFGS keeps
-2 * history_size flat copies of the image (engine._optimise: history 100), which is shown beside
+2 * history_size flat copies of the image (transfer._optimise: history 100), which is shown beside
 it as a computed, not measured, addition. Prints a table and writes memory_<stamp>.json.
 """
 
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from bench.report import save_report
-from daemon.engine import LBFGS_BYTES_PER_PIXEL
+from daemon.engine.memory import LBFGS_BYTES_PER_PIXEL
 
 STYLE = Path(__file__).resolve().parents[1] / "styles" / "swirl.png"
 ASPECT = (3, 4)  # height : width of the photo: a landscape 4:3 camera frame
@@ -66,7 +66,7 @@ def reset_peak_rss() -> bool:
 
 def photo_shape(long_side: int) -> tuple[int, int]:
     """(H, W) of a 4:3 landscape photo with this long side, rounded as the engine rounds."""
-    from daemon.engine import fit_size
+    from daemon.engine.transfer import fit_size
 
     return fit_size(*ASPECT, long_side)
 
@@ -76,15 +76,17 @@ def measure_in_child(size: int, device_name: str) -> dict[str, Any]:
     rss_start_kib = status_kib("VmRSS")
     import torch
 
-    from daemon import engine, pipeline
+    from daemon import pipeline
     from daemon.config import StyleImage
-    from daemon.settings import StyleSettings
+    from daemon.engine import transfer
+    from daemon.engine.device import Models, resolve_device
+    from daemon.engine.settings import StyleSettings
 
     rss_imports_kib = status_kib("VmRSS")
-    device = pipeline.resolve_device(device_name)
+    device = resolve_device(device_name)
     cuda = device.type == "cuda"
     settings = StyleSettings(size=size)
-    model = pipeline.Models(device).for_settings(settings)
+    model = Models(device).for_settings(settings)
     gc.collect()
     rss_model_kib = status_kib("VmRSS")
     hwm_load_kib = status_kib("VmHWM")
@@ -94,8 +96,8 @@ def measure_in_child(size: int, device_name: str) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     height, width = photo_shape(size)
     photo = (torch.rand(3, height, width, generator=generator) * 255).to(device)
-    grams = engine.style_grams_for(model, settings, styles, size)
-    objective = engine.Objective(model, settings, photo, grams)
+    grams = transfer.style_grams_for(model, settings, styles, size)
+    objective = transfer.Objective(model, settings, photo, grams)
     x = photo[None].clone().requires_grad_(True)
     gc.collect()
     hwm_setup_kib = status_kib("VmHWM")

@@ -12,15 +12,15 @@ import time
 import torch
 from torch import Tensor
 
-from daemon import engine
-from daemon.settings import StyleSettings
-from daemon.vgg import VGGFeatures
+from daemon.engine import transfer
+from daemon.engine.settings import StyleSettings
+from daemon.engine.vgg import VGGFeatures
 
 
 def reference_stylise(
     model: VGGFeatures,
     content: Tensor,
-    styles: list[engine.Style],
+    styles: list[transfer.Style],
     settings: StyleSettings,
     evaluations: int = 300,
 ) -> tuple[Tensor, list[tuple[float, float]]]:
@@ -28,10 +28,10 @@ def reference_stylise(
     started = time.perf_counter()
     device = next(model.parameters()).device
     h, w = content.shape[-2:]
-    size = engine.fit_size(h, w, min(settings.size, max(h, w)))
-    photo = engine.resize(content.to(device), size)
-    grams = engine.style_grams_for(model, settings, styles, max(size))
-    objective = engine.Objective(model, settings, photo, grams)
+    size = transfer.fit_size(h, w, min(settings.size, max(h, w)))
+    photo = transfer.resize(content.to(device), size)
+    grams = transfer.style_grams_for(model, settings, styles, max(size))
+    objective = transfer.Objective(model, settings, photo, grams)
     x = photo[None].contiguous().clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS(
         [x], lr=1, max_iter=evaluations, max_eval=evaluations, tolerance_grad=0, tolerance_change=0

@@ -28,9 +28,11 @@ import torch
 
 from bench.report import save_report
 from bench.time_to_quality import DATA
-from daemon import engine, imaging, pipeline
+from daemon import pipeline
 from daemon.config import StyleImage, load_config
-from daemon.settings import DEFAULT_PRECISION, PRECISIONS, StyleSettings
+from daemon.engine import transfer
+from daemon.engine.settings import DEFAULT_PRECISION, PRECISIONS, StyleSettings
+from daemon.media import decode, encode
 from tests.daemon_harness import Daemon, journal_rows, write_config
 
 
@@ -39,13 +41,13 @@ def distinct_photos(count: int, size: int) -> list[torch.Tensor]:
     the same windows mirrored."""
     windows = []
     for path in sorted((DATA / "photos").iterdir()):
-        pixels = pipeline.to_tensor(imaging.load_image(path, long_side=2 * size).pixels)
+        pixels = pipeline.to_tensor(decode.load_image(path, long_side=2 * size).pixels)
         h, w = pixels.shape[-2:]
         crop_h = min(h, w * 3 // 4)
         crop_w = crop_h * 4 // 3
         top, left = (h - crop_h) // 2, (w - crop_w) // 2
         window = pixels[:, top : top + crop_h, left : left + crop_w]
-        windows.append(engine.resize(window, (size * 3 // 4, size)))
+        windows.append(transfer.resize(window, (size * 3 // 4, size)))
     photos = windows + [window.flip(-1) for window in windows]
     if count > len(photos):
         raise SystemExit(f"at most {len(photos)} distinct photos from {DATA / 'photos'}")
@@ -69,18 +71,18 @@ def measure(
 ) -> dict:
     """Sequential, then batched, on the same photos, targets and budget."""
     settings = StyleSettings(size=size, steps=steps)
-    models = pipeline.Models(pipeline.resolve_device(device))
+    models = device.Models(device.resolve_device(device))
     model = models.for_settings(settings)
     styles = pipeline.load_styles([StyleImage(style)], settings, max_pixels=10**9)
     images = distinct_photos(photos, size)
-    targets = engine.StyleTargets()
+    targets = transfer.StyleTargets()
     warm_up = dataclasses.replace(settings, steps=3)  # cuDNN's and the allocator's first calls
-    engine.stylise(model, images[0], styles, warm_up, targets=targets, precision=precision)
+    transfer.stylise(model, images[0], styles, warm_up, targets=targets, precision=precision)
 
     synchronise(models.device)
     started = time.perf_counter()
     sequential = [
-        engine.stylise(model, p, styles, settings, targets=targets, precision=precision)
+        transfer.stylise(model, p, styles, settings, targets=targets, precision=precision)
         for p in images
     ]
     synchronise(models.device)
@@ -92,7 +94,7 @@ def measure(
     batched = []
     for first in range(0, len(images), batch):
         chunk = images[first : first + batch]
-        batched += engine.stylise_batch(
+        batched += transfer.stylise_batch(
             model, chunk, styles, settings, targets=targets, precision=precision
         )
     synchronise(models.device)
@@ -137,7 +139,7 @@ def measure_daemon(
         (folder / "inbox").mkdir(parents=True)
         for index, image in enumerate(images):
             path = folder / "inbox" / f"photo_{index:02d}.png"
-            imaging.save_image(pipeline.to_pixels(image), path, format="png")
+            encode.save_image(pipeline.to_pixels(image), path, format="png")
         config = write_config(
             folder,
             presets={"p": preset},
@@ -202,7 +204,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=engine.DEFAULT_EVALUATIONS)
+    parser.add_argument("--steps", type=int, default=transfer.DEFAULT_EVALUATIONS)
     parser.add_argument("--style", type=Path, default=DATA / "styles" / "starry_night.jpg")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION)

@@ -18,9 +18,11 @@ import torch
 
 from bench.reference import reference_stylise
 from bench.report import save_report
-from daemon import engine, imaging, pipeline
+from daemon import pipeline
 from daemon.config import StyleImage
-from daemon.settings import DEFAULT_PRECISION, PRECISIONS, StyleSettings
+from daemon.engine import transfer
+from daemon.engine.settings import DEFAULT_PRECISION, PRECISIONS, StyleSettings
+from daemon.media import decode, encode
 
 # ../shared/data beside the repo; STYLEBOX_DATA points elsewhere (a GPU machine without it).
 DATA = Path(
@@ -31,8 +33,10 @@ DATA = Path(
 def score(model, image: torch.Tensor, photo: torch.Tensor, styles, settings) -> float:
     """The objective of an image as saved (8-bit), at its own size."""
     eight_bit = image.round().clamp(0, 255)
-    grams = engine.style_grams_for(model, settings, styles, max(eight_bit.shape[-2:]))
-    objective = engine.Objective(model, settings, engine.resize(photo, eight_bit.shape[-2:]), grams)
+    grams = transfer.style_grams_for(model, settings, styles, max(eight_bit.shape[-2:]))
+    objective = transfer.Objective(
+        model, settings, transfer.resize(photo, eight_bit.shape[-2:]), grams
+    )
     with torch.no_grad():
         return objective(eight_bit[None].to(photo.device))[1].total
 
@@ -53,22 +57,22 @@ def compare(
 ) -> dict:
     """Run the reference and stylebox side by side; returns the figures as plain data."""
     settings = StyleSettings(size=size)
-    models = pipeline.Models(pipeline.resolve_device(device))
+    models = device.Models(device.resolve_device(device))
     model = models.for_settings(settings)
     styles = pipeline.load_styles([StyleImage(style_path)], settings, max_pixels=10**9)
-    photo_pixels = imaging.load_image(photo_path, long_side=size).pixels
+    photo_pixels = decode.load_image(photo_path, long_side=size).pixels
     photo = pipeline.to_tensor(photo_pixels).to(models.device)
     out.mkdir(parents=True, exist_ok=True)
 
     ref_image, ref_history = reference_stylise(model, photo, styles, settings, evaluations)
-    ours = engine.stylise(model, photo, styles, settings, precision=precision)
+    ours = transfer.stylise(model, photo, styles, settings, precision=precision)
     rows = {}
     for name, image, seconds in (
         ("reference", ref_image, ref_history[-1][0]),
         ("stylebox", ours.image, ours.seconds),
     ):
         path = out / f"ttq_{name}_{size}.png"
-        imaging.save_image(pipeline.to_pixels(image), path, format="png")
+        encode.save_image(pipeline.to_pixels(image), path, format="png")
         rows[name] = {
             "objective_8bit": score(model, image, photo, styles, settings),
             "seconds": seconds,

@@ -14,8 +14,8 @@ from typing import NoReturn
 from loguru import logger
 
 from daemon import __version__
+from daemon.engine.settings import COLOUR_MODES, StyleSettings
 from daemon.errors import ExitCode, StyleboxError, UsageError
-from daemon.settings import COLOUR_MODES, StyleSettings
 
 DEFAULTS = StyleSettings()
 
@@ -87,7 +87,10 @@ _LOG_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {messag
 
 def _stylize(args: argparse.Namespace) -> int:
     from daemon import config as config_module
-    from daemon import imaging, outbox, pipeline
+    from daemon import pipeline
+    from daemon.engine.device import Models, resolve_device
+    from daemon.media import decode, encode
+    from daemon.service import outbox
 
     if bool(args.style) == bool(args.preset):
         raise UsageError(
@@ -105,7 +108,7 @@ def _stylize(args: argparse.Namespace) -> int:
     else:
         settings = DEFAULTS
         sources = tuple(config_module.StyleImage(path, 1 / len(args.style)) for path in args.style)
-        max_pixels = imaging.DEFAULT_MAX_PIXELS
+        max_pixels = decode.DEFAULT_MAX_PIXELS
     overrides = {
         name: getattr(args, name)
         for name in ("size", "alpha", "beta", "steps", "colour", "seed")
@@ -113,13 +116,13 @@ def _stylize(args: argparse.Namespace) -> int:
     }
     settings = dataclasses.replace(settings, **overrides)
     _check_settings(settings)
-    out_format = imaging.format_for_suffix(args.out.suffix)
+    out_format = encode.format_for_suffix(args.out.suffix)
     if args.bit_depth == 16 and out_format != "tiff":
         raise UsageError(f"{args.out}: --bit-depth 16 needs a .tif output")
 
-    device = pipeline.resolve_device(args.device)
+    device = resolve_device(args.device)
     logger.info("loading VGG-19 ({}) on {}", settings.weights, device)
-    models = pipeline.Models(device)
+    models = Models(device)
     styles = pipeline.load_styles(sources, settings, max_pixels=max_pixels)
     result, photo = pipeline.stylise_file(
         args.photo, styles, settings, models, max_pixels=max_pixels, callback=_progress_logger()
@@ -175,14 +178,14 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from daemon.service import Service
+    from daemon.service.loop import Service
 
     return Service(args.config, once=args.once, verbose=args.verbose).run()
 
 
 def _status(args: argparse.Namespace) -> int:
     from daemon.config import load_config
-    from daemon.status import read_status
+    from daemon.service.status import read_status
 
     report = read_status(load_config(args.config))
     if args.json:

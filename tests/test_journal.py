@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.journal import JobState, Journal, JournalError
+from daemon.service.journal import JobState, Journal, JournalError
 
 FINGERPRINT = "f" * 16
 

@@ -3,7 +3,7 @@ one batch must not feel each other."""
 
 import torch
 
-from daemon.lbfgs import BatchLBFGS
+from daemon.engine.lbfgs import BatchLBFGS
 
 
 def _quadratic(scales: torch.Tensor, centre: torch.Tensor):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.notify import Notifier, notify
+from daemon.service.sd_notify import Notifier, notify
 
 
 def _receive(server: socket.socket) -> list[str]:

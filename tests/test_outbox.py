@@ -13,8 +13,8 @@ from typing import BinaryIO
 
 import pytest
 
-from daemon import outbox as outbox_module
-from daemon.outbox import (
+from daemon.service import outbox as outbox_module
+from daemon.service.outbox import (
     MAX_NAME_BYTES,
     TEMP_PREFIX,
     Delivery,

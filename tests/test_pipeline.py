@@ -6,13 +6,14 @@ import torch
 from conftest import DATA
 from loguru import logger
 
-from daemon import engine, pipeline
+from daemon import pipeline
 from daemon.config import StyleImage
-from daemon.settings import StyleSettings
+from daemon.engine import device, memory
+from daemon.engine.settings import StyleSettings
 
 
 @dataclasses.dataclass
-class _SmallDevice(pipeline.Models):
+class _SmallDevice(device.Models):
     """A device with little memory free: what a GPU shared with other work looks like."""
 
     budget: int = 0
@@ -23,7 +24,7 @@ class _SmallDevice(pipeline.Models):
 
 def test_a_size_the_device_cannot_hold_is_reduced_with_a_log_line() -> None:
     settings = StyleSettings(size=96, steps=2)
-    budget = engine.estimated_bytes(48, 64)  # room for 64 px, not 96
+    budget = memory.estimated_bytes(48, 64)  # room for 64 px, not 96
     models = _SmallDevice(torch.device("cpu"), budget=budget)
     styles = pipeline.load_styles(
         [StyleImage(DATA / "styles" / "starry_night.jpg")], settings, max_pixels=10**8
@@ -55,9 +56,9 @@ def test_a_size_that_fits_is_left_alone() -> None:
 def test_a_batch_holds_as_many_photos_as_the_device_has_room_for() -> None:
     """The worker takes no more mates than this, so a batch cannot run out of memory where one
     photo would not: every photo brings its own activations and L-BFGS history."""
-    one = engine.estimated_bytes(48, 64) - engine.BASE_BYTES
-    models = _SmallDevice(torch.device("cpu"), budget=engine.BASE_BYTES + 2 * one)
+    one = memory.estimated_bytes(48, 64) - memory.BASE_BYTES
+    models = _SmallDevice(torch.device("cpu"), budget=memory.BASE_BYTES + 2 * one)
     assert pipeline.room_for((48, 64), models) == 2
     assert pipeline.room_for((96, 128), models) == 0  # not even one: stylised alone, smaller
-    models.budget = engine.BASE_BYTES + 3 * one - 1
+    models.budget = memory.BASE_BYTES + 3 * one - 1
     assert pipeline.room_for((48, 64), models) == 2

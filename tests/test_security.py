@@ -102,8 +102,8 @@ def test_torchvision_weights_from_the_cache_cannot_run_code(
     all it can use); whoever can write that cache must not get code run by the daemon."""
     from torchvision.models import VGG19_Weights
 
+    from daemon.engine.vgg import load_vgg
     from daemon.errors import StyleboxError
-    from daemon.vgg import load_vgg
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     cached = (

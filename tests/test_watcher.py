@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from daemon import watcher as watcher_module
-from daemon.outbox import TEMP_PREFIX
-from daemon.watcher import (
+from daemon.service import watcher as watcher_module
+from daemon.service.outbox import TEMP_PREFIX
+from daemon.service.watcher import (
     Watcher,
     choose_mode,
     fs_type_for,

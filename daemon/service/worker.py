@@ -22,11 +22,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from loguru import logger
 
-from daemon import __version__, engine, imaging, pipeline
-from daemon.config import Config, Preset, sha256_file
+from daemon import __version__, pipeline
+from daemon.config import Config, Preset
+from daemon.engine import device, transfer
 from daemon.errors import InputError
-from daemon.journal import Job, Journal, JournalError
-from daemon.outbox import Outbox
+from daemon.media import decode
+from daemon.media.decode import sha256_file
+from daemon.service.journal import Job, Journal, JournalError
+from daemon.service.outbox import Outbox, open_outbox
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -73,7 +76,7 @@ class _Task:
     job: Job
     source: Path
     planned: Path  # the output's path, recorded in the journal
-    photo: imaging.LoadedImage
+    photo: decode.LoadedImage
     log: Logger
 
 
@@ -85,7 +88,7 @@ class Worker:
         self,
         config: Config,
         journal: Journal,
-        models: pipeline.Models,
+        models: device.Models,
         *,
         on_status: Callable[[str], None] = lambda text: None,
         clock: Callable[[], float] = time.time,
@@ -99,7 +102,7 @@ class Worker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._heartbeat = time.monotonic()
-        self._styles: dict[str, tuple[list[engine.Style], engine.StyleTargets]] = {}
+        self._styles: dict[str, tuple[list[transfer.Style], transfer.StyleTargets]] = {}
         self._alone: set[int] = set()  # jobs whose batch failed: each runs alone next
         self._thread = threading.Thread(target=self._run, name="worker", daemon=True)
 
@@ -162,7 +165,7 @@ class Worker:
     def _process(self, head: Job) -> None:
         """Stylise the claimed `head` job, with the queued photos that can share its batch."""
         config = self.config  # one config for the whole batch, even if a reload swaps it
-        outbox = config.open_outbox()
+        outbox = open_outbox(config)
         first = self._guarded(head, outbox, partial(self._start, head, config, outbox))
         if first is None:
             return
@@ -281,7 +284,7 @@ class Worker:
         if first.job.attempts > 1 or config.batch_size == 1 or first.job.id in self._alone:
             self._alone.discard(first.job.id)
             return []
-        size = engine.output_size(*first.photo.pixels.shape[:2], preset.settings)
+        size = transfer.output_size(*first.photo.pixels.shape[:2], preset.settings)
         room = min(config.batch_size, pipeline.room_for(size, self.models)) - 1
         mates: list[_Task] = []
         limit = CANDIDATES_PER_PLACE * config.batch_size
@@ -292,14 +295,14 @@ class Worker:
             if job.id in self._alone:
                 continue
             try:  # the header alone, so a photo of another size is neither claimed nor decoded
-                shape = imaging.pixel_shape(
+                shape = decode.pixel_shape(
                     Path(job.source_path),
                     max_pixels=config.max_input_pixels,
                     long_side=preset.settings.size,
                 )
             except (InputError, OSError):
                 continue  # sorted out when its own turn comes
-            if engine.output_size(*shape, preset.settings) != size:
+            if transfer.output_size(*shape, preset.settings) != size:
                 continue
             claimed = self.journal.claim(job.id)
             if claimed is None:
@@ -307,7 +310,7 @@ class Worker:
             task = self._guarded(claimed, outbox, partial(self._start, claimed, config, outbox))
             if task is None:
                 continue
-            if engine.output_size(*task.photo.pixels.shape[:2], preset.settings) != size:
+            if transfer.output_size(*task.photo.pixels.shape[:2], preset.settings) != size:
                 self.journal.release(claimed.id)  # its header misled; it runs on its own turn
                 continue
             mates.append(task)
@@ -316,7 +319,7 @@ class Worker:
     def _deliver(
         self,
         task: _Task,
-        result: engine.Result,
+        result: transfer.Result,
         preset: Preset,
         config: Config,
         outbox: Outbox,
@@ -348,25 +351,25 @@ class Worker:
         self.journal.mark_done(job.id, [str(delivery.image), str(delivery.sidecar)], details)
         return str(delivery.image)
 
-    def _on_progress(self, progress: engine.Progress) -> None:
+    def _on_progress(self, progress: transfer.Progress) -> None:
         self._heartbeat = time.monotonic()
         if self._stop.is_set():
             raise StopRequested
 
     def _styles_for(
         self, preset: Preset, config: Config
-    ) -> tuple[list[engine.Style], engine.StyleTargets]:
+    ) -> tuple[list[transfer.Style], transfer.StyleTargets]:
         """Style images and their Gram targets, loaded once per preset version."""
         key = preset.fingerprint
         if key not in self._styles:
             styles = pipeline.load_styles(
                 preset.styles, preset.settings, max_pixels=config.max_input_pixels
             )
-            self._styles[key] = (styles, engine.StyleTargets())
+            self._styles[key] = (styles, transfer.StyleTargets())
         return self._styles[key]
 
     def _sidecar(
-        self, job: Job, preset: Preset, result: engine.Result, source: Path, batch: int
+        self, job: Job, preset: Preset, result: transfer.Result, source: Path, batch: int
     ) -> dict[str, Any]:
         h, w = result.image.shape[-2:]
         return {

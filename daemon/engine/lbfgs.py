@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+LBFGS_HISTORY = 100  # pairs kept per image: 2 x 100 image-sized vectors (see engine.memory)
 ARMIJO = 1e-4  # sufficient decrease: f(x + t d) <= f(x) + ARMIJO t g.d
 CURVATURE_EPSILON = 1e-10  # pairs with s.y below this would break positive definiteness
 

@@ -10,7 +10,7 @@ own number of positions so that a preset looks the same at any output size:
     L_style   = sum_l w_l E_l
     L_total   = alpha L_content + beta L_style + tv_weight L_tv
 
-The pixels are optimised directly (L-BFGS, daemon.lbfgs, by default) in RGB 0-255. Every
+The pixels are optimised directly (L-BFGS, daemon.engine.lbfgs, by default) in RGB 0-255. Every
 evaluation sees the image clamped to that range, with gradients let through where they point back
 into it, so the objective minimised is the objective of the image we save; clamping only at the
 end cost ~6 %.
@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from daemon import colour
-from daemon.lbfgs import BatchLBFGS
-from daemon.settings import DEFAULT_PRECISION, StyleSettings
-from daemon.vgg import VGGFeatures
+from daemon.engine import colour
+from daemon.engine.lbfgs import LBFGS_HISTORY, BatchLBFGS
+from daemon.engine.settings import DEFAULT_PRECISION, StyleSettings
+from daemon.engine.vgg import MIN_SIDE, VGGFeatures
 
 CONTENT_REFERENCE_POSITIONS = 4096  # relu4_2 positions of a 512 x 512 image: the paper's scale
 # One scale, at the output size. Coarse-to-fine (Gatys et al., CVPR 2017) was measured and did not
@@ -41,31 +41,6 @@ CONTENT_REFERENCE_POSITIONS = 4096  # relu4_2 positions of a 512 x 512 image: th
 DEFAULT_EVALUATIONS = 300
 STALL_WINDOW = 25  # evaluations over which too little progress ends the run
 STALL_TOLERANCE = 1e-3  # relative improvement of the best objective over that window
-LBFGS_HISTORY = 100
-MIN_SIDE = 16  # px the network needs: relu5_1 lies behind four 2x poolings
-# Peak device memory of a run, measured on an H200 in fp32: one evaluation (activations kept for
-# the backward pass) 2.3 KB per output pixel (0.55 GiB at 512 x 384, 7.1 GiB at 2048 x 1536), and
-# L-BFGS's history of 2 x 100 full-image vectors 2.4 KB more (3.7 GiB in all at 1024 x 768).
-LBFGS_BYTES_PER_PIXEL = 2 * LBFGS_HISTORY * 3 * 4  # its old directions and steps, RGB fp32
-BYTES_PER_PIXEL = 2300 + LBFGS_BYTES_PER_PIXEL
-BASE_BYTES = 150 * 2**20  # the network's weights to relu5_1 and the style targets
-
-
-def estimated_bytes(height: int, width: int) -> int:
-    """Memory one stylisation at this output size needs at its peak (see BYTES_PER_PIXEL)."""
-    return BASE_BYTES + BYTES_PER_PIXEL * height * width
-
-
-def photos_fitting(height: int, width: int, budget_bytes: int) -> int:
-    """How many photos of this output size one batch can hold within `budget_bytes`: each has
-    its own activations and L-BFGS history; the network and targets are shared."""
-    return max(0, budget_bytes - BASE_BYTES) // (BYTES_PER_PIXEL * height * width)
-
-
-def largest_fitting_side(height: int, width: int, budget_bytes: int) -> int:
-    """The largest long side, aspect kept, whose run fits `budget_bytes` (at least 16 px)."""
-    pixels = max(0, budget_bytes - BASE_BYTES) / BYTES_PER_PIXEL
-    return max(MIN_SIDE, math.floor(max(height, width) * math.sqrt(pixels / (height * width))))
 
 
 @dataclass(frozen=True)

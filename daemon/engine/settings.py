@@ -27,7 +27,7 @@ INIT_MODES: tuple[str, ...] = ("content", "noise")
 # evaluations, with torch's L-BFGS (bench/gpu_check.py): fp32 8.17 s to 4.2732e10 (again:
 # 4.2734e10); TF32 5.83 s to 4.2689e10, but only once restarted: its gradients had made that
 # L-BFGS give up after 9 evaluations (3.3e11), silently; bf16 autocast 5.19 s to 4.2892e10
-# (+0.37 %). fp32 stays the default until TF32 is measured with daemon.lbfgs on a GPU. On this
+# (+0.37 %). fp32 stays the default until TF32 is measured with engine.lbfgs on a GPU. On this
 # CPU (AVX-512 BF16) bf16 reached the reference's objective at 128 px in 4.6 s against 6.7 s but
 # stalled 1.3 % higher (5.335e10 vs 5.266e10); CPUs without bf16 units emulate it.
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")

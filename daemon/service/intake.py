@@ -14,9 +14,10 @@ from pathlib import Path, PurePosixPath
 
 from loguru import logger
 
-from daemon.config import Config, sha256_file
-from daemon.journal import JobState, Journal
-from daemon.outbox import Outbox
+from daemon.config import Config
+from daemon.media.decode import sha256_file
+from daemon.service.journal import JobState, Journal
+from daemon.service.outbox import Outbox, open_outbox
 
 
 class Intake:
@@ -30,7 +31,7 @@ class Intake:
     def accept(self, path: Path) -> None:
         """Handle one file the watcher found ready (or one that is not a regular file at all)."""
         config = self.config
-        outbox = config.open_outbox()
+        outbox = open_outbox(config)
         try:
             info = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:

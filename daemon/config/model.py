@@ -5,7 +5,7 @@ onto them. Each problem is reported as `file:line: dotted.field: what is wrong`,
 `ConfigErrors`, so a user fixes a config in one pass instead of one error per restart. Unknown keys
 are errors: a misspelt key silently falling back to a default is the worst kind of config bug.
 
-Kept free of torch (and of `daemon.vgg`, which imports it) so that `stylebox check` stays light.
+Kept free of torch (and of `daemon.engine.vgg`, which imports it): `stylebox check` stays light.
 """
 
 import dataclasses
@@ -22,17 +22,19 @@ from typing import Any, Literal
 
 import yaml
 
-from daemon import yamlmarks as ym
+from daemon.config import yamlmarks as ym
+from daemon.config.outputs import (
+    FAILED_DIR,
+    LOGS_DIR,
+    ORIGINALS_DIR,
+    RESERVED_FOLDERS,
+    check_name_pattern,
+)
+from daemon.engine.settings import COLOUR_MODES, INIT_MODES, OPTIMIZERS, POOLINGS, StyleSettings
 from daemon.errors import ConfigError
-from daemon.imaging import DEFAULT_MAX_PIXELS
-from daemon.outbox import FAILED_DIR, Outbox
-from daemon.settings import COLOUR_MODES, INIT_MODES, OPTIMIZERS, POOLINGS, StyleSettings
+from daemon.media.decode import DEFAULT_MAX_PIXELS, sha256_file
 
-LOGS_DIR = "logs"
-ORIGINALS_DIR = "originals"
 JOURNAL_NAME = "journal.sqlite3"
-# Preset names become folders in the inbox and outbox, next to these.
-RESERVED_PRESET_NAMES = frozenset({FAILED_DIR, LOGS_DIR, ORIGINALS_DIR})
 PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 WEIGHT_SOURCES = ("caffe", "torchvision")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
@@ -51,7 +53,9 @@ def _vgg19_layer_names() -> tuple[str, ...]:
     return tuple(names)
 
 
-VGG19_LAYERS = _vgg19_layer_names()  # the same as daemon.vgg.LAYER_NAMES, without importing torch
+VGG19_LAYERS = (
+    _vgg19_layer_names()
+)  # the same as daemon.engine.vgg.LAYER_NAMES, without importing torch
 
 
 class ConfigErrors(ConfigError):
@@ -74,12 +78,6 @@ class StyleImage:
 
     path: Path
     weight: float = 1.0
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, streamed: a photo's or a weights file's identity."""
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -212,7 +210,7 @@ class Config:
     retries: RetrySettings = RetrySettings()
     logging: LogSettings = LogSettings()
 
-    def _outbox(self) -> Path:
+    def require_outbox(self) -> Path:
         """The outbox, or a ConfigError for a presets-only config (loaded with daemon=False)."""
         if self.outbox is None:
             raise ConfigError(f"{self.path}: no outbox configured")
@@ -221,23 +219,17 @@ class Config:
     @property
     def quarantine_dir(self) -> Path:
         """Where photos that cannot be stylised go, with an error sidecar."""
-        return self._outbox() / FAILED_DIR
-
-    def open_outbox(self) -> Outbox:
-        """The outbox with this config's naming and file mode (worker and intake share it)."""
-        return Outbox(
-            self._outbox(), name_pattern=self.output.name_pattern, file_mode=self.output.file_mode
-        )
+        return self.require_outbox() / FAILED_DIR
 
     @property
     def log_dir(self) -> Path:
         """Where file logs go."""
-        return self._outbox() / LOGS_DIR
+        return self.require_outbox() / LOGS_DIR
 
     @property
     def originals_dir(self) -> Path:
         """Where originals are moved under the "move" policy."""
-        return self.originals.move_to or self._outbox() / ORIGINALS_DIR
+        return self.originals.move_to or self.require_outbox() / ORIGINALS_DIR
 
     @property
     def journal_path(self) -> Path:
@@ -367,7 +359,7 @@ def _presets(node: ym.Node) -> dict[str, Preset]:
                 "a preset name is a folder name: 1-64 letters, digits, '_', '.' or '-', "
                 "starting with a letter or digit"
             )
-        elif name.casefold() in RESERVED_PRESET_NAMES:
+        elif name.casefold() in RESERVED_FOLDERS:
             child.report(f"{name!r} is reserved for the outbox's own folders; choose another name")
         elif name.casefold() in folders:
             # Two presets whose folders differ only in case collide on case-insensitive shares.
@@ -436,7 +428,7 @@ def _name_pattern(node: ym.Node) -> str:
     """An output name pattern, checked by the outbox's own rules."""
     pattern = ym.text(node)
     try:
-        Outbox(Path(), name_pattern=pattern)  # checks the pattern only; touches no file
+        check_name_pattern(pattern)
     except ValueError as error:
         raise ym.Invalid(str(error).removeprefix(f"name_pattern {pattern!r}: ")) from None
     return pattern

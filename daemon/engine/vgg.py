@@ -68,6 +68,7 @@ LAYER_NAMES: tuple[str, ...] = (
 )
 LAYER_INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
 
+MIN_SIDE = 16  # px the network needs: relu5_1 lies behind four 2x poolings
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)

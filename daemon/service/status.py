@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
-from daemon.journal import Job, Journal
+from daemon.service.journal import Job, Journal
 
 
 def read_status(config: Config) -> dict[str, Any]:

@@ -20,15 +20,16 @@ from types import FrameType
 
 from loguru import logger
 
-from daemon import imaging, pipeline
 from daemon.config import Config, load_config
+from daemon.engine import device
 from daemon.errors import ConfigError, ExitCode, StyleboxError
-from daemon.intake import Intake
-from daemon.journal import JobState, Journal
-from daemon.notify import Notifier
-from daemon.outbox import folder_mode_for, make_folder, remove_stale_temps
-from daemon.watcher import Watcher
-from daemon.worker import Worker
+from daemon.media import decode
+from daemon.service.intake import Intake
+from daemon.service.journal import JobState, Journal
+from daemon.service.outbox import folder_mode_for, make_folder, remove_stale_temps
+from daemon.service.sd_notify import Notifier
+from daemon.service.watcher import Watcher
+from daemon.service.worker import Worker
 
 LOCK_NAME = "stylebox.lock"
 MAIN_LOOP_SECONDS = 0.25
@@ -137,7 +138,7 @@ class Service:
             if removed:
                 logger.info("removed {} temporary file(s) left in {} by a crash", removed, folder)
 
-        models = pipeline.Models(pipeline.resolve_device(config.device))
+        models = device.Models(device.resolve_device(config.device))
         worker = Worker(config, journal, models, on_status=self.notifier.status)
         logger.info("loading VGG-19 on {}", models.device)
         worker.warm_up(next(iter(config.presets.values())))
@@ -164,10 +165,10 @@ class Service:
         def is_whole(path: Path) -> bool:
             # Decoding is not enough: Pillow decodes a PNG whose last chunk is still to come.
             try:
-                imaging.load_image(path, max_pixels=config.max_input_pixels)
+                decode.load_image(path, max_pixels=config.max_input_pixels)
             except StyleboxError:
                 return False
-            return imaging.is_complete(path)
+            return decode.is_complete(path)
 
         watch = config.watch
         assert config.inbox is not None

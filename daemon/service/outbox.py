@@ -18,24 +18,26 @@ import re
 import secrets
 import shutil
 import stat
-import string
 import tempfile
 import threading
 import unicodedata
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+
+from daemon.config.outputs import FAILED_DIR, check_name_pattern
+
+if TYPE_CHECKING:
+    from daemon.config import Config
 
 _DISPOSE_LOCK = threading.Lock()
 TEMP_PREFIX = ".stylebox-tmp-"  # temp files are dotfiles so the watcher and users ignore them
-FAILED_DIR = "failed"
 ERROR_SUFFIX = ".error.json"
 
 MAX_NAME_BYTES = 200  # leaves room under the usual 255-byte limit for "-N" and ".error.json"
 _MAX_EXTENSION_BYTES = 16  # a longer "extension" is just part of a dotted name
 _FALLBACK_NAME = "photo"
-_PATTERN_FIELDS = ("stem", "preset", "hash8")
 _EXTENSION = re.compile(r"[A-Za-z0-9]{1,16}")
 _CONTENT_HASH = re.compile(r"[0-9a-fA-F]{8,}")
 
@@ -271,26 +273,6 @@ def _json_bytes(document: dict[str, Any]) -> bytes:
     return (text + "\n").encode("utf-8")
 
 
-def _check_name_pattern(pattern: str) -> None:
-    """Refuse a pattern that cannot make a name, naming the culprit."""
-    try:
-        fields = [
-            field for _, field, _, _ in string.Formatter().parse(pattern) if field is not None
-        ]
-    except ValueError as error:
-        raise ValueError(f"name_pattern {pattern!r}: {error}") from error
-    allowed = ", ".join(f"{{{field}}}" for field in _PATTERN_FIELDS)
-    for field in fields:
-        if field not in _PATTERN_FIELDS:
-            raise ValueError(f"name_pattern {pattern!r}: unknown field {{{field}}}; use {allowed}")
-    if "/" in pattern or "\\" in pattern:
-        raise ValueError(f"name_pattern {pattern!r}: a name, not a path (no '/' or '\\')")
-    try:  # format specs are only checked when used: "{stem:d}" passes the parse above
-        pattern.format(stem="photo", preset="preset", hash8="0123abcd")
-    except (ValueError, KeyError, IndexError) as error:
-        raise ValueError(f"name_pattern {pattern!r}: {error}") from error
-
-
 @dataclass(frozen=True)
 class Delivery:
     """Where one result landed: the image (or quarantined photo) and its JSON companion."""
@@ -304,7 +286,7 @@ class Outbox:
 
     def __init__(self, root: Path, *, name_pattern: str = "{stem}", file_mode: int = 0o644) -> None:
         """Check the pattern and mode now, so a bad config fails at start-up, not on a photo."""
-        _check_name_pattern(name_pattern)
+        check_name_pattern(name_pattern)
         if file_mode & ~0o777:
             raise ValueError(f"file_mode {file_mode:#o}: only permission bits (0o777) are allowed")
         self.root = root
@@ -436,3 +418,12 @@ class Outbox:
                 return halfway
             target = _free_target(move_to, name)
             return target if move_no_overwrite(source, target) else None
+
+
+def open_outbox(config: "Config") -> Outbox:
+    """The outbox with the config's naming and file mode (worker and intake share it)."""
+    return Outbox(
+        config.require_outbox(),
+        name_pattern=config.output.name_pattern,
+        file_mode=config.output.file_mode,
+    )

@@ -1,0 +1,64 @@
+"""The device a run uses and the networks resident on it: built once per process and kept, so a
+daemon loads VGG-19 once, not once per photo."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from daemon.engine.settings import StyleSettings
+from daemon.engine.transfer import layers_needed
+from daemon.engine.vgg import VGGFeatures, load_vgg
+from daemon.errors import UsageError
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU; asking for an absent CUDA device is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+@dataclass
+class Models:
+    """The VGG networks in use on one device, built once: one process, one resident model."""
+
+    device: torch.device
+    _by_key: dict[tuple, VGGFeatures] = field(default_factory=dict)
+
+    def memory_budget_bytes(self) -> int:
+        """What one run may use: free device memory plus what torch already holds, or on the
+        CPU the memory the system has available."""
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            held = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(
+                self.device
+            )
+            return free + held
+        return _available_ram_bytes()
+
+    def for_settings(self, settings: StyleSettings) -> VGGFeatures:
+        """The network for these settings' weights, pooling and layers (built on first use)."""
+        layers = tuple(sorted(set(layers_needed(settings))))
+        key = (settings.weights, settings.pooling, layers)
+        if key not in self._by_key:
+            self._by_key[key] = load_vgg(
+                settings.weights, layers, pooling=settings.pooling, device=self.device
+            )
+        return self._by_key[key]
+
+
+def _available_ram_bytes() -> int:
+    """MemAvailable (free plus reclaimable cache); free pages alone undercount a busy host."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
