@@ -36,7 +36,7 @@ def test_stylize_writes_the_picture_and_reports(tmp_path) -> None:
 def test_stylize_with_a_preset_from_the_shipped_config(tmp_path) -> None:
     out = tmp_path / "x.jpg"
     config = REPO / "config.yaml"
-    result = stylebox("stylize", PHOTO, "--preset", "stained_glass", "--config", config,
+    result = stylebox("stylize", PHOTO, "--preset", "the_scream", "--config", config,
                       "--size", 40, "--steps", 3, "--out", out)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert Image.open(out).size == (40, 30)
@@ -76,13 +76,13 @@ def test_unknown_preset_lists_the_known_ones(tmp_path) -> None:
     result = stylebox("stylize", PHOTO, "--preset", "cubism", "--config", config,
                       "--out", tmp_path / "x.png")  # fmt: skip
     assert result.returncode == 2
-    assert "cubism" in error_line(result) and "swirl" in error_line(result)
+    assert "cubism" in error_line(result) and "starry_night" in error_line(result)
 
 
 def test_check_accepts_the_shipped_config() -> None:
     result = stylebox("check", "--config", "config.yaml")
     assert result.returncode == 0, result.stderr
-    assert "swirl" in result.stdout
+    assert "starry_night" in result.stdout
 
 
 def test_check_flags_a_bad_config_with_its_line(tmp_path) -> None:

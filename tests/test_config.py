@@ -83,25 +83,38 @@ def _line(text: str, fragment: str) -> int:
 # --- the shipped config ---------------------------------------------------------------------------
 
 
-def test_shipped_config_loads_with_its_two_presets_and_paper_defaults(
+def test_shipped_config_loads_with_the_four_paintings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # relative paths follow the file, not the cwd
     config = load_config(REPO / "config.yaml")
-    assert list(config.presets) == ["swirl", "stained_glass"]
-    swirl, glass = config.presets["swirl"], config.presets["stained_glass"]
-    assert swirl.settings == StyleSettings()
-    assert glass.settings == dataclasses.replace(StyleSettings(), style_scale=0.75)
-    assert swirl.styles == (StyleImage(REPO / "styles" / "swirl.png", 1.0),)
-    assert glass.styles == (StyleImage(REPO / "styles" / "stained_glass.png", 1.0),)
+    paintings = {
+        "starry_night": "starry_night.jpg",
+        "great_wave": "great_wave.png",
+        "the_scream": "the_scream.jpg",
+        "shipwreck": "shipwreck.jpg",
+    }
+    assert list(config.presets) == list(paintings)
+    for name, painting in paintings.items():
+        preset = config.presets[name]
+        assert preset.settings == dataclasses.replace(StyleSettings(), size=256)
+        assert preset.styles == (StyleImage(REPO / "styles" / painting, 1.0),)
     assert (config.inbox, config.outbox, config.state_dir) == (
         REPO / "data" / "inbox",
         REPO / "data" / "outbox",
         REPO / "data" / "state",
     )
-    assert config.routing == Routing(default_preset="swirl")
+    assert config.routing == Routing(default_preset="starry_night")
     assert config.output.file_mode == 0o644
     assert config.originals_dir == REPO / "data" / "outbox" / "originals"
+
+
+def test_shipped_paintings_are_at_most_1024_px_and_each_has_its_source() -> None:
+    readme = (REPO / "styles" / "README.md").read_text(encoding="utf-8")
+    for painting in ("starry_night.jpg", "great_wave.png", "the_scream.jpg", "shipwreck.jpg"):
+        with Image.open(REPO / "styles" / painting) as image:
+            assert max(image.size) <= 1024, painting
+        assert f"`{painting}`" in readme
 
 
 def test_layer_names_match_the_model() -> None:
