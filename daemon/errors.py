@@ -1,8 +1,10 @@
 """Exit codes and the one small exception tree; each class knows its exit code.
 
 A deterministic failure (the input itself is bad) is an `InputError`: the daemon quarantines such a
-photo at once. A `TransientError` is worth retrying. Everything else is a bug or an environment
-fault.
+photo at once. What is worth retrying is decided by the worker (`is_transient`: I/O errors and a
+device out of memory), not by a class here. Under systemd (`Restart=on-failure`) the exit code
+also decides whether a restart follows: the codes in `NO_RESTART` stand for faults that a new
+start would only meet again.
 """
 
 from enum import IntEnum
@@ -12,8 +14,16 @@ class ExitCode(IntEnum):
     """Process exit statuses, mapped from exceptions in one place (cli.py)."""
 
     OK = 0
-    FAILURE = 1
-    USAGE = 2
+    FAILURE = 1  # a crash, a poisoned device, a journal disk full or failing: a restart may help
+    USAGE = 2  # a bad command line, config or input photo
+    JOURNAL = 3  # the journal is corrupt, from a newer stylebox, or cannot be opened
+    STATE_DIR = 4  # state_dir cannot be created, is not a folder, or cannot be written
+    LOCKED = 5  # another stylebox daemon holds state_dir
+
+
+# Listed in RestartPreventExitStatus= of systemd/stylebox.service (tests/test_exit_codes.py keeps
+# the two in step): each needs the operator, and restarting every 5 s would only log it again.
+NO_RESTART = frozenset({ExitCode.USAGE, ExitCode.JOURNAL, ExitCode.STATE_DIR, ExitCode.LOCKED})
 
 
 class StyleboxError(Exception):
@@ -44,5 +54,25 @@ class WeightsError(StyleboxError):
     """The VGG-19 weights cannot be loaded from the chosen source; the message names the others."""
 
 
-class TransientError(StyleboxError):
-    """A failure that may pass (I/O, device out of memory): the daemon retries with backoff."""
+class StateDirError(StyleboxError):
+    """state_dir cannot hold the journal (missing and not creatable, a file, not writable)."""
+
+    exit_code = ExitCode.STATE_DIR
+
+
+class AlreadyRunning(StyleboxError):
+    """Another daemon holds state_dir's lock; two would claim each other's jobs."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class JournalError(StyleboxError):
+    """The journal cannot be read or written now (locked, disk full or failing); the message names
+    the file and what to do."""
+
+
+class JournalUnusable(JournalError):
+    """The journal is corrupt, newer than this stylebox, or not ours to open: it stays so until
+    the operator moves it aside or fixes its permissions."""
+
+    exit_code = ExitCode.JOURNAL

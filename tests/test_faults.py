@@ -34,6 +34,7 @@ from daemon_harness import (
 )
 
 from daemon.config import JOURNAL_NAME
+from daemon.errors import ExitCode
 from daemon.service.journal import Journal
 
 # Three attempts, 0.5 s then 1 s apart: a fault outlasts them in a few seconds. No log file: it
@@ -312,7 +313,7 @@ def _run_on_a_read_only_state_dir(tmp_path, tmpfs) -> tuple[subprocess.Completed
 def test_an_unwritable_state_dir_stops_the_start_with_one_line_naming_it(tmp_path, tmpfs) -> None:
     started = time.monotonic()
     run, state = _run_on_a_read_only_state_dir(tmp_path, tmpfs)
-    assert run.returncode != 0
+    assert run.returncode == ExitCode.STATE_DIR, run.stderr  # not restarted: see test_exit_codes
     assert "loading VGG-19" not in run.stderr  # refused before the slow part of the start
     assert time.monotonic() - started < 30
     [line] = run.stderr.strip().splitlines()
@@ -322,7 +323,7 @@ def test_an_unwritable_state_dir_stops_the_start_with_one_line_naming_it(tmp_pat
 
 def test_an_unwritable_state_dir_creates_nothing_elsewhere(tmp_path, tmpfs) -> None:
     run, _ = _run_on_a_read_only_state_dir(tmp_path, tmpfs)
-    assert run.returncode != 0
+    assert run.returncode == ExitCode.STATE_DIR, run.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["config.yaml", "state"]
 
 
@@ -401,7 +402,7 @@ def test_a_corrupt_journal_is_refused_naming_it_and_the_remedy(tmp_path, corrupt
     folders = {"inbox": tree(inbox), "outbox": tree(outbox, skip=("logs",))}
 
     run = stylebox("run", "--config", config, cwd=tmp_path, timeout=START_SECONDS)
-    assert run.returncode != 0, run.stderr
+    assert run.returncode == ExitCode.JOURNAL, run.stderr  # not restarted: see test_exit_codes
     assert str(journal) in run.stderr and "corrupt" in run.stderr
     assert "aside" in run.stderr  # the remedy: move it aside for a fresh one
     assert "loading VGG-19" not in run.stderr

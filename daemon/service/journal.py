@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from daemon.errors import StyleboxError
+from daemon.errors import JournalError, JournalUnusable
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_SECONDS = 5.0
@@ -63,10 +63,6 @@ _SCHEMA = (
     """,
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
-
-
-class JournalError(StyleboxError):
-    """The journal cannot be opened or written; the message names the file and what to do."""
 
 
 class JobState(StrEnum):
@@ -198,7 +194,7 @@ class Journal:
             return
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
-            raise JournalError(
+            raise JournalUnusable(
                 f"the journal at {self.path} cannot use write-ahead logging (got {mode!r}); "
                 "put state_dir on a local disk"
             )
@@ -219,15 +215,15 @@ class Journal:
     def _check_version(self, version: int) -> None:
         """Refuse a journal written by a newer stylebox rather than misread it."""
         if version > SCHEMA_VERSION:
-            raise JournalError(
+            raise JournalUnusable(
                 f"the journal at {self.path} has schema version {version}, but this stylebox "
                 f"knows only up to {SCHEMA_VERSION}; run the newer stylebox, or move the file "
                 "aside to start a fresh journal"
             )
 
-    def _corrupt(self, detail: str) -> JournalError:
+    def _corrupt(self, detail: str) -> JournalUnusable:
         """The one message for a damaged journal, so every path to it gives the same remedy."""
-        return JournalError(
+        return JournalUnusable(
             f"the journal at {self.path} is corrupt ({detail}); stop the daemon and move the file "
             "(with its -wal and -shm files) aside to start a fresh journal"
         )
@@ -258,7 +254,7 @@ class Journal:
                 f"({exc}); is another stylebox daemon using the same state_dir?"
             )
         if primary in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM):
-            return JournalError(
+            return JournalUnusable(
                 f"cannot open or write the journal at {self.path} ({exc}); check that its folder "
                 "exists and that this user may write there"
             )

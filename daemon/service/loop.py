@@ -22,7 +22,7 @@ from loguru import logger
 
 from daemon.config import Config, load_config
 from daemon.engine import device
-from daemon.errors import ConfigError, ExitCode, StyleboxError
+from daemon.errors import AlreadyRunning, ConfigError, ExitCode, StateDirError, StyleboxError
 from daemon.media import decode
 from daemon.service.intake import Intake
 from daemon.service.journal import JobState, Journal
@@ -97,31 +97,36 @@ class Service:
             logger.complete()  # the file sink writes from a queue: flush it before exit
 
     def _prepare_folders_and_lock(self, config: Config) -> int:
-        """state_dir first: a start refused for it must leave no folders behind elsewhere."""
+        """state_dir first: a start refused for it must leave no folders behind elsewhere.
+
+        A state_dir fault is final (StateDirError: it is local, and only the operator can fix
+        it); one of the inbox or outbox is not, since either may be a share that comes back.
+        """
         assert config.inbox and config.outbox and config.state_dir
-        for folder, field in (
-            (config.state_dir, "state_dir"),
-            (config.inbox, "inbox"),
-            (config.outbox, "outbox"),
+        for folder, field, error in (
+            (config.state_dir, "state_dir", StateDirError),
+            (config.inbox, "inbox", StyleboxError),
+            (config.outbox, "outbox", StyleboxError),
         ):
+            where = f"{self.config_path}: {field} {folder}"
             try:
                 if folder == config.outbox:  # for the share's users, like every folder inside it
                     make_folder(folder, folder_mode_for(config.output.file_mode))
                 else:  # the umask decides: the journal is private, the inbox is the share's
                     folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StyleboxError(
-                    f"{self.config_path}: {field} {folder}: cannot create: {exc.strerror}"
-                ) from exc
+                if folder.exists() and not folder.is_dir():
+                    raise error(f"{where}: not a folder") from exc
+                raise error(f"{where}: cannot create: {exc.strerror}") from exc
             if not os.access(folder, os.W_OK | os.X_OK):
-                raise StyleboxError(f"{self.config_path}: {field} {folder}: not writable")
+                raise error(f"{where}: not writable")
         lock_path = config.state_dir / LOCK_NAME
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StyleboxError(
+            raise AlreadyRunning(
                 f"{lock_path}: another stylebox daemon uses this state_dir"
             ) from None
         return fd
@@ -186,8 +191,9 @@ class Service:
         watchdog_every = self.notifier.watchdog_interval_seconds()
         last_ping = 0.0
         while not self._stop_signals:
-            if worker.fatal is not None:
-                return ExitCode.FAILURE
+            fatal = worker.fatal
+            if fatal is not None:  # a journal found corrupt mid-run is as final as at start-up
+                return fatal.exit_code if isinstance(fatal, StyleboxError) else ExitCode.FAILURE
             if self._reload.is_set():
                 self._reload.clear()
                 config = self._reload_config(config, worker, intake)
