@@ -5,14 +5,14 @@
 A daemon lives on a home server or NAS for months, mostly idle, so three figures matter more than
 its speed on one photo:
 
-- idle CPU, as % of one core, from /proc/<pid>/stat (utime + stime) over a quiet window after
+- idle CPU, as % of one core, from the process's user + system CPU time over a quiet window after
   READY: in native mode (inotify), in poll mode at the shipped 5 s and at 1 s, and once more in
   native mode after a run of jobs (torch's worker threads may keep spinning once work stops);
 - latency from a photo settling to its job starting: job started_at (journal) - the file's last
   write time (mtime) - settle_seconds; in poll mode it includes the wait for the next poll, so
   each photo there is dropped after a random pause (a user's photo arrives at any phase of the
   poll: dropping each right after the last job ends would land at the same phase every time);
-- resident memory (VmRSS) after 10 jobs and after --jobs jobs of distinct tiny photos, and their
+- resident memory (RSS) after 10 jobs and after --jobs jobs of distinct tiny photos, and their
   ratio: a slow leak per job is what ends a months-long run, and tiny photos make it show quickly.
 
 The real daemon runs as a subprocess (as tests/daemon_harness.py starts it) on a temporary folder
@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.report import save_report
 from daemon.config import load_config
 from tests.daemon_harness import STYLES, Daemon, photo_bytes, wait_for, write_config
@@ -50,7 +52,6 @@ BATCH_JOBS = 10  # photos dropped together in the memory run, to keep the worker
 QUIET_AFTER_READY_SECONDS = 2.0  # the startup scan, observer threads and log queue settle first
 JOB_TIMEOUT_SECONDS = 120.0  # a 32 px job takes well under a second; a shared CPU can stall it
 FINAL_STATES = ("done", "failed", "quarantined")
-CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -91,25 +92,13 @@ class ModeResult:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by every thread of process `pid`."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    # Fields after the command name, which is in parentheses and may itself contain spaces.
-    fields = text[text.rindex(")") + 2 :].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / CLOCK_TICKS_PER_SECOND
-
-
-def status_field(pid: int, name: str) -> int:
-    """An integer field of /proc/<pid>/status (VmRSS and VmHWM in KiB, Threads a count)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key == name:
-            return int(value.split()[0])
-    raise KeyError(f"/proc/{pid}/status has no {name}")
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def rss_mib(pid: int) -> float:
     """Resident set size of `pid` now, in MiB."""
-    return status_field(pid, "VmRSS") / 1024
+    return psutil.Process(pid).memory_info().rss / 2**20
 
 
 def idle_cpu_percent(pid: int, seconds: float) -> float:
@@ -240,7 +229,7 @@ def measure_mode(
             mode=mode.name,
             watch=bench.watch,
             startup_seconds=bench.startup_seconds,
-            threads=status_field(bench.pid, "Threads"),
+            threads=psutil.Process(bench.pid).num_threads(),
             load_average=os.getloadavg(),
             idle_cpu_percent=idle_cpu_percent(bench.pid, idle_seconds),
         )

@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
 import yaml
 from PIL import Image, ImageOps
 
@@ -268,16 +269,13 @@ def journal_rows(journal: Path) -> list[dict[str, Any]]:
         conn.close()
 
 
-def vm_rss_kib(pid: int) -> int | None:
-    """Resident memory of a process now, in KiB (VmRSS of /proc/<pid>/status); None once gone."""
+def rss_kib(pid: int) -> int | None:
+    """Resident memory of a process now, in KiB; None once it is gone."""
     try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+        rss = psutil.Process(pid).memory_info().rss
+    except psutil.NoSuchProcess:
         return None
-    for line in text.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return None  # a zombie has no VmRSS line
+    return rss // 1024 or None  # a zombie reads as 0
 
 
 def slow_fsync_env(folder: Path, seconds: float) -> dict[str, str]:

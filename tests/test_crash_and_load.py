@@ -4,8 +4,8 @@ The crash tests run bench/crash_harness.py as a subprocess (`python -m bench.cra
 bench's own command line) on tmp_path and read its JSON report: bench/ is not an installed package,
 so it cannot be imported from here. The load test drops a thousand tiny photos (16x12 PNGs, a
 16 px preset with one evaluation, so the daemon's own machinery dominates) into a running daemon,
-a second burst while the first is being processed, samples the daemon's VmRSS meanwhile, and reads
-the journal read-only as `stylebox status` does.
+a second burst while the first is being processed, samples the daemon's resident memory meanwhile,
+and reads the journal read-only as `stylebox status` does.
 """
 
 import io
@@ -30,10 +30,10 @@ from daemon_harness import (
     journal_rows,
     photo_bytes,
     results,
+    rss_kib,
     sha256,
     stylebox,
     temp_files,
-    vm_rss_kib,
     wait_for,
     write_config,
 )
@@ -166,7 +166,7 @@ def count_done(journal: Path) -> int:
 
 
 class RssSampler:
-    """Samples a process's VmRSS every `every_seconds` on a thread, until stopped."""
+    """Samples a process's resident memory every `every_seconds` on a thread, until stopped."""
 
     def __init__(self, pid: int, every_seconds: float = 0.2) -> None:
         self.pid = pid
@@ -185,7 +185,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while True:
-            rss = vm_rss_kib(self.pid)
+            rss = rss_kib(self.pid)
             if rss is not None:
                 self.samples_kib.append(rss)
             if self._stop.wait(self.every_seconds):

@@ -8,13 +8,13 @@ original in originals/ only once its own content is done, nothing in failed/ tha
 """
 
 import json
-import os
 import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from daemon_harness import (
     Daemon,
     Daemons,
@@ -73,9 +73,9 @@ def all_finished(tmp_path: Path) -> bool:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far (utime and stime of /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU time a process has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def wait_until_stylising(daemon: Daemon, tmp_path: Path, name: str) -> dict[str, Any]:
