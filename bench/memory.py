@@ -8,11 +8,12 @@ For each size, one evaluation of transfer.Objective (forward and backward throug
 VGG-19) on a 4:3 photo whose long side is that size, with the style Grams of styles/swirl.png.
 
 Each size runs in a fresh subprocess of this module: a process's peak RSS only ever goes up, and
-the allocator keeps what an earlier, larger size freed. The child reads /proc/self/status: VmRSS
-after `import torch` and after the model loads (the model's own baseline), then resets VmHWM (by
-writing 5 to /proc/self/clear_refs) after the setup and reads it after the evaluation, so the peak
-is the evaluation's, model and targets included. With CUDA (--device cuda or auto), the same child
-also reports torch.cuda.max_memory_allocated over the evaluation.
+the allocator keeps what an earlier, larger size freed. The child reads its RSS (psutil) after
+`import torch` and after the model loads (the model's own baseline), then resets its peak RSS,
+VmHWM (by writing 5 to /proc/self/clear_refs), after the setup and reads it after the evaluation,
+so the peak is the evaluation's, model and targets included (psutil has no peak field and
+ru_maxrss cannot be reset, so VmHWM is read from /proc/self/status). With CUDA (--device cuda or
+auto), the same child also reports torch.cuda.max_memory_allocated over the evaluation.
 
 The line memory = a + b * pixels is fitted by least squares on the evaluation peaks; the largest
 4:3 long side under --budget-gib follows from it. One evaluation is not a whole job: L-BFGS keeps
@@ -35,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from bench.report import save_report
-from daemon.engine.memory import LBFGS_BYTES_PER_PIXEL
 
 STYLE = Path(__file__).resolve().parents[1] / "styles" / "swirl.png"
 ASPECT = (3, 4)  # height : width of the photo: a landscape 4:3 camera frame
@@ -46,13 +47,17 @@ MIB = 2**20
 CHILD_TIMEOUT_SECONDS = 600
 
 
-def status_kib(name: str) -> int:
-    """A field of /proc/self/status in KiB (VmRSS: resident now; VmHWM: its peak)."""
+def rss_kib() -> int:
+    """This process's resident set size now, in KiB."""
+    return psutil.Process().memory_info().rss // 1024
+
+
+def peak_rss_kib() -> int:
+    """This process's peak RSS since start or the last reset_peak_rss, in KiB (VmHWM)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key == name:
-            return int(value.split()[0])
-    raise KeyError(f"/proc/self/status has no {name}")
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise KeyError("/proc/self/status has no VmHWM")
 
 
 def reset_peak_rss() -> bool:
@@ -73,7 +78,7 @@ def photo_shape(long_side: int) -> tuple[int, int]:
 
 def measure_in_child(size: int, device_name: str) -> dict[str, Any]:
     """One evaluation at `size` in this (fresh) process; what it cost, as plain data."""
-    rss_start_kib = status_kib("VmRSS")
+    rss_start_kib = rss_kib()
     import torch
 
     from daemon import pipeline
@@ -82,14 +87,14 @@ def measure_in_child(size: int, device_name: str) -> dict[str, Any]:
     from daemon.engine.device import Models, resolve_device
     from daemon.engine.settings import StyleSettings
 
-    rss_imports_kib = status_kib("VmRSS")
+    rss_imports_kib = rss_kib()
     device = resolve_device(device_name)
     cuda = device.type == "cuda"
     settings = StyleSettings(size=size)
     model = Models(device).for_settings(settings)
     gc.collect()
-    rss_model_kib = status_kib("VmRSS")
-    hwm_load_kib = status_kib("VmHWM")
+    rss_model_kib = rss_kib()
+    hwm_load_kib = peak_rss_kib()
     cuda_model_bytes = torch.cuda.memory_allocated() if cuda else None
 
     styles = pipeline.load_styles([StyleImage(STYLE)], settings, max_pixels=10**9)
@@ -100,8 +105,8 @@ def measure_in_child(size: int, device_name: str) -> dict[str, Any]:
     objective = transfer.Objective(model, settings, photo, grams)
     x = photo[None].clone().requires_grad_(True)
     gc.collect()
-    hwm_setup_kib = status_kib("VmHWM")
-    rss_setup_kib = status_kib("VmRSS")
+    hwm_setup_kib = peak_rss_kib()
+    rss_setup_kib = rss_kib()
     reset = reset_peak_rss()
     if cuda:
         torch.cuda.synchronize()
@@ -112,7 +117,7 @@ def measure_in_child(size: int, device_name: str) -> dict[str, Any]:
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    hwm_eval_kib = status_kib("VmHWM")
+    hwm_eval_kib = peak_rss_kib()
     return {
         "size": size,
         "height": height,
@@ -170,7 +175,11 @@ def largest_long_side(a_mib: float, bytes_per_pixel: float, budget_gib: float) -
 
 
 def summarise(
-    rows: list[dict[str, Any]], key: str, budget_gib: float, floor_mib: float = 0.0
+    rows: list[dict[str, Any]],
+    key: str,
+    budget_gib: float,
+    lbfgs_bytes_per_pixel: int,
+    floor_mib: float = 0.0,
 ) -> dict[str, Any]:
     """The line through `key` over the sizes, and what the budget holds with and without L-BFGS.
 
@@ -179,7 +188,7 @@ def summarise(
     """
     pixels = [row["pixels"] for row in rows]
     line = fit_line(pixels, [row[key] for row in rows])
-    with_history = line["b_bytes_per_pixel"] + LBFGS_BYTES_PER_PIXEL
+    with_history = line["b_bytes_per_pixel"] + lbfgs_bytes_per_pixel
     fits_at_all = floor_mib * MIB <= budget_gib * GIB
     return {
         "measure": key,
@@ -232,7 +241,7 @@ def print_table(report: dict[str, Any]) -> None:
             f"{fit['b_bytes_per_pixel']:.0f} B x pixels (worst miss {fit['worst_miss']:.1%}); "
             f"in {fit['budget_gib']:g} GiB: long side {fit['largest_long_side']} px for one "
             f"evaluation, {fit['largest_long_side_with_lbfgs_history']} px with L-BFGS's history "
-            f"(+{LBFGS_BYTES_PER_PIXEL} B/pixel, computed)"
+            f"(+{report['lbfgs_bytes_per_pixel']} B/pixel, computed)"
         )
 
 
@@ -253,6 +262,9 @@ def main() -> None:
 
     import torch  # only to ask whether CUDA is here; the measuring happens in children
 
+    # Not at the top (it imports torch): a child's first RSS reading is the bare interpreter's.
+    from daemon.engine.memory import LBFGS_BYTES_PER_PIXEL
+
     cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     load_before = os.getloadavg()
     started = time.monotonic()
@@ -264,9 +276,15 @@ def main() -> None:
             cuda_rows.append(run_child(size, "cuda" if args.device == "auto" else args.device))
             print(f"[{time.monotonic() - started:5.0f} s] cuda {size}: {json.dumps(cuda_rows[-1])}")
     load_peak_mib = max(row["peak_load_mib"] for row in rows)
-    fits = [summarise(rows, "peak_evaluation_mib", args.budget_gib, load_peak_mib)]
+    fits = [
+        summarise(
+            rows, "peak_evaluation_mib", args.budget_gib, LBFGS_BYTES_PER_PIXEL, load_peak_mib
+        )
+    ]
     if cuda_rows:
-        fits.append(summarise(cuda_rows, "cuda_peak_evaluation_mib", args.budget_gib))
+        fits.append(
+            summarise(cuda_rows, "cuda_peak_evaluation_mib", args.budget_gib, LBFGS_BYTES_PER_PIXEL)
+        )
     report = {
         "cpus": os.cpu_count(),
         "load_before": load_before,
