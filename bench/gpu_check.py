@@ -8,7 +8,8 @@ at 512 px (fp32, TF32, bf16 autocast), each precision's final objective at 512 p
 default twice: the run-to-run noise), 8 photos sequential against batched per precision, peak
 memory per size, time to quality at 512 px against the reference, and what torch.compile does to
 an evaluation.
-cuDNN's autotuner stays off, as in the daemon: its trials peaked at 130 GiB at 1024 px.
+cuDNN's autotuner stays off, as in the daemon: its trials need far more memory than a run does
+(DECISIONS.md, cuDNN).
 """
 
 from __future__ import annotations

@@ -1,20 +1,17 @@
 """L-BFGS for a batch of images at once, one history per image, every bit of state a tensor.
 
 Why not torch.optim.LBFGS: it optimises one parameter set, and its two-loop recursion turns each
-step size into a Python number, so one iteration waits for the GPU about 200 times. Eight photos
-sharing a network pass through it ran at 0.49x the throughput of one at a time on an H200 (fp32,
-512 px): those waits, not the network, set the pace. Here a step is a fixed sequence of tensor
-operations for the whole batch, and the caller decides when to look at the numbers.
+step size into a Python number, so one iteration waits for the GPU about 200 times: for photos
+sharing a network pass those waits, not the network, set the pace (batching them made them slower
+on an H200). Here a step is a fixed sequence of tensor operations for the whole batch, and the
+caller decides when to look at the numbers.
 
 The method is Nocedal & Wright's L-BFGS (algorithm 7.4, two-loop recursion, H0 = s.y / y.y)
 with a backtracking Armijo line search: a step of 1 along the L-BFGS direction is tried first
 and shrunk by quadratic interpolation while it does not lower the objective enough. It needs no
 extrapolation: the Hessian scaling makes the unit step the right size after the first iteration.
-Against torch's L-BFGS with its strong-Wolfe line search, same objective, 300 evaluations, on
-the CPU (x starry_night): at 256 px it ends level (golden_gate 4.8354e10 vs 4.8364e10,
-hoovertowernight 7.1323e10 vs 7.1320e10; tubingen on its 8-bit output 5.088e10 vs 5.038e10) and
-is ahead early (golden_gate after 10 evaluations 8.5e10 vs 1.4e11, after 30 5.71e10 vs
-5.85e10); at 128 px likewise (two photos: 7.815e10 / 5.510e10 against 7.807e10 / 5.516e10).
+Against torch's L-BFGS with its strong-Wolfe line search it ends level and is ahead early
+(DECISIONS.md, own L-BFGS).
 """
 
 from __future__ import annotations

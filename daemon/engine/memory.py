@@ -6,9 +6,8 @@ import math
 from daemon.engine.lbfgs import LBFGS_HISTORY
 from daemon.engine.vgg import MIN_SIDE
 
-# Peak device memory of a run, measured on an H200 in fp32: one evaluation (activations kept for
-# the backward pass) 2.3 KB per output pixel (0.55 GiB at 512 x 384, 7.1 GiB at 2048 x 1536), and
-# L-BFGS's history of 2 x 100 full-image vectors 2.4 KB more (3.7 GiB in all at 1024 x 768).
+# Peak device memory of a run: one evaluation's activations, kept for the backward pass (2300 B
+# per output pixel, measured on an H200 in fp32: DECISIONS.md, memory bound), plus L-BFGS's history.
 LBFGS_BYTES_PER_PIXEL = 2 * LBFGS_HISTORY * 3 * 4  # its old directions and steps, RGB fp32
 BYTES_PER_PIXEL = 2300 + LBFGS_BYTES_PER_PIXEL
 BASE_BYTES = 150 * 2**20  # the network's weights to relu5_1 and the style targets

@@ -23,13 +23,8 @@ OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")
 POOLINGS: tuple[str, ...] = ("avg", "max")
 INIT_MODES: tuple[str, ...] = ("content", "noise")
 # Arithmetic of the network's passes; Grams and losses are always fp32 (fp16 or bf16 Grams
-# overflow or lose the style); "tf32" is fp32 on the CPU. Measured on an H200 at 512 px, 300
-# evaluations, with torch's L-BFGS (bench/gpu_check.py): fp32 8.17 s to 4.2732e10 (again:
-# 4.2734e10); TF32 5.83 s to 4.2689e10, but only once restarted: its gradients had made that
-# L-BFGS give up after 9 evaluations (3.3e11), silently; bf16 autocast 5.19 s to 4.2892e10
-# (+0.37 %). fp32 stays the default until TF32 is measured with engine.lbfgs on a GPU. On this
-# CPU (AVX-512 BF16) bf16 reached the reference's objective at 128 px in 4.6 s against 6.7 s but
-# stalled 1.3 % higher (5.335e10 vs 5.266e10); CPUs without bf16 units emulate it.
+# overflow or lose the style); "tf32" is fp32 on the CPU. fp32 by default: TF32 once made L-BFGS
+# stop early on an H200, and bf16 stalls higher (DECISIONS.md, precision).
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
 DEFAULT_PRECISION = "fp32"
 

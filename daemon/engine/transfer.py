@@ -13,7 +13,7 @@ own number of positions so that a preset looks the same at any output size:
 The pixels are optimised directly (L-BFGS, daemon.engine.lbfgs, by default) in RGB 0-255. Every
 evaluation sees the image clamped to that range, with gradients let through where they point back
 into it, so the objective minimised is the objective of the image we save; clamping only at the
-end cost ~6 %.
+end did worse (DECISIONS.md, clamp at every evaluation).
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ from daemon.engine.settings import DEFAULT_PRECISION, StyleSettings
 from daemon.engine.vgg import MIN_SIDE, VGGFeatures
 
 CONTENT_REFERENCE_POSITIONS = 4096  # relu4_2 positions of a 512 x 512 image: the paper's scale
-# One scale, at the output size. Coarse-to-fine (Gatys et al., CVPR 2017) was measured and did not
-# pay: at 256 px on CPU a 128 px stage first ended at 4.97e10 against 4.79e10 for one scale, and at
-# 1024 px on an H200 stages at 256/512/1024 px took 20.1 s to 5.33e10 against 15.7 s to 5.11e10:
-# upsampling blurs away what relu1_1..relu3_1 measure, and the photo is already a good start.
+# One scale, at the output size: coarse-to-fine (Gatys et al., CVPR 2017) was slower and worse on
+# a CPU and on an H200, since upsampling blurs away what relu1_1..relu3_1 measure (DECISIONS.md,
+# one scale).
 DEFAULT_EVALUATIONS = 300
 STALL_WINDOW = 25  # evaluations over which too little progress ends the run
 STALL_TOLERANCE = 1e-3  # relative improvement of the best objective over that window
