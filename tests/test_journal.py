@@ -404,5 +404,10 @@ def test_file_memo(journal: Journal) -> None:
     assert journal.known_hash("/srv/inbox/a.jpg", 99, 6_000) == _hash(2)
     assert journal.known_hash("/srv/inbox/a.jpg", 1234, 5_000) is None
 
-    journal.forget_file("/srv/inbox/a.jpg")
+    journal.remember_file("/srv/inbox/b.jpg", 7, 8_000, _hash(3))
+    assert sorted(journal.remembered_paths()) == ["/srv/inbox/a.jpg", "/srv/inbox/b.jpg"]
+    journal.forget_files(["/srv/inbox/a.jpg", "/srv/inbox/never-seen.jpg"])
     assert journal.known_hash("/srv/inbox/a.jpg", 99, 6_000) is None
+    assert journal.remembered_paths() == ["/srv/inbox/b.jpg"]
+    journal.forget_files([])  # nothing gone: no transaction at all
+    assert journal.known_hash("/srv/inbox/b.jpg", 7, 8_000) == _hash(3)

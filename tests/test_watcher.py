@@ -507,3 +507,18 @@ def test_start_refuses_a_missing_inbox(tmp_path: Path, recorder: Recorder) -> No
     watcher = Watcher(tmp_path / "absent", recorder, mode="native")
     with pytest.raises(FileNotFoundError):
         watcher.start()
+
+
+def test_on_scanned_follows_each_complete_scan_only(
+    inbox: Path, make_watcher: Callable[..., Watcher]
+) -> None:
+    """The service prunes the journal's file memo here: only a walk that saw the whole inbox may
+    say what is gone from it."""
+    scans: list[float] = []
+    watcher = make_watcher(on_scanned=lambda: scans.append(time.monotonic()))
+    assert len(scans) == 1  # the start-up scan, before start() returns
+    watcher.scan()
+    assert len(scans) == 2
+    inbox.rename(inbox.with_name("away"))  # a share that dropped out: the walk cannot list it
+    watcher.scan()
+    assert len(scans) == 2

@@ -79,6 +79,13 @@ class Intake:
             # Its own original, still here after a crash between mark_done and the move.
             outbox.dispose_original(path, config.originals.policy, config.originals_dir)
 
+    def forget_gone_files(self) -> int:
+        """Drop the hash memo of files no longer in the inbox (deleted or moved by hand); how
+        many. After a complete scan: a file that comes back later is only hashed again."""
+        gone = [path for path in self.journal.remembered_paths() if not os.path.lexists(path)]
+        self.journal.forget_files(gone)
+        return len(gone)
+
     def _quarantine(self, outbox: Outbox, path: Path, reason: str) -> None:
         outbox.quarantine(path, {"reason": reason})
         logger.warning("quarantined: {}", reason)

@@ -16,7 +16,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
@@ -548,7 +548,15 @@ class Journal:
             ).fetchone()
         return None if row is None else row[0]
 
-    def forget_file(self, path: str) -> None:
-        """Drop the memo for a file that is gone, so the table does not grow forever."""
+    def remembered_paths(self) -> list[str]:
+        """Every path the memo holds, so a caller can find those no longer in the inbox."""
+        with self._read() as conn:
+            return [row[0] for row in conn.execute("SELECT path FROM files")]
+
+    def forget_files(self, paths: Collection[str]) -> None:
+        """Drop the memo of files that left the inbox, in one transaction: a row per photo ever
+        seen would make the table grow for the life of the install."""
+        if not paths:
+            return
         with self._write() as conn:
-            conn.execute("DELETE FROM files WHERE path = ?", (path,))
+            conn.executemany("DELETE FROM files WHERE path = ?", [(path,) for path in paths])

@@ -185,6 +185,7 @@ class Service:
             settle_seconds=watch.settle_seconds,
             rescan_interval_seconds=watch.rescan_interval_seconds,
             is_ready=is_whole,
+            on_scanned=intake.forget_gone_files,
         )
 
     def _main_loop(self, config, journal, worker, intake, watcher) -> int:

@@ -188,9 +188,14 @@ class Watcher:
         settle_seconds: float = 2.0,
         rescan_interval_seconds: float = 300.0,
         is_ready: Callable[[Path], bool] | None = None,
+        on_scanned: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Check the settings and choose the mode now; nothing runs before start()."""
+        """Check the settings and choose the mode now; nothing runs before start().
+
+        `on_scanned` runs after each complete walk of the inbox (on the settle thread, or on
+        start()'s caller for the first), when whatever is gone from the inbox is known gone.
+        """
         if poll_interval_seconds <= 0 or rescan_interval_seconds <= 0 or settle_seconds < 0:
             raise ValueError(
                 "watcher: poll and rescan intervals must be positive, settle_seconds not negative"
@@ -201,6 +206,7 @@ class Watcher:
         self._inbox = os.fspath(inbox)  # keys and handed-over paths are inbox / relative path
         self._on_ready = on_ready
         self._is_ready = is_ready or (lambda _path: True)
+        self._on_scanned = on_scanned or (lambda: None)
         self._clock = clock
         self._poll_interval_seconds = poll_interval_seconds
         self._settle_seconds = settle_seconds
@@ -281,7 +287,8 @@ class Watcher:
         """Walk the whole inbox now and queue every file not handed over as it is; how many new.
 
         Events can be missed (a share, an inotify queue overflow, a dead observer); this cannot.
-        A complete walk also forgets handed-over files that are gone, so the memo cannot grow.
+        A complete walk also forgets handed-over files that are gone, so the memo cannot grow,
+        and then calls `on_scanned` (the service prunes the journal's file memo the same way).
         """
         with self._lock:
             serial_at_start = self._handover_serial
@@ -293,6 +300,7 @@ class Watcher:
                 for key in self._handed_over.keys() - seen:
                     if self._handed_over[key][1] <= serial_at_start:
                         del self._handed_over[key]
+            self._on_scanned()
         if new:
             log.debug("watcher: scan found {} new file(s)", new)
         return new

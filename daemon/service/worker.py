@@ -458,6 +458,10 @@ class Worker:
         except OSError as exc:  # the output is safe; a stuck original is only untidy
             log.warning("could not {} the original {}: {}", config.originals.policy, source, exc)
             return
+        if config.originals.policy != "keep":
+            # Gone from the inbox: a stale row could hand its hash to a new file at this path
+            # with the same size and mtime. The rescan's prune catches every other way out.
+            self.journal.forget_files([str(source)])
         if moved is not None:
             log.debug("original moved to {}", moved)
 
