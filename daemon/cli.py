@@ -9,15 +9,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, get_args
 
 from loguru import logger
 
 from daemon import __version__
+from daemon.config.models import BitDepth, OutputSettings
 from daemon.engine.settings import COLOUR_MODES, StyleSettings
 from daemon.errors import ExitCode, StyleboxError, UsageError
 
 DEFAULTS = StyleSettings()
+OUTPUT = OutputSettings()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line; engine defaults are read from StyleSettings, never restated."""
+    """The command line; defaults are read from StyleSettings and the config's models."""
     parser = _Parser(prog="stylebox", description="Drop-folder neural style transfer.")
     parser.add_argument("--version", action="version", version=f"stylebox {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -47,8 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--colour", choices=COLOUR_MODES, help=f"default {DEFAULTS.colour}")
     stylize.add_argument("--seed", type=int, help=f"default {DEFAULTS.seed}")
     stylize.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    stylize.add_argument("--quality", type=int, default=92, help="JPEG quality")
-    stylize.add_argument("--bit-depth", type=int, choices=(8, 16), default=8, help="16: TIFF only")
+    stylize.add_argument("--quality", type=int, default=OUTPUT.quality, help="JPEG quality")
+    stylize.add_argument(
+        "--bit-depth",
+        type=int,
+        choices=get_args(BitDepth),
+        default=OUTPUT.bit_depth,
+        help="16: TIFF only",
+    )
 
     check = sub.add_parser("check", help="validate a config file")
     check.add_argument("--config", type=Path, required=True)
@@ -99,7 +107,7 @@ def _stylize(args: argparse.Namespace) -> int:
     if args.preset:
         if args.config is None:
             raise UsageError("--preset needs --config FILE")
-        loaded = config_module.load_config(args.config, daemon=False)
+        loaded = config_module.load_presets(args.config)
         if args.preset not in loaded.presets:
             known = ", ".join(loaded.presets)
             raise UsageError(f"{args.config}: no preset {args.preset!r} (presets: {known})")

@@ -2,6 +2,8 @@
 
 import dataclasses
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path, PurePosixPath
 
@@ -13,10 +15,12 @@ from daemon.config import (
     Config,
     ConfigErrors,
     Preset,
+    PresetsConfig,
     Routing,
     RoutingRule,
     StyleImage,
     load_config,
+    load_presets,
     parse_preset,
 )
 from daemon.engine.settings import StyleSettings
@@ -59,9 +63,9 @@ def _config_file(folder: Path, text: str, name: str = "config.yaml") -> Path:
 
 
 def _errors(path: Path, *, daemon: bool = True) -> tuple[str, ...]:
-    """The problems load_config reports for `path`."""
+    """The problems load_config (or, with daemon=False, load_presets) reports for `path`."""
     with pytest.raises(ConfigErrors) as raised:
-        load_config(path, daemon=daemon)
+        (load_config if daemon else load_presets)(path)
     assert str(raised.value) == "\n".join(raised.value.errors)
     return raised.value.errors
 
@@ -187,7 +191,7 @@ presets:
       - {image: s/b.png}
       - s/c.png
 """
-    preset = load_config(_config_file(tmp_path, text), daemon=False).presets["blend"]
+    preset = load_presets(_config_file(tmp_path, text)).presets["blend"]
     assert [s.path for s in preset.styles] == [a, b, c]
     assert [s.weight for s in preset.styles] == pytest.approx([0.6, 0.2, 0.2])
 
@@ -213,7 +217,7 @@ routing:
 """
     config = load_config(_config_file(tmp_path, text))
     routing, presets = config.routing, config.presets
-    assert routing.rules[0] == RoutingRule("windows/*", "glass")
+    assert routing.rules[0] == RoutingRule(pattern="windows/*", preset="glass")
 
     def route(relative: str, routing: Routing = routing) -> str | None:
         return routing.preset_for(PurePosixPath(relative), presets)
@@ -224,10 +228,10 @@ routing:
     assert route("a.png") == "swirl"  # rules in order, case-insensitive
     assert route("a.jpg") == "swirl"  # the default
     assert route("glass") == "swirl"  # a file named like a preset is not its folder
-    ignore = dataclasses.replace(routing, unmatched="ignore")
+    ignore = routing.model_copy(update={"unmatched": "ignore"})
     assert route("a.jpg", ignore) is None
     assert route("windows/a.jpg", ignore) == "glass"
-    assert route("a.jpg", dataclasses.replace(routing, unmatched="quarantine")) is None
+    assert route("a.jpg", routing.model_copy(update={"unmatched": "quarantine"})) is None
 
 
 def test_relative_paths_follow_the_config_file_not_the_cwd(
@@ -257,18 +261,16 @@ def test_relative_paths_follow_the_config_file_not_the_cwd(
 def test_presets_only_file_is_enough_without_the_daemon(tmp_path: Path) -> None:
     text = "presets:\n  swirl:\n    style: style.png\n"
     path = _config_file(tmp_path, text)
-    config = load_config(path, daemon=False)
-    assert isinstance(config, Config)
+    config = load_presets(path)
+    assert isinstance(config, PresetsConfig) and not isinstance(config, Config)
     assert config.inbox is None and list(config.presets) == ["swirl"]
-    with pytest.raises(ConfigError, match="no outbox configured"):
-        _ = config.quarantine_dir
     name = str(path)
-    assert _errors(path) == (
+    assert _errors(path) == (  # within a line, in the order of the fields
+        f"{name}:1: routing.default_preset: required while routing.unmatched is 'default' "
+        "(or set unmatched to ignore or quarantine)",
         f"{name}:1: inbox: required: a folder path, to run the daemon",
         f"{name}:1: outbox: required: a folder path, to run the daemon",
         f"{name}:1: state_dir: required: a folder path, to run the daemon",
-        f"{name}:1: routing.default_preset: required while routing.unmatched is 'default' "
-        "(or set unmatched to ignore or quarantine)",
     )
 
 
@@ -295,7 +297,10 @@ def test_yaml_merge_keys_work_and_keep_their_lines(tmp_path: Path) -> None:
 """
     )
     path = _config_file(tmp_path, text)
-    assert _only_error(path) == f"{path}:10: presets.soft.alpha: expected a number, got 'lots'"
+    assert (
+        _only_error(path)
+        == f"{path}:10: presets.soft.alpha: Input should be a valid number, got 'lots'"
+    )
 
 
 # --- fingerprint ----------------------------------------------------------------------------------
@@ -340,25 +345,30 @@ def test_fingerprint_counts_style_weights(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "offset", "field", "message"),
     [
-        ("alpha: lots", 0, "presets.swirl.alpha", "expected a number, got 'lots'"),
-        ("alpha: true", 0, "presets.swirl.alpha", "expected a number, got true (a boolean)"),
-        ("beta: .nan", 0, "presets.swirl.beta", "expected a finite number"),
-        ("beta: -1", 0, "presets.swirl.beta", "must be >= 0, got -1"),
-        ("size: 8", 0, "presets.swirl.size", "must be >= 16 and <= 8192, got 8"),
-        ("size: 512.5", 0, "presets.swirl.size", "expected a whole number, got 512.5"),
-        ("style_scale: 0", 0, "presets.swirl.style_scale", "must be > 0 and <= 4, got 0"),
-        ("style_scale: 4.5", 0, "presets.swirl.style_scale", "must be > 0 and <= 4, got 4.5"),
-        ("tv_weight: -0.1", 0, "presets.swirl.tv_weight", "must be >= 0"),
-        ("colour: sepia", 0, "presets.swirl.colour", "expected one of style, luminance, histogram"),
+        ("alpha: lots", 0, "presets.swirl.alpha", "Input should be a valid number, got 'lots'"),
+        ("alpha: true", 0, "presets.swirl.alpha", "a valid number, got true (a boolean)"),
+        ("beta: .nan", 0, "presets.swirl.beta", "Input should be a finite number"),
+        ("beta: -1", 0, "presets.swirl.beta", "greater than or equal to 0, got -1"),
+        ("size: 8", 0, "presets.swirl.size", "greater than or equal to 16, got 8"),
+        ("size: 512.5", 0, "presets.swirl.size", "Input should be a valid integer, got 512.5"),
+        ("style_scale: 0", 0, "presets.swirl.style_scale", "greater than 0, got 0"),
+        ("style_scale: 4.5", 0, "presets.swirl.style_scale", "less than or equal to 4, got 4.5"),
+        ("tv_weight: -0.1", 0, "presets.swirl.tv_weight", "greater than or equal to 0"),
+        (
+            "colour: sepia",
+            0,
+            "presets.swirl.colour",
+            "'style', 'luminance' or 'histogram', got 'sepia'",
+        ),
         ("color: style", 0, "presets.swirl.color", "unknown key; did you mean 'colour'?"),
-        ("optimizer: sgd", 0, "presets.swirl.optimizer", "expected one of lbfgs, adam, got 'sgd'"),
-        ("steps: 0", 0, "presets.swirl.steps", "must be >= 1, got 0"),
-        ("seed: -1", 0, "presets.swirl.seed", "must be >= 0"),
-        ("init: zeros", 0, "presets.swirl.init", "expected one of content, noise"),
-        ("pooling: min", 0, "presets.swirl.pooling", "expected one of avg, max"),
+        ("optimizer: sgd", 0, "presets.swirl.optimizer", "'lbfgs' or 'adam', got 'sgd'"),
+        ("steps: 0", 0, "presets.swirl.steps", "greater than or equal to 1, got 0"),
+        ("seed: -1", 0, "presets.swirl.seed", "greater than or equal to 0"),
+        ("init: zeros", 0, "presets.swirl.init", "'content' or 'noise'"),
+        ("pooling: min", 0, "presets.swirl.pooling", "'avg' or 'max'"),
         ("weights: vgg.pth", 0, "presets.swirl.weights", "vgg.pth: no such file"),
         ("weights: 3", 0, "presets.swirl.weights", "expected caffe, torchvision or a file path"),
-        ("content_layers: []", 0, "presets.swirl.content_layers", "expected a list of VGG-19"),
+        ("content_layers: []", 0, "presets.swirl.content_layers", "expected at least one layer"),
         ("content_layers: relu6_1", 0, "presets.swirl.content_layers", "not a VGG-19 layer"),
         (
             "content_layers:\n      - relu4_2\n      - conv3_5",
@@ -371,18 +381,18 @@ def test_fingerprint_counts_style_weights(tmp_path: Path) -> None:
             "style_layers:\n      relu1_1: 1\n      relu1_2: 0",
             2,
             "presets.swirl.style_layers.relu1_2",
-            "must be > 0, got 0",
+            "greater than 0, got 0",
         ),
         (
             "style_layers:\n      rel1_1: 1",
             1,
             "presets.swirl.style_layers.rel1_1",
-            "unknown key; did you mean 'relu1_1'?",
+            "not a VGG-19 layer: 'rel1_1'; did you mean 'relu1_1'?",
         ),
         ("alpha: 0\n    beta: 0", 1, "presets.swirl.beta", "cannot both be 0"),
         ("device: gpu", 0, "device", "expected auto, cpu, cuda or cuda:N, got 'gpu'"),
-        ("max_input_pixels: 0", 0, "max_input_pixels", "must be >= 1, got 0"),
-        ("batch_size: 0", 0, "batch_size", "must be >= 1, got 0"),
+        ("max_input_pixels: 0", 0, "max_input_pixels", "greater than or equal to 1, got 0"),
+        ("batch_size: 0", 0, "batch_size", "greater than or equal to 1, got 0"),
         ("batch_size: 2.5", 0, "batch_size", "2.5"),
         (
             "batch_size: 4\nretries:\n  max_attempts: 1",
@@ -390,30 +400,52 @@ def test_fingerprint_counts_style_weights(tmp_path: Path) -> None:
             "batch_size",
             "4 needs retries.max_attempts of 2 or more",
         ),
-        ("watch:\n  mode: inotify", 1, "watch.mode", "expected one of auto, native, poll"),
-        ("watch:\n  settle_seconds: 0", 1, "watch.settle_seconds", "must be > 0, got 0"),
+        ("watch:\n  mode: inotify", 1, "watch.mode", "'auto', 'native' or 'poll', got 'inotify'"),
+        ("watch:\n  settle_seconds: 0", 1, "watch.settle_seconds", "greater than 0, got 0"),
         ("watch:\n  poll_interval_seconds: no", 1, "watch.poll_interval_seconds", "got false"),
-        ("watch:\n  rescan_interval_seconds: -5", 1, "watch.rescan_interval_seconds", "> 0"),
-        ("output:\n  quality: 101", 1, "output.quality", "must be >= 1 and <= 100, got 101"),
-        ("output:\n  format: gif", 1, "output.format", "expected one of jpeg, png, tiff"),
-        ("output:\n  bit_depth: 12", 1, "output.bit_depth", "expected 8 or 16, got 12"),
+        (
+            "watch:\n  rescan_interval_seconds: -5",
+            1,
+            "watch.rescan_interval_seconds",
+            "greater than 0, got -5",
+        ),
+        ("output:\n  quality: 101", 1, "output.quality", "less than or equal to 100, got 101"),
+        ("output:\n  format: gif", 1, "output.format", "'jpeg', 'png' or 'tiff', got 'gif'"),
+        ("output:\n  bit_depth: 12", 1, "output.bit_depth", "Input should be 8 or 16, got 12"),
         ("output:\n  bit_depth: 16", 1, "output.bit_depth", "16 bits need format tiff"),
         ("output:\n  file_mode: 644", 1, "output.file_mode", "got the number 644; quote the"),
         ("output:\n  file_mode: 0644", 1, "output.file_mode", "got the number 420"),
         ("output:\n  file_mode: '0999'", 1, "output.file_mode", "expected an octal mode"),
         ("output:\n  name_pattern: '{name}'", 1, "output.name_pattern", "unknown field {name}"),
         ("output:\n  name_pattern: 'a/{stem}'", 1, "output.name_pattern", "a name, not a path"),
-        ("originals:\n  policy: trash", 1, "originals.policy", "expected one of keep, move"),
-        ("retries:\n  max_attempts: 0", 1, "retries.max_attempts", "must be >= 1, got 0"),
+        (
+            "originals:\n  policy: trash",
+            1,
+            "originals.policy",
+            "'keep', 'move' or 'delete', got 'trash'",
+        ),
+        (
+            "retries:\n  max_attempts: 0",
+            1,
+            "retries.max_attempts",
+            "greater than or equal to 1, got 0",
+        ),
         ("retries:\n  backoff_seconds: soon", 1, "retries.backoff_seconds", "got 'soon'"),
-        ("logging:\n  level: verbose", 1, "logging.level", "expected one of TRACE, DEBUG"),
-        ("logging:\n  file: 'yes'", 1, "logging.file", "expected true or false, got 'yes'"),
-        ("logging:\n  retention: 0", 1, "logging.retention", "must be >= 1"),
-        ("logging:\n  rotation: ''", 1, "logging.rotation", "expected text, got ''"),
+        ("logging:\n  level: verbose", 1, "logging.level", "'TRACE', 'DEBUG', 'INFO'"),
+        ("logging:\n  file: 'yes'", 1, "logging.file", "a valid boolean, got 'yes'"),
+        ("logging:\n  retention: 0", 1, "logging.retention", "greater than or equal to 1, got 0"),
+        ("logging:\n  rotation: ''", 1, "logging.rotation", "at least 1 character, got ''"),
         ("inbx: in", 0, "inbx", "unknown key; did you mean 'inbox'?"),
         ("watch:\n  settle: 2", 1, "watch.settle", "unknown key; did you mean 'settle_seconds'?"),
         ("frobnicate: 1", 0, "frobnicate", "unknown key"),
-        ("watch: 5", 0, "watch", "expected a mapping of keys, got 5"),
+        # A key in the wrong section is sent home.
+        ("default_preset: swirl", 0, "default_preset", "did you mean 'routing.default_preset'?"),
+        ("settle_seconds: 1", 0, "settle_seconds", "did you mean 'watch.settle_seconds'?"),
+        ("quality: 90", 0, "quality", "unknown key; did you mean 'output.quality'?"),
+        ("beta: 1e4", 0, "beta", "unknown key; did you mean 'presets.<name>.beta'?"),
+        ("inbox: in", 0, "presets.swirl.inbox", "unknown key; did you mean 'inbox'?"),
+        ("path: elsewhere.yaml", 0, "path", "unknown key"),
+        ("watch: 5", 0, "watch", "a valid dictionary or instance of WatchSettings, got 5"),
     ],
 )
 def test_each_problem_names_file_line_and_field(
@@ -454,8 +486,8 @@ inbox: in
     path = _config_file(tmp_path, text)
     errors = _errors(path)
     assert [e.split(": ", 2)[:2] for e in errors] == [
-        [f"{path}:1", "state_dir"],
         [f"{path}:1", "routing.default_preset"],
+        [f"{path}:1", "state_dir"],
         [f"{path}:4", "presets.swirl.size"],
         [f"{path}:5", "presets.swirl.colour"],
         [f"{path}:8", "watch.mode"],
@@ -486,12 +518,12 @@ presets:
     assert errors == (
         f"{path}:3: presets.missing.style: {tmp_path / 'nope.png'}: no such file",
         f"{path}:5: presets.folder.style: {tmp_path / 'styles'}: not a file",
-        f"{path}:9: presets.weightless.style[0].weight: must be > 0, got 0",
+        f"{path}:9: presets.weightless.style[0].weight: Input should be greater than 0, got 0",
         f"{path}:10: presets.weightless.style[1].image: required: the style image's path",
         f"{path}:11: presets.nothing.style: required: a style image path, or a list of "
         "{image: path, weight: number}",
         f"{path}:14: presets.empty.style: expected an image path or a list of "
-        "{image: path, weight: number}, got a list",
+        "{image: path, weight: number}",
     )
 
 
@@ -526,7 +558,8 @@ def test_at_least_one_preset(tmp_path: Path) -> None:
     assert _only_error(empty, daemon=False) == f"{empty}:1: presets: required: at least one preset"
     listed = _config_file(tmp_path, "- a\n- b\n", name="list.yaml")
     assert (
-        _only_error(listed, daemon=False) == f"{listed}:1: expected a mapping of keys, got a list"
+        _only_error(listed, daemon=False)
+        == f"{listed}:1: Input should be a dictionary or an instance of PresetsConfig, got a list"
     )
 
 
@@ -549,7 +582,8 @@ routing:
     path = _config_file(tmp_path, text)
     assert _errors(path) == (
         f"{path}:7: routing.default_preset: no preset named 'swril'; did you mean 'swirl'?",
-        f"{path}:8: routing.unmatched: expected one of default, ignore, quarantine, got 'drop'",
+        f"{path}:8: routing.unmatched: Input should be 'default', 'ignore' or 'quarantine', "
+        "got 'drop'",
         f"{path}:11: routing.rules[0].preset: no preset named 'glass'",
         f"{path}:12: routing.rules[1].pattern: patterns match the path relative to the inbox: "
         "drop the leading '/'",
@@ -642,6 +676,38 @@ def test_parse_preset_uses_the_same_rules(tmp_path: Path) -> None:
     with pytest.raises(ConfigErrors) as raised:
         parse_preset("quick", {"style": "style.png", "size": "big", "colour": "sepia"}, tmp_path)
     assert raised.value.errors == (
-        "presets.quick.size: expected a whole number, got 'big'",
-        "presets.quick.colour: expected one of style, luminance, histogram, got 'sepia'",
+        "presets.quick.size: Input should be a valid integer, got 'big'",
+        "presets.quick.colour: Input should be 'style', 'luminance' or 'histogram', got 'sepia'",
     )
+
+
+# --- stylebox check, as a user runs it -----------------------------------------------------------
+
+
+def test_check_prints_each_problem_on_its_line_and_points_misplaced_keys_home(
+    tmp_path: Path,
+) -> None:
+    text = """\
+inbox: in
+outbox: out
+state_dir: state
+default_preset: swirl
+presets:
+  swirl:
+    style: style.png
+    size: "256"
+    beta: -1
+routing:
+  unmatched: quarantine
+"""
+    path = _config_file(tmp_path, text)
+    command = [sys.executable, "-m", "daemon", "check", "--config", str(path)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    lines = result.stderr.strip().removeprefix("stylebox: error: ").splitlines()
+    assert [line.split(": ", 2)[:2] for line in lines] == [
+        [f"{path}:4", "default_preset"],
+        [f"{path}:8", "presets.swirl.size"],
+        [f"{path}:9", "presets.swirl.beta"],
+    ]
+    assert "did you mean 'routing.default_preset'?" in lines[0]

@@ -1,16 +1,15 @@
 """The config: YAML -> validated, frozen models, every problem reported as `file:line: field`."""
 
-from daemon.config.model import (
+from daemon.config.load import ConfigErrors, load_config, load_presets, parse_preset
+from daemon.config.models import (
     JOURNAL_NAME,
     VGG19_LAYERS,
     Config,
-    ConfigErrors,
     Preset,
+    PresetsConfig,
     Routing,
     RoutingRule,
     StyleImage,
-    load_config,
-    parse_preset,
 )
 
 __all__ = [
@@ -19,9 +18,11 @@ __all__ = [
     "Config",
     "ConfigErrors",
     "Preset",
+    "PresetsConfig",
     "Routing",
     "RoutingRule",
     "StyleImage",
     "load_config",
+    "load_presets",
     "parse_preset",
 ]

@@ -5,7 +5,7 @@ config parser and the CLI all take their defaults from `StyleSettings`.
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 # Layers of Gatys et al. (2016), named as in the paper whatever the weight source.
 PAPER_CONTENT_LAYERS: tuple[str, ...] = ("relu4_2",)
@@ -18,14 +18,12 @@ OptimizerName = Literal["lbfgs", "adam"]
 Pooling = Literal["avg", "max"]
 InitMode = Literal["content", "noise"]
 
-COLOUR_MODES: tuple[str, ...] = ("style", "luminance", "histogram")
-OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")
-POOLINGS: tuple[str, ...] = ("avg", "max")
-INIT_MODES: tuple[str, ...] = ("content", "noise")
+COLOUR_MODES: tuple[str, ...] = get_args(ColourMode)  # for the CLI's choices
 # Arithmetic of the network's passes; Grams and losses are always fp32 (fp16 or bf16 Grams
 # overflow or lose the style); "tf32" is fp32 on the CPU. fp32 by default: TF32 once made L-BFGS
 # stop early on an H200, and bf16 stalls higher (DECISIONS.md, precision).
-PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
+Precision = Literal["fp32", "tf32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 DEFAULT_PRECISION = "fp32"
 
 

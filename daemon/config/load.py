@@ -1,0 +1,167 @@
+"""Loading a config file: YAML -> the models, every problem at once as `file:line: field: message`.
+
+pydantic finds the problems and names them by location; this module only turns a location into
+the file's line (yaml_lines.locate) and adds what pydantic cannot know: the value as the user
+wrote it ("got ..."), what a required key is for, and where an unknown key belongs.
+"""
+
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+from yaml.nodes import Node
+
+from daemon.config import yaml_lines
+from daemon.config.models import Config, Preset, PresetModel, PresetsConfig, describe, suggestion
+from daemon.errors import ConfigError
+
+C = TypeVar("C", Config, PresetsConfig)
+_EXTRA = {"extra_forbidden", "unexpected_keyword_argument"}
+_MISSING = {"missing", "missing_keyword_only_argument"}
+_ANY_KEY, _ANY_ITEM = "<name>", "[n]"
+
+
+class ConfigErrors(ConfigError):
+    """Every problem found in one config, one per line of the message, sorted by line."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("\n".join(self.errors))
+
+
+def load_config(path: Path) -> Config:
+    """Read and check the daemon's config file: its folders are required."""
+    return _load(path, Config)
+
+
+def load_presets(path: Path) -> PresetsConfig:
+    """Read and check a config file for its presets only (one-shot runs need no folders)."""
+    return _load(path, PresetsConfig)
+
+
+def parse_preset(name: str, raw: dict[str, Any], base_dir: Path) -> Preset:
+    """Build a preset by the config file's rules (for the CLI); paths are relative to base_dir."""
+    context = {"base_dir": base_dir.resolve(), "preset_names": (name,)}
+    try:
+        return PresetModel.model_validate(raw, context=context).to_preset(name)
+    except ValidationError as error:
+        found = _problems(error, PresetsConfig, None, ("presets", name))
+        raise ConfigErrors([f"{dotted}: {message}" for _, dotted, message in found]) from None
+
+
+def _load(path: Path, kind: type[C]) -> C:
+    """The file checked as `kind`, or ConfigErrors with all of its problems."""
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigErrors([f"{shown}: no such config file"]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigErrors([f"{shown}: cannot read the config: {error}"]) from error
+    try:
+        raw, root = yaml_lines.load(text)
+    except yaml.YAMLError as error:
+        raise ConfigErrors([yaml_lines.yaml_error_message(shown, error)]) from None
+    resolved = path.resolve()
+    raw = {} if raw is None else raw  # an empty file: an empty mapping, missing its presets
+    document, problems = raw, []
+    if isinstance(raw, dict):
+        if "path" in raw:  # the file's own path is the loader's to give
+            line, _ = yaml_lines.locate(root, ("path",))
+            problems.append((line, "path", "unknown key"))
+        document = {**raw, "path": resolved}
+    presets = document.get("presets") if isinstance(document, dict) else None
+    context = {
+        "base_dir": resolved.parent,
+        "preset_names": tuple(presets) if isinstance(presets, dict) else (),
+    }
+    try:
+        config = TypeAdapter(kind).validate_python(document, context=context)
+    except ValidationError as error:
+        problems += _problems(error, kind, root, ())
+    if problems:
+        problems.sort(key=lambda problem: problem[0])
+        where = [
+            f"{shown}:{line}: {dotted + ': ' if dotted else ''}{m}" for line, dotted, m in problems
+        ]
+        raise ConfigErrors(where)
+    return config
+
+
+def _problems(
+    error: ValidationError, kind: type, root: Node | None, prefix: tuple[str, ...]
+) -> list[tuple[int, str, str]]:
+    """(line, dotted field, message) of each of pydantic's errors."""
+    found = []
+    for detail in error.errors(include_url=False):
+        loc = prefix + detail["loc"]
+        line, dotted = yaml_lines.locate(root, detail["loc"])
+        if root is None:
+            _, dotted = yaml_lines.locate(None, loc)
+        found.append((line, dotted, _message(detail, loc, _fields(kind))))
+    return found
+
+
+def _message(detail: Any, loc: tuple[Any, ...], fields: dict[tuple[str, ...], dict]) -> str:
+    """pydantic's message, with what the user wrote or where an unknown key belongs."""
+    kind = detail["type"]
+    if kind in _EXTRA:
+        return "unknown key" + _belongs(loc, fields)
+    if kind in _MISSING:
+        what = fields.get(_pattern(loc, fields) or (), {}).get("description")
+        return f"required: {what}" if what else "required"
+    if kind == "value_error":  # our own validators' messages, which say what they need
+        return str(detail["ctx"]["error"])
+    return f"{detail['msg']}, got {describe(detail['input'])}"
+
+
+def _belongs(loc: tuple[Any, ...], fields: dict[tuple[str, ...], dict]) -> str:
+    """'; did you mean X?': the key's home elsewhere in the file, else a close sibling."""
+    key, parent = loc[-1], _pattern(loc[:-1], fields)
+    elsewhere = [
+        ".".join(field).replace(f".{_ANY_ITEM}", _ANY_ITEM) for field in fields if field[-1] == key
+    ]
+    if elsewhere:
+        return f"; did you mean {elsewhere[0]!r}?"
+    siblings = [field[-1] for field in fields if field[:-1] == parent]
+    return suggestion(key, siblings)
+
+
+def _pattern(loc: tuple[Any, ...], fields: dict[tuple[str, ...], dict]) -> tuple[str, ...] | None:
+    """The schema path a location falls under (preset names as <name>, list indexes as [n])."""
+    pattern: tuple[str, ...] = ()
+    for part in loc:
+        for step in (part, _ANY_ITEM if isinstance(part, int) else _ANY_KEY):
+            if any(field[: len(pattern) + 1] == (*pattern, step) for field in fields):
+                pattern = (*pattern, step)
+                break
+        else:
+            return None
+    return pattern
+
+
+@cache
+def _fields(kind: type) -> dict[tuple[str, ...], dict]:
+    """Every key the file may hold, by its schema path, with its JSON schema (for descriptions)."""
+    schema = TypeAdapter(kind).json_schema()
+    definitions = schema.get("$defs", {})
+    found: dict[tuple[str, ...], dict] = {}
+
+    def walk(node: dict, prefix: tuple[str, ...]) -> None:
+        if "$ref" in node:
+            node = definitions[node["$ref"].rsplit("/", 1)[1]]
+        for name, sub in node.get("properties", {}).items():
+            found[(*prefix, name)] = sub
+            walk(sub, (*prefix, name))
+        if isinstance(node.get("additionalProperties"), dict):
+            walk(node["additionalProperties"], (*prefix, _ANY_KEY))
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], (*prefix, _ANY_ITEM))
+        for sub in node.get("anyOf", []):
+            walk(sub, prefix)
+
+    walk(schema, ())
+    del found[("path",)]  # the loader's, not the file's
+    return found
