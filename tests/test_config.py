@@ -274,6 +274,15 @@ def test_presets_only_file_is_enough_without_the_daemon(tmp_path: Path) -> None:
     )
 
 
+def test_the_service_can_keep_fields_of_the_running_config(tmp_path: Path) -> None:
+    # A reload keeps the folders of the running config (service.loop, dataclasses.replace).
+    running = load_config(_config_file(tmp_path / "a", BASE))
+    changed = load_config(_config_file(tmp_path / "b", BASE.replace("inbox: in", "inbox: new")))
+    kept = dataclasses.replace(changed, inbox=running.inbox)
+    assert (kept.inbox, kept.outbox) == (running.inbox, changed.outbox)
+    assert isinstance(kept, Config) and kept.presets == changed.presets
+
+
 @pytest.mark.parametrize(
     ("given", "mode"), [('"0644"', 0o644), ('"640"', 0o640), ("'0600'", 0o600)]
 )
@@ -351,6 +360,8 @@ def test_fingerprint_counts_style_weights(tmp_path: Path) -> None:
         ("beta: -1", 0, "presets.swirl.beta", "greater than or equal to 0, got -1"),
         ("size: 8", 0, "presets.swirl.size", "greater than or equal to 16, got 8"),
         ("size: 512.5", 0, "presets.swirl.size", "Input should be a valid integer, got 512.5"),
+        ("size: '512'", 0, "presets.swirl.size", "Input should be a valid integer, got '512'"),
+        ("retries:\n  max_attempts: true", 1, "retries.max_attempts", "got true (a boolean)"),
         ("style_scale: 0", 0, "presets.swirl.style_scale", "greater than 0, got 0"),
         ("style_scale: 4.5", 0, "presets.swirl.style_scale", "less than or equal to 4, got 4.5"),
         ("tv_weight: -0.1", 0, "presets.swirl.tv_weight", "greater than or equal to 0"),

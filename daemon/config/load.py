@@ -96,10 +96,8 @@ def _problems(
     """(line, dotted field, message) of each of pydantic's errors."""
     found = []
     for detail in error.errors(include_url=False):
-        loc = prefix + detail["loc"]
-        line, dotted = yaml_lines.locate(root, detail["loc"])
-        if root is None:
-            _, dotted = yaml_lines.locate(None, loc)
+        loc = prefix + detail["loc"]  # a prefix only where there is no file (root None)
+        line, dotted = yaml_lines.locate(root, loc)
         found.append((line, dotted, _message(detail, loc, _fields(kind))))
     return found
 

@@ -549,34 +549,24 @@ class Config(_Common):
     @model_validator(mode="after")
     def _no_loops(self) -> "Config":
         """Refuse folder layouts where the daemon would feed on its own files."""
-        inbox, outbox, problems = self.inbox, self.outbox, []
+        inbox, outbox, move_to = self.inbox, self.outbox, self.originals.move_to
+        again = "would be stylised again"
+        problems: list[tuple[tuple[str, ...], str]] = []
         if inbox == outbox:
             problems.append(
                 (("outbox",), f"the same folder as inbox ({inbox}): results would loop")
             )
         elif outbox.is_relative_to(inbox):
-            problems.append(
-                (("outbox",), f"inside inbox ({inbox}): results would be stylised again")
-            )
+            problems.append((("outbox",), f"inside inbox ({inbox}): results {again}"))
         elif inbox.is_relative_to(outbox):
-            problems.append(
-                (("inbox",), f"inside outbox ({outbox}): results would be stylised again")
-            )
+            problems.append((("inbox",), f"inside outbox ({outbox}): results {again}"))
         if self.state_dir.is_relative_to(inbox):
             problems.append(
                 (("state_dir",), f"inside inbox ({inbox}): the journal would be a photo")
             )
-        move_to = self.originals.move_to
-        if (
-            self.originals.policy == "move"
-            and move_to is not None
-            and move_to.is_relative_to(inbox)
-        ):
+        if self.originals.policy == "move" and move_to and move_to.is_relative_to(inbox):
             problems.append(
-                (
-                    ("originals", "move_to"),
-                    f"inside inbox ({inbox}): moved originals would be stylised again",
-                )
+                (("originals", "move_to"), f"inside inbox ({inbox}): moved originals {again}")
             )
         if problems:
             raise _errors_at(problems)
