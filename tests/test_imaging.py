@@ -16,6 +16,7 @@ from PIL import ExifTags, Image, ImageCms
 from daemon.errors import InputError
 from daemon.media.decode import (
     is_complete,
+    is_whole,
     load_image,
     pixel_shape,
 )
@@ -501,6 +502,45 @@ def test_is_complete_leaves_other_formats_to_the_decoder(tmp_path: Path) -> None
     Image.new("RGB", (32, 24)).save(path, format="JPEG")
     assert is_complete(path)
     assert not is_complete(tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize(
+    ("format", "options"),
+    [
+        ("JPEG", {"quality": 90}),
+        ("JPEG", {"quality": 90, "progressive": True}),
+        ("PNG", {}),
+        ("TIFF", {"compression": "tiff_deflate"}),
+        ("WEBP", {"quality": 80}),
+    ],
+    ids=["jpeg", "progressive-jpeg", "png", "tiff", "webp"],
+)
+@pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")  # cut TIFFs: as expected
+def test_is_whole_refuses_a_file_cut_anywhere(tmp_path: Path, format: str, options: dict) -> None:
+    """The watcher's readiness check, cheap as it is (a JPEG at 1/8 scale, a PNG's chunks read
+    but not inflated), must still tell a file a writer is halfway through from a whole one."""
+    noise = np.random.default_rng(7).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format=format, **options)
+    whole = buffer.getvalue()
+    path = tmp_path / f"photo.{format.lower()}"
+    for fraction in (0.1, 0.5, 0.9, 0.99):
+        path.write_bytes(whole[: int(len(whole) * fraction)])
+        assert not is_whole(path), fraction
+    path.write_bytes(whole[:-1])
+    assert not is_whole(path)
+    path.write_bytes(whole)
+    assert is_whole(path)
+
+
+def test_is_whole_refuses_what_load_image_refuses(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    Image.new("RGB", (64, 64)).save(path)
+    assert is_whole(path)
+    assert not is_whole(path, max_pixels=64 * 63)
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    assert not is_whole(tmp_path / "notes.jpg")
+    assert not is_whole(tmp_path / "missing.jpg")
 
 
 def test_an_inbox_photo_swapped_for_a_symlink_is_refused_not_followed(tmp_path: Path) -> None:

@@ -150,15 +150,39 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
+def is_whole(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
+    """True when `path` is a whole image that `load_image` may take, found out cheaply: the
+    watcher asks this of every new file, and the worker decodes the photo anyway.
+
+    A JPEG is decoded at its smallest DCT scale (1/8 a side: every byte of its entropy-coded data
+    is still read, so a cut file fails); a PNG's chunks are read up to IEND with their CRCs
+    checked, no pixel inflated; other formats are decoded in their own mode, never as floats.
+    Never follows a symlink: the watcher hands those over without asking.
+    """
+    try:
+        with (
+            _open_regular_file(path, follow_symlinks=False) as file,
+            _open_image(file, path.name, max_pixels) as image,
+        ):
+            if image.format == "PNG":
+                image.verify()
+            else:
+                image.draft(None, (1, 1))  # only a JPEG has a draft scale; the rest ignore it
+                _decode(image, path.name)
+    except (InputError, *_DECODE_ERRORS):
+        return False
+    return is_complete(path)
+
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def is_complete(path: Path) -> bool:
     """False when the file visibly stops short of its format's end: a PNG without its IEND chunk.
 
-    Pillow decodes a PNG whose last chunk is missing, so a writer paused just before it (a copy
-    whose final block holds only IEND) would have its file taken for whole; the watcher asks this
-    besides whether the file decodes. JPEG and the other formats refuse a cut file when decoded.
+    Pillow decodes (and verifies) a PNG whose IEND chunk lacks its CRC, so a writer paused there
+    would have its file taken for whole; `is_whole` asks this besides. JPEG and the other formats
+    refuse a cut file when decoded.
     """
     try:
         with _open_regular_file(path) as file:

@@ -167,14 +167,6 @@ class Service:
             journal.close()
 
     def _watcher(self, config: Config, intake: Intake) -> Watcher:
-        def is_whole(path: Path) -> bool:
-            # Decoding is not enough: Pillow decodes a PNG whose last chunk is still to come.
-            try:
-                decode.load_image(path, max_pixels=config.max_input_pixels)
-            except StyleboxError:
-                return False
-            return decode.is_complete(path)
-
         watch = config.watch
         assert config.inbox is not None
         return Watcher(
@@ -184,7 +176,7 @@ class Service:
             poll_interval_seconds=watch.poll_interval_seconds,
             settle_seconds=watch.settle_seconds,
             rescan_interval_seconds=watch.rescan_interval_seconds,
-            is_ready=is_whole,
+            is_ready=functools.partial(decode.is_whole, max_pixels=config.max_input_pixels),
             on_scanned=intake.forget_gone_files,
         )
 

@@ -1,0 +1,52 @@
+"""A camera-sized photo must not cost the daemon its full size in floats: the watcher's readiness
+check reads a JPEG at 1/8 scale and the worker decodes it once, at the draft scale its preset
+needs. The real daemon's peak resident memory (VmHWM, reset once it is ready) over one job."""
+
+import os
+import signal
+from pathlib import Path
+
+from daemon_harness import DATA, journal_rows, wait_for, write_config
+from PIL import Image
+
+from daemon.config import JOURNAL_NAME
+
+MIB = 2**20
+STOP_SECONDS = 10.0
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A field of /proc/<pid>/status in KiB (VmRSS now, VmHWM the peak since the last reset)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key == field:
+            return int(value.split()[0])
+    raise KeyError(field)
+
+
+def test_a_12_megapixel_jpeg_costs_the_daemon_far_less_than_its_size_in_floats(
+    tmp_path, daemons
+) -> None:
+    with Image.open(DATA / "photos" / "tubingen.jpg") as source:
+        photo = source.convert("RGB").resize((4000, 3000), Image.Resampling.BILINEAR)
+    staged = tmp_path / "big.jpg"
+    photo.save(staged, format="JPEG", quality=90)
+    floats_mib = 4000 * 3000 * 3 * 4 / MIB  # 137 MiB: what one full-size float decode holds
+    config = write_config(tmp_path)
+    daemon = daemons.start(config)
+    daemon.wait_ready()
+    pid = daemon.process.pid
+    rest_kib = status_kib(pid, "VmRSS")
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS from here on
+
+    os.rename(staged, tmp_path / "inbox" / "big.jpg")
+    journal = tmp_path / "state" / JOURNAL_NAME
+    wait_for(
+        lambda: [row["state"] for row in journal_rows(journal)] == ["done"],
+        "big.jpg done",
+        daemon=daemon,
+    )
+    photo_mib = (status_kib(pid, "VmHWM") - rest_kib) / 1024
+    daemon.send(signal.SIGTERM)
+    assert daemon.wait_exit(STOP_SECONDS) == 0
+    assert photo_mib < floats_mib / 2, f"the photo cost {photo_mib:.0f} MiB"
