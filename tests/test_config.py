@@ -456,7 +456,7 @@ def test_fingerprint_counts_style_weights(tmp_path: Path) -> None:
         ("beta: 1e4", 0, "beta", "unknown key; did you mean 'presets.<name>.beta'?"),
         ("inbox: in", 0, "presets.swirl.inbox", "unknown key; did you mean 'inbox'?"),
         ("path: elsewhere.yaml", 0, "path", "unknown key"),
-        ("watch: 5", 0, "watch", "a valid dictionary or instance of WatchSettings, got 5"),
+        ("watch: 5", 0, "watch", "expected a mapping of keys, got 5"),
     ],
 )
 def test_each_problem_names_file_line_and_field(
@@ -569,8 +569,7 @@ def test_at_least_one_preset(tmp_path: Path) -> None:
     assert _only_error(empty, daemon=False) == f"{empty}:1: presets: required: at least one preset"
     listed = _config_file(tmp_path, "- a\n- b\n", name="list.yaml")
     assert (
-        _only_error(listed, daemon=False)
-        == f"{listed}:1: Input should be a dictionary or an instance of PresetsConfig, got a list"
+        _only_error(listed, daemon=False) == f"{listed}:1: expected a mapping of keys, got a list"
     )
 
 

@@ -20,6 +20,7 @@ from daemon.errors import ConfigError
 C = TypeVar("C", Config, PresetsConfig)
 _EXTRA = {"extra_forbidden", "unexpected_keyword_argument"}
 _MISSING = {"missing", "missing_keyword_only_argument"}
+_MAPPING = {"model_type", "dataclass_type", "dict_type"}  # pydantic's words name our classes
 _ANY_KEY, _ANY_ITEM = "<name>", "[n]"
 
 
@@ -110,6 +111,8 @@ def _message(detail: Any, loc: tuple[Any, ...], fields: dict[tuple[str, ...], di
     if kind in _MISSING:
         what = fields.get(_pattern(loc, fields) or (), {}).get("description")
         return f"required: {what}" if what else "required"
+    if kind in _MAPPING:
+        return f"expected a mapping of keys, got {describe(detail['input'])}"
     if kind == "value_error":  # our own validators' messages, which say what they need
         return str(detail["ctx"]["error"])
     return f"{detail['msg']}, got {describe(detail['input'])}"
