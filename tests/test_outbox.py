@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from daemon_harness import drop, journal_rows, photo_bytes, results, wait_for, write_config
 
+from daemon.config import JOURNAL_NAME
 from daemon.service import outbox as outbox_module
 from daemon.service.outbox import (
     MAX_NAME_BYTES,
     TEMP_PREFIX,
     Delivery,
     Outbox,
+    OutsideOutbox,
     atomic_write,
     fsync_dir,
     remove_stale_temps,
@@ -252,7 +255,7 @@ def test_plan_refuses_a_preset_folder_linked_outside(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").mkdir()
     (root / "oil").symlink_to(tmp_path / "elsewhere")
 
-    with pytest.raises(ValueError, match="outside the outbox"):
+    with pytest.raises(OutsideOutbox, match="outside the outbox"):
         Outbox(root).plan("oil", "a.jpg", HASH, "jpg")
 
 
@@ -471,7 +474,7 @@ def test_remove_stale_temps_removes_only_temps(tmp_path: Path) -> None:
 def test_a_reserved_folder_linked_outside_receives_nothing(tmp_path: Path, folder: str) -> None:
     """Whoever can write in the outbox (share users, say) must not redirect quarantined photos,
     error files or originals out of it by making failed/ or originals/ a symlink; the photo then
-    stays where it is, and the refusal is an OSError, which worker and intake already survive."""
+    stays where it is (OutsideOutbox, the one refusal of every folder linked out of the outbox)."""
     root, elsewhere, inbox = tmp_path / "outbox", tmp_path / "elsewhere", tmp_path / "inbox"
     for path in (root, elsewhere, inbox):
         path.mkdir()
@@ -480,7 +483,7 @@ def test_a_reserved_folder_linked_outside_receives_nothing(tmp_path: Path, folde
     photo.write_bytes(b"x")
     outbox = Outbox(root)
 
-    with pytest.raises(OSError, match="outside the outbox"):
+    with pytest.raises(OutsideOutbox, match="outside the outbox"):
         if folder == "failed":
             outbox.quarantine(photo, {"reason": "bad"})
         else:
@@ -525,3 +528,42 @@ def test_folders_the_outbox_makes_follow_file_mode_whatever_the_umask(
         os.umask(previous)
     for folder in ("", "oil", "failed", "originals", "originals/2024"):
         assert stat.S_IMODE((root / folder).stat().st_mode) == folder_mode, folder
+
+
+def test_a_preset_folder_linked_out_of_the_outbox_holds_its_photos_in_the_inbox(
+    tmp_path: Path, daemons
+) -> None:
+    """The real daemon: a share user made outbox/swirl a link to elsewhere. Nothing may be written
+    there; the photo is not to blame (not quarantined) and a retry cannot fix a link (failed at
+    once, in the inbox); once the operator replaces the link, touching the photo retries it."""
+    config = write_config(tmp_path)
+    inbox, outbox, elsewhere = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "elsewhere"
+    for folder in (outbox, elsewhere):
+        folder.mkdir()
+    (outbox / "swirl").symlink_to(elsewhere, target_is_directory=True)
+    journal = tmp_path / "state" / JOURNAL_NAME
+    daemon = daemons.start(config)
+    daemon.wait_ready()
+    data = photo_bytes(0)
+    drop(inbox / "photo.jpg", data)
+
+    def settled() -> list[dict]:
+        rows = journal_rows(journal)
+        return rows if rows and rows[0]["state"] not in ("queued", "running") else []
+
+    [row] = wait_for(settled, "the job settled", daemon=daemon)
+    assert (row["state"], row["attempts"]) == ("failed", 1), row
+    assert f"{outbox / 'swirl'} resolves to {elsewhere}, outside the outbox" in row["error"]
+    assert (inbox / "photo.jpg").read_bytes() == data
+    assert not (outbox / "failed").exists()
+    assert _names(elsewhere) == []
+
+    (outbox / "swirl").unlink()  # the operator's fix; a restart would offer the photo again too
+    os.utime(inbox / "photo.jpg")
+    wait_for(
+        lambda: [(r["state"], r["attempts"]) for r in journal_rows(journal)] == [("done", 1)],
+        "the photo done once the link is gone",
+        daemon=daemon,
+    )
+    assert results(outbox) == {"swirl": ["photo.jpg", "photo.json"]}
+    assert _names(elsewhere) == []

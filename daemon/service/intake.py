@@ -17,7 +17,7 @@ from loguru import logger
 from daemon.config import Config
 from daemon.media.decode import sha256_file
 from daemon.service.journal import JobState, Journal
-from daemon.service.outbox import Outbox, open_outbox
+from daemon.service.outbox import Outbox, OutsideOutbox, open_outbox
 
 
 class Intake:
@@ -30,6 +30,12 @@ class Intake:
 
     def accept(self, path: Path) -> None:
         """Handle one file the watcher found ready (or one that is not a regular file at all)."""
+        try:
+            self._accept(path)
+        except OutsideOutbox as exc:  # failed/ or originals/ linked away: leave it, as the worker
+            logger.error("{}: {}; left in the inbox", path.name, exc)
+
+    def _accept(self, path: Path) -> None:
         config = self.config
         outbox = open_outbox(config)
         try:

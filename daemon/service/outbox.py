@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from daemon.config.outputs import FAILED_DIR, check_name_pattern
+from daemon.errors import StyleboxError
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -162,9 +163,10 @@ def move_no_overwrite(source: Path, target: Path) -> bool:
     return True
 
 
-class OutsideOutbox(OSError):
-    """A folder inside the outbox resolves outside it: a symlink someone with write access put
-    there. An OSError, so the photo stays where it is and the callers' I/O handling applies."""
+class OutsideOutbox(StyleboxError):
+    """A folder of the outbox resolves outside it: a symlink someone with write access put there.
+    Neither the photo's fault nor a passing one: the photo stays where it is, and no retry comes
+    until the operator has replaced the link and the photo is offered again."""
 
 
 def folder_mode_for(file_mode: int) -> int:
@@ -294,21 +296,22 @@ class Outbox:
         self.file_mode = file_mode
         self.folder_mode = folder_mode_for(file_mode)
 
-    def _inside_root(self, path: Path) -> Path:
-        """`path` resolved, refused when it (say through a symlinked folder) lies outside root."""
-        resolved = path.resolve()
-        if not resolved.is_relative_to(self.root.resolve()):
-            raise ValueError(f"{path} resolves to {resolved}, outside the outbox {self.root}")
-        return resolved
-
-    def _folder(self, path: Path) -> Path:
-        """Make `path`, a folder of ours inside the outbox, and check it resolves inside it."""
-        make_folder(path, self.folder_mode)
+    def _inside(self, path: Path) -> Path:
+        """`path` resolved; OutsideOutbox when it (through a symlinked folder) lies outside root.
+        The one containment check: every folder the outbox writes in passes through it."""
         resolved = path.resolve()
         if not resolved.is_relative_to(self.root.resolve()):
             raise OutsideOutbox(
-                errno.EXDEV, f"resolves to {resolved}, outside the outbox {self.root}", str(path)
+                f"{path} resolves to {resolved}, outside the outbox {self.root}, so nothing is "
+                "written there; make it a real folder, then touch the photos held back (or "
+                "restart stylebox) to have them done"
             )
+        return resolved
+
+    def _folder(self, path: Path) -> Path:
+        """Make `path`, a folder of ours inside the outbox, and check it with `_inside`."""
+        make_folder(path, self.folder_mode)
+        self._inside(path)
         return path
 
     def plan(
@@ -333,7 +336,7 @@ class Outbox:
         if not _CONTENT_HASH.fullmatch(content_hash):
             raise ValueError(f"content hash {content_hash!r}: expected at least 8 hex digits")
         make_folder(self.root / preset, self.folder_mode)
-        folder = self._inside_root(self.root / preset)
+        folder = self._inside(self.root / preset)
         stem = Path(safe_name(source_name)).stem
         name = safe_name(
             self.name_pattern.format(stem=stem, preset=preset, hash8=content_hash[:8].lower())
@@ -348,7 +351,7 @@ class Outbox:
 
         The sidecar is serialised first, so a bad one fails before anything is published.
         """
-        folder = self._inside_root(planned.parent)
+        folder = self._inside(planned.parent)
         image = folder / planned.name
         sidecar_path = image.with_suffix(".json")
         document = _json_bytes(sidecar)

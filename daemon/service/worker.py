@@ -29,7 +29,7 @@ from daemon.errors import InputError
 from daemon.media import decode
 from daemon.media.decode import sha256_file
 from daemon.service.journal import Job, Journal, JournalError
-from daemon.service.outbox import Outbox, open_outbox
+from daemon.service.outbox import Outbox, OutsideOutbox, open_outbox
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -235,6 +235,12 @@ class Worker:
             log.info("{}; its new content is queued on its own", exc)
         elif isinstance(exc, InputError):
             self._quarantine(job, source, outbox, str(exc), log)
+        elif isinstance(exc, OutsideOutbox):
+            # An operator's link: the photo is not to blame, and retries would meet the same
+            # link. Failed at once, left in the inbox: offered again (touched, or at a restart)
+            # once the link is gone, it is queued afresh.
+            self.journal.mark_failed(job.id, str(exc))
+            log.error("{}: {}; left in the inbox", source.name, exc)
         elif is_device_poisoned(exc):
             self.journal.mark_retry(job.id, f"device error: {exc}", self.clock())
             log.critical("the device is unusable ({}); exiting so the service restarts", exc)
@@ -417,7 +423,7 @@ class Worker:
         }
         try:
             outbox.quarantine(source, details)
-        except OSError as exc:  # failed/ shares the outbox's disk: full or read-only
+        except (OSError, OutsideOutbox) as exc:  # failed/ on a full or read-only disk, or a link
             log.error(
                 "could not move {} to {} ({}); it stays where it is",
                 source.name,
@@ -455,7 +461,7 @@ class Worker:
                 log.debug("{} changed since its job began; left for its own job", source.name)
                 return
             moved = outbox.dispose_original(source, config.originals.policy, config.originals_dir)
-        except OSError as exc:  # the output is safe; a stuck original is only untidy
+        except (OSError, OutsideOutbox) as exc:  # the output is safe; a stuck original is untidy
             log.warning("could not {} the original {}: {}", config.originals.policy, source, exc)
             return
         if config.originals.policy != "keep":
