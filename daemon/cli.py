@@ -9,12 +9,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, get_args
+from typing import Annotated, Any, NoReturn, get_args
 
 from loguru import logger
+from pydantic import TypeAdapter, ValidationError
 
 from daemon import __version__
-from daemon.config.models import BitDepth, OutputSettings
+from daemon.config.models import BitDepth, OutputSettings, PresetModel
 from daemon.engine.settings import COLOUR_MODES, StyleSettings
 from daemon.errors import ExitCode, StyleboxError, UsageError
 
@@ -122,8 +123,8 @@ def _stylize(args: argparse.Namespace) -> int:
         for name in ("size", "alpha", "beta", "steps", "colour", "seed")
         if getattr(args, name) is not None
     }
+    _check_overrides(overrides)
     settings = dataclasses.replace(settings, **overrides)
-    _check_settings(settings)
     out_format = encode.format_for_suffix(args.out.suffix)
     if args.bit_depth == 16 and out_format != "tiff":
         raise UsageError(f"{args.out}: --bit-depth 16 needs a .tif output")
@@ -149,14 +150,14 @@ def _stylize(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _check_settings(settings: StyleSettings) -> None:
-    """Command-line overrides get the same range checks a config file would."""
-    if not 16 <= settings.size <= 8192:
-        raise UsageError(f"--size {settings.size}: must be between 16 and 8192")
-    if settings.steps is not None and settings.steps < 1:
-        raise UsageError(f"--steps {settings.steps}: must be at least 1")
-    if settings.alpha < 0 or settings.beta < 0:
-        raise UsageError("--alpha and --beta must not be negative")
+def _check_overrides(overrides: dict[str, Any]) -> None:
+    """Command-line overrides get the checks of the config file's fields, never restated."""
+    for name, value in overrides.items():
+        field = PresetModel.model_fields[name]
+        try:
+            TypeAdapter(Annotated[field.annotation, field]).validate_python(value)
+        except ValidationError as error:
+            raise UsageError(f"--{name} {value}: {error.errors()[0]['msg']}") from None
 
 
 def _progress_logger():
