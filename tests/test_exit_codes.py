@@ -97,3 +97,20 @@ def test_a_state_dir_locked_by_another_daemon_is_not_restarted(tmp_path: Path) -
     assert code in restart_prevented(), stderr
     assert code == errors.ExitCode.LOCKED
     assert "another stylebox daemon" in stderr
+
+
+def test_a_journal_held_locked_mid_run_ends_the_daemon_for_a_restart(tmp_path: Path, daemons):
+    """Someone holds a write lock on the journal (an sqlite3 shell left in a transaction) past the
+    busy timeout: the worker cannot claim a job, so the daemon must exit, with a code systemd
+    restarts on (the lock may be gone by then), rather than idle on with a dead worker."""
+    config = write_config(tmp_path, logging={"level": "DEBUG", "file": False})
+    daemon = daemons.start(config)
+    daemon.wait_ready()
+    conn = sqlite3.connect(tmp_path / "state" / JOURNAL_NAME, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        code = daemon.wait_exit(30)
+    finally:
+        conn.close()
+    assert code not in restart_prevented() and code == ExitCode.FAILURE, daemon.log_tail()
+    assert "stayed locked" in daemon.log_tail(5)

@@ -184,9 +184,8 @@ class Service:
         watchdog_every = self.notifier.watchdog_interval_seconds()
         last_ping = 0.0
         while not self._stop_signals:
-            fatal = worker.fatal
-            if fatal is not None:  # a journal found corrupt mid-run is as final as at start-up
-                return fatal.exit_code if isinstance(fatal, StyleboxError) else ExitCode.FAILURE
+            if worker.fatal is not None:  # cli.py maps it to its exit code, as at start-up
+                raise worker.fatal
             if self._reload.is_set():
                 self._reload.clear()
                 config = self._reload_config(config, worker, intake)

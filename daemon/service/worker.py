@@ -2,10 +2,12 @@
 
 A job's life: claim (running) -> load -> stylise -> outbox.deliver -> journal.mark_done -> original
 disposed. Photos of one preset with one output size may share the stylise step (`batch_size`),
-each still its own job from end to end. Errors are sorted at the job's edge, the only broad except
-in the daemon: a bad photo is quarantined at once, a transient fault is retried with backoff, a
+each still its own job from end to end. A job's errors, of whatever type, are sorted at its edge
+(`_settle`): a bad photo is quarantined at once, a transient fault is retried with backoff, a
 stop releases the job untouched, and a CUDA error that poisons the process stops the daemon so
-systemd restarts it.
+systemd restarts it. What fails outside a job's steps (the journal itself, a bug) ends the
+thread and, through `fatal`, the daemon. The daemon's other broad excepts keep the watcher's
+threads alive (logged) and turn anything unexpected into exit code 1 (cli.py).
 """
 
 from __future__ import annotations
@@ -139,22 +141,21 @@ class Worker:
     # -- the loop ----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._heartbeat = time.monotonic()
-            job = self.journal.claim_next()
-            if job is None:
-                self._wake.wait(self._idle_wait())
-                self._wake.clear()
-                continue
-            try:
+        try:
+            while not self._stop.is_set():
+                self._heartbeat = time.monotonic()
+                job = self.journal.claim_next()
+                if job is None:
+                    self._wake.wait(self._idle_wait())
+                    self._wake.clear()
+                    continue
                 self._process(job)
-            except StopRequested:
-                return
-            except Exception as exc:  # DevicePoisoned, or the journal/outbox themselves failing
-                if not isinstance(exc, DevicePoisoned):
-                    logger.opt(exception=exc).critical("the worker cannot go on")
-                self.fatal = exc
-                return
+        except StopRequested:
+            return
+        except Exception as exc:  # DevicePoisoned, the journal failing, or a bug between steps
+            if not isinstance(exc, DevicePoisoned):
+                logger.opt(exception=exc).critical("the worker cannot go on")
+            self.fatal = exc
 
     def _idle_wait(self) -> float:
         wake_at = self.journal.next_wake_time()
@@ -224,9 +225,10 @@ class Worker:
             return None
 
     def _settle(self, job: Job, outbox: Outbox, exc: Exception) -> None:
-        """Sort a job's failure, the only broad handler in the daemon: a bad photo is quarantined,
-        a changed one left for its new job, a transient fault retried with backoff, and a device
-        that cannot be used again raises DevicePoisoned so that the daemon exits."""
+        """Sort a job's failure, whatever its type: a bad photo is quarantined, a changed one left
+        for its new job, a folder linked out of the outbox fails it in place, a transient fault is
+        retried with backoff (anything else fails it), and a device that cannot be used again
+        raises DevicePoisoned so that the daemon exits."""
         log = logger.bind(job=job.id)
         source = Path(job.source_path)
         if isinstance(exc, Superseded):
