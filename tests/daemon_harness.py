@@ -10,15 +10,17 @@ import hashlib
 import io
 import itertools
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psutil
 import yaml
@@ -33,6 +35,9 @@ SOURCE_PHOTOS = ("tubingen.jpg", "golden_gate.jpg", "hoovertowernight.jpg", "chi
 START_SECONDS = 90.0  # VGG-19 loads in ~3 s; other test runs may share the CPUs
 JOB_SECONDS = 60.0  # a tiny preset takes ~1 s; the slow one, run after a restart, far more
 _READY_LINE = "outputs go to"  # the service logs it right before READY=1
+# The level after each line's timestamp (daemon.service.loop.LOG_FORMAT); a traceback's lines
+# follow their ERROR line without one.
+_LOG_LEVEL = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ([A-Z]+) ", re.MULTILINE)
 
 T = TypeVar("T")
 
@@ -195,6 +200,10 @@ class Daemon:
         """How many log lines contain `text`."""
         return sum(text in line for line in self.log().splitlines())
 
+    def levels(self) -> Counter[str]:
+        """How many log lines the daemon wrote at each level (INFO, ERROR, ...)."""
+        return Counter(match[1] for match in _LOG_LEVEL.finditer(self.log()))
+
     def wait_for_log(self, text: str, *, times: int = 1, timeout: float = JOB_SECONDS) -> None:
         """Wait until `text` appears on at least `times` log lines."""
         wait_for(
@@ -254,8 +263,12 @@ def stylebox(*args: object, cwd: Path = REPO, timeout: float = 180) -> subproces
 # -- looking in from outside: the journal and the process, as `stylebox status` and top would ---
 
 
-def journal_rows(journal: Path) -> list[dict[str, Any]]:
-    """Every row of the jobs table in id order, read through a read-only connection.
+_TABLE_ORDER = {"jobs": "id", "files": "path"}
+
+
+def journal_rows(journal: Path, table: Literal["jobs", "files"] = "jobs") -> list[dict[str, Any]]:
+    """Every row of a journal table (jobs in id order, or the hash memo of files by path), read
+    through a read-only connection.
 
     The daemon keeps WAL on, so this never blocks it; a journal not yet created reads as no rows.
     """
@@ -264,7 +277,8 @@ def journal_rows(journal: Path) -> list[dict[str, Any]]:
     conn = sqlite3.connect(journal.absolute().as_uri() + "?mode=ro", uri=True)
     try:
         conn.row_factory = sqlite3.Row
-        return [dict(row) for row in conn.execute("SELECT * FROM jobs ORDER BY id")]
+        query = f"SELECT * FROM {table} ORDER BY {_TABLE_ORDER[table]}"
+        return [dict(row) for row in conn.execute(query)]
     finally:
         conn.close()
 

@@ -37,6 +37,7 @@ from daemon_harness import (
     Daemons,
     drop,
     files_under,
+    journal_rows,
     photo_bytes,
     sha256,
     tiny_preset,
@@ -45,6 +46,7 @@ from daemon_harness import (
 )
 from PIL import Image, ImageSequence
 
+from daemon.config import JOURNAL_NAME
 from daemon.config.outputs import FAILED_DIR
 from daemon.service.outbox import ERROR_SUFFIX, MAX_NAME_BYTES
 
@@ -466,7 +468,11 @@ def test_each_entry_ends_as_expected(run: Run, case: Case) -> None:
         assert all(word in reason for word in expected.words), reason
     else:
         assert (run.inbox / case.name).read_bytes() == written
-        assert run.daemon.count(case.name) == 0  # not even looked at
+        # Not even looked at: never hashed (the journal's memo of files), never queued.
+        journal = run.daemon.config.parent / "state" / JOURNAL_NAME
+        path = (run.inbox / case.name).resolve()
+        assert path not in {Path(row["path"]).resolve() for row in journal_rows(journal, "files")}
+        assert path not in {Path(row["source_path"]).resolve() for row in journal_rows(journal)}
 
 
 def test_the_daemon_survives_the_corpus_and_touches_nothing_else(run: Run) -> None:

@@ -24,6 +24,7 @@ from daemon_harness import (
     daemon_env,
     drop,
     files_under,
+    journal_rows,
     photo_bytes,
     results,
     sha256,
@@ -35,6 +36,7 @@ from daemon_harness import (
 )
 from PIL import Image
 
+from daemon.config import JOURNAL_NAME
 from daemon.service.outbox import TEMP_PREFIX
 
 STOP_SECONDS = 10.0  # what systemd and users expect after SIGTERM
@@ -45,6 +47,12 @@ SLOW_PRESETS = {"swirl": tiny_preset(size=64, steps=30)}
 def outputs(*stems: str, ext: str = "jpg") -> list[str]:
     """The names in a preset folder of the outbox for these photos: image and sidecar each."""
     return sorted(name for stem in stems for name in (f"{stem}.{ext}", f"{stem}.json"))
+
+
+def jobs(folder: Path) -> list[tuple[str, str, int]]:
+    """Each journal row as (photo name, state, attempts), sorted: what became of every job."""
+    rows = journal_rows(folder / "state" / JOURNAL_NAME)
+    return sorted((Path(row["source_path"]).name, row["state"], row["attempts"]) for row in rows)
 
 
 def assert_result(
@@ -118,10 +126,10 @@ def test_photos_dropped_every_way_are_each_stylised_once(tmp_path, daemons) -> N
         assert_result(outbox, preset, Path(name).stem, sha256(data))
         assert (outbox / "originals" / name).read_bytes() == data  # policy move, bytes intact
     assert sorted(p.name for p in (outbox / "originals").iterdir()) == sorted(dropped)
-    assert daemon.count("] queued ") == len(dropped)
-    assert daemon.count(" -> preset ") == len(dropped)  # one attempt each
-    assert daemon.count("duplicate") == 0
-    assert daemon.count("quarantined") == 0
+    # One job per photo, done at its first attempt: none taken for another's duplicate, none
+    # quarantined, none run twice.
+    assert jobs(tmp_path) == sorted((name, "done", 1) for name in dropped)
+    assert not (outbox / "failed").exists()
     assert temp_files(tmp_path) == []
 
 
@@ -187,7 +195,7 @@ def test_the_same_photo_under_another_name_is_a_duplicate(tmp_path, daemons) -> 
     wait_for(lambda: not files_under(inbox), "second.jpg out of the inbox", daemon=daemon)
 
     assert results(outbox) == {"swirl": outputs("first")}
-    assert daemon.count(" -> preset ") == 1
+    assert jobs(tmp_path) == [("first.jpg", "done", 1)]  # no job of its own for second.jpg
     [line] = [line for line in daemon.log().splitlines() if "duplicate" in line]
     assert "second.jpg" in line and "first.jpg" in line
     assert (outbox / "originals" / "second.jpg").read_bytes() == data
@@ -214,7 +222,15 @@ def test_a_photo_replaced_while_queued_is_done_once_with_its_new_content(tmp_pat
     )
 
     assert assert_result(outbox, "swirl", "second", new_digest, size=64)["attempt"] == 1
-    assert daemon.count("changed after it was queued") == 1
+    # The job for its first bytes ended without a result, saying why; the new bytes had their own.
+    assert jobs(tmp_path) == [
+        ("busy.jpg", "done", 1),
+        ("second.jpg", "done", 1),
+        ("second.jpg", "failed", 1),
+    ]
+    [old] = [row for row in journal_rows(tmp_path / "state" / JOURNAL_NAME) if row["error"]]
+    assert (old["content_hash"], old["outputs"]) == (sha256(photo_bytes(1)), "[]"), old
+    assert "changed after it was queued" in old["error"], old
     assert (outbox / "originals" / "second.jpg").read_bytes() == photo_bytes(2)
 
 
@@ -264,7 +280,10 @@ def test_a_photo_that_kills_the_daemon_each_time_is_given_up(tmp_path, daemons) 
 
     restart = daemons.start(config, once=True)
     assert restart.wait_exit(START_SECONDS + JOB_SECONDS) == 0, restart.log_tail()
-    assert restart.count("(attempt 3)") == 0
+    # Given up when claimed a third time, before stylising: no output, and the reason says why.
+    [row] = journal_rows(tmp_path / "state" / JOURNAL_NAME)
+    assert (row["state"], row["outputs"]) == ("failed", "[]"), row
+    assert row["error"].startswith("gave up after 2 attempt(s)"), row
     assert results(outbox, ("swirl",)) == {}
     error = json.loads((outbox / "failed" / "deadly.jpg.error.json").read_text(encoding="utf-8"))
     assert "2 attempt" in error["reason"]
