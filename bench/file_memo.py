@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -36,15 +35,6 @@ from tests.daemon_harness import (
 )
 
 TINY = {"style": str(STYLES / "swirl.png"), "size": 16, "steps": 1}
-
-
-def memo_rows(journal: Path) -> int:
-    """How many rows the journal's file memo holds (read-only)."""
-    conn = sqlite3.connect(journal.absolute().as_uri() + "?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
-    finally:
-        conn.close()
 
 
 def run(root: Path, photos: int, policy: str) -> dict[str, Any]:
@@ -79,7 +69,7 @@ def run(root: Path, photos: int, policy: str) -> dict[str, Any]:
         )
         seconds = time.monotonic() - started
         time.sleep(1.0)  # the last original's move (and its memo row) follows its mark_done
-        rows, in_inbox = memo_rows(journal), len(files_under(root / "inbox"))
+        rows, in_inbox = len(journal_rows(journal, "files")), len(files_under(root / "inbox"))
         daemon.send(signal.SIGTERM)
         daemon.wait_exit(30)
     finally:

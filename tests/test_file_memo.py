@@ -5,7 +5,6 @@ use, and without pruning the table would grow by one row per photo for ever. The
 16 px photos and a one-evaluation preset so that thirty photos take seconds.
 """
 
-import sqlite3
 from pathlib import Path
 
 from daemon_harness import (
@@ -25,11 +24,7 @@ TINY = {"style": str(STYLES / "swirl.png"), "size": 16, "steps": 1}
 
 def memo_paths(journal: Path) -> list[str]:
     """The paths the journal's file memo holds, sorted (read-only, as `stylebox status` reads)."""
-    conn = sqlite3.connect(journal.absolute().as_uri() + "?mode=ro", uri=True)
-    try:
-        return [row[0] for row in conn.execute("SELECT path FROM files ORDER BY path")]
-    finally:
-        conn.close()
+    return [row["path"] for row in journal_rows(journal, "files")]
 
 
 def start(tmp_path: Path, daemons, *, policy: str, rescan_seconds: float):
