@@ -221,7 +221,6 @@ def run_harness(
         batch_size=batch_size,
     )
     config = load_config(config_path)
-    assert config.inbox and config.outbox
     inbox, outbox, journal = config.inbox, config.outbox, config.journal_path
     env = daemon_env(**slow_fsync_env(workdir, fsync_delay_ms / 1000)) if fsync_delay_ms else None
     if kill_window_seconds is None:

@@ -150,7 +150,6 @@ class Bench:
             logging={"level": "INFO"},  # the shipped level: DEBUG would log more per job
         )
         config = load_config(self.config_path)
-        assert config.inbox is not None
         self.inbox = config.inbox
         self.journal_path = config.journal_path
         self.dropped: dict[str, int] = {}  # file name -> mtime_ns right after its last write

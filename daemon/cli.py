@@ -1,4 +1,5 @@
-"""Sub-commands. The only place that prints, sets up logging and maps errors to exit codes."""
+"""Sub-commands: the only place that prints and maps errors to exit codes. Logging is set up
+here, and again by the daemon once its config is read (service/loop.configure_logging)."""
 
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ from daemon_harness import (
 from PIL import Image
 
 from daemon.config import JOURNAL_NAME
+from daemon.errors import ExitCode
 from daemon.service.outbox import TEMP_PREFIX
 
 STOP_SECONDS = 10.0  # what systemd and users expect after SIGTERM
@@ -528,7 +529,7 @@ def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path, daemon
     first = daemons.start(config)
     first.wait_ready()
     second = daemons.start(config)
-    assert second.wait_exit(START_SECONDS) != 0
+    assert second.wait_exit(START_SECONDS) == ExitCode.LOCKED
     assert "another stylebox daemon" in second.log()
     # The first is untouched and still working.
     digest = drop(tmp_path / "inbox" / "solo.jpg", photo_bytes(0))

@@ -314,7 +314,6 @@ def test_an_unwritable_state_dir_stops_the_start_with_one_line_naming_it(tmp_pat
     started = time.monotonic()
     run, state = _run_on_a_read_only_state_dir(tmp_path, tmpfs)
     assert run.returncode == ExitCode.STATE_DIR, run.stderr  # not restarted: see test_exit_codes
-    assert "loading VGG-19" not in run.stderr  # refused before the slow part of the start
     assert time.monotonic() - started < 30
     [line] = run.stderr.strip().splitlines()
     assert "state_dir" in line and str(state) in line
@@ -405,7 +404,7 @@ def test_a_corrupt_journal_is_refused_naming_it_and_the_remedy(tmp_path, corrupt
     assert run.returncode == ExitCode.JOURNAL, run.stderr  # not restarted: see test_exit_codes
     assert str(journal) in run.stderr and "corrupt" in run.stderr
     assert "aside" in run.stderr  # the remedy: move it aside for a fresh one
-    assert "loading VGG-19" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr  # refused before the model
     assert journal.read_bytes() == damaged  # left as it was, for whoever tries to rescue it
     assert {"inbox": tree(inbox), "outbox": tree(outbox, skip=("logs",))} == folders
 

@@ -572,10 +572,6 @@ class Config(_Common):
             raise _errors_at(problems)
         return self
 
-    def require_outbox(self) -> Path:
-        """The outbox (always set in the daemon's config; kept for the outbox module's callers)."""
-        return self.outbox
-
     @property
     def quarantine_dir(self) -> Path:
         """Where photos that cannot be stylised go, with an error sidecar."""

@@ -222,7 +222,9 @@ class Journal:
             )
 
     def _corrupt(self, detail: str) -> JournalUnusable:
-        """The one message for a damaged journal, so every path to it gives the same remedy."""
+        """The one message for a damaged journal, so every path to it gives the same remedy; on one
+        line, as every error the CLI prints (SQLite's integrity report spans several)."""
+        detail = " ".join(detail.split())
         return JournalUnusable(
             f"the journal at {self.path} is corrupt ({detail}); stop the daemon and move the file "
             "(with its -wal and -shm files) aside to start a fresh journal"

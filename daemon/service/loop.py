@@ -102,7 +102,6 @@ class Service:
         A state_dir fault is final (StateDirError: it is local, and only the operator can fix
         it); one of the inbox or outbox is not, since either may be a share that comes back.
         """
-        assert config.inbox and config.outbox and config.state_dir
         for folder, field, error in (
             (config.state_dir, "state_dir", StateDirError),
             (config.inbox, "inbox", StyleboxError),
@@ -168,7 +167,6 @@ class Service:
 
     def _watcher(self, config: Config, intake: Intake) -> Watcher:
         watch = config.watch
-        assert config.inbox is not None
         return Watcher(
             config.inbox,
             intake.accept,

@@ -426,7 +426,7 @@ class Outbox:
 def open_outbox(config: "Config") -> Outbox:
     """The outbox with the config's naming and file mode (worker and intake share it)."""
     return Outbox(
-        config.require_outbox(),
+        config.outbox,
         name_pattern=config.output.name_pattern,
         file_mode=config.output.file_mode,
     )
