@@ -6,6 +6,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from daemon_harness import DATA, journal_rows, wait_for, write_config
 from PIL import Image
 
@@ -24,13 +25,17 @@ def status_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def test_a_12_megapixel_jpeg_costs_the_daemon_far_less_than_its_size_in_floats(
-    tmp_path, daemons
+@pytest.mark.parametrize("format", ["JPEG", "PNG"])
+def test_a_12_megapixel_photo_costs_the_daemon_far_less_than_its_size_in_floats(
+    tmp_path, daemons, format: str
 ) -> None:
+    """A JPEG is decoded at its draft scale; a PNG whole, in 8 bits, then reduced before the
+    float conversion (36 MiB of bytes, not 137 MiB of floats)."""
     with Image.open(DATA / "photos" / "tubingen.jpg") as source:
         photo = source.convert("RGB").resize((4000, 3000), Image.Resampling.BILINEAR)
-    staged = tmp_path / "big.jpg"
-    photo.save(staged, format="JPEG", quality=90)
+    name = f"big.{format.lower()}"
+    staged = tmp_path / name
+    photo.save(staged, format=format, quality=90)
     floats_mib = 4000 * 3000 * 3 * 4 / MIB  # 137 MiB: what one full-size float decode holds
     config = write_config(tmp_path)
     daemon = daemons.start(config)
@@ -39,11 +44,11 @@ def test_a_12_megapixel_jpeg_costs_the_daemon_far_less_than_its_size_in_floats(
     rest_kib = status_kib(pid, "VmRSS")
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS from here on
 
-    os.rename(staged, tmp_path / "inbox" / "big.jpg")
+    os.rename(staged, tmp_path / "inbox" / name)
     journal = tmp_path / "state" / JOURNAL_NAME
     wait_for(
         lambda: [row["state"] for row in journal_rows(journal)] == ["done"],
-        "big.jpg done",
+        f"{name} done",
         daemon=daemon,
     )
     photo_mib = (status_kib(pid, "VmHWM") - rest_kib) / 1024

@@ -79,6 +79,7 @@ _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 # JPEGs are decoded at a reduced DCT scale and then shrunk in integer steps, both stopping this
 # factor above the target so that the final LANCZOS pass still has detail to work with.
 _REDUCING_GAP = 3.0
+_REDUCIBLE_MODES = frozenset({"L", "RGB", "CMYK", "I", "F"})  # those Image.reduce takes
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,12 @@ def load_image(
         _draft(image, long_side)
         _decode(image, name)
         exif = _make_upright(image)
-        pixels = _srgb_pixels(image, name)
-    if long_side is not None and (upscale or long_side < max(pixels.shape[:2])):
-        pixels = _resized(pixels, long_side)
+        size = None  # (width, height) after the resize, from the size `pixel_shape` sees
+        if long_side is not None and (upscale or long_side < max(image.size)):
+            size = _scaled_size(image.size, long_side)
+        pixels = _srgb_pixels(_reduced(image, size), name)
+    if size is not None:
+        pixels = _resized(pixels, size)
     return LoadedImage(pixels=pixels, exif=exif, source_size=source_size)
 
 
@@ -330,10 +334,19 @@ def _scaled_size(size: tuple[int, int], long_side: float) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _resized(pixels: np.ndarray, long_side: int) -> np.ndarray:
-    """LANCZOS per channel in float, so 16-bit sources keep their precision through the resize."""
-    height, width, _ = pixels.shape
-    size = _scaled_size((width, height), long_side)
+def _reduced(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:
+    """Shrunk by a whole factor in its own mode while it stays _REDUCING_GAP above `size`, so
+    the float conversion holds a few megapixels, not the camera's 24 (a JPEG's draft scale does
+    this in the decoder). Modes with alpha are left whole: a box average of unpremultiplied
+    colours would bleed hidden colours into the edges."""
+    if size is None or image.mode not in _REDUCIBLE_MODES:
+        return image
+    factor = int(min(image.width / size[0], image.height / size[1]) / _REDUCING_GAP)
+    return image.reduce(factor) if factor > 1 else image
+
+
+def _resized(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """LANCZOS per channel in float to (width, height), so 16-bit sources keep their precision."""
     channels = [
         np.asarray(
             Image.fromarray(np.ascontiguousarray(pixels[..., channel])).resize(
