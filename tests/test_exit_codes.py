@@ -10,7 +10,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from daemon_harness import REPO, START_SECONDS, stylebox, write_config
+from daemon_harness import REPO, START_SECONDS, STYLES, stylebox, write_config
 
 from daemon import errors
 from daemon.config import JOURNAL_NAME
@@ -98,6 +98,18 @@ def test_a_state_dir_locked_by_another_daemon_is_not_restarted(tmp_path: Path) -
     assert code in restart_prevented(), stderr
     assert code == errors.ExitCode.LOCKED
     assert "another stylebox daemon" in stderr
+
+
+def test_weights_that_are_not_vgg19_are_not_restarted(tmp_path: Path) -> None:
+    weights = tmp_path / "vgg.pth"
+    weights.write_bytes(b"not a state dict")
+    preset = {"style": str(STYLES / "swirl.png"), "size": 16, "steps": 1, "weights": str(weights)}
+    config = write_config(tmp_path, presets={"swirl": preset})
+    run = stylebox("run", "--config", config, cwd=tmp_path, timeout=START_SECONDS)
+    assert run.returncode in restart_prevented(), run.stderr
+    assert run.returncode == errors.ExitCode.WEIGHTS
+    error = run.stderr.strip().splitlines()[-1]  # after "loading VGG-19": it fails loading it
+    assert str(weights) in error and "not a loadable weights file" in error
 
 
 def test_a_journal_held_locked_mid_run_ends_the_daemon_for_a_restart(tmp_path: Path, daemons):

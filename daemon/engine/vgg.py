@@ -224,4 +224,7 @@ def _torch_load(path: Path) -> dict[str, Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors vary by torch version
-        raise WeightsError(f"{path}: cannot load weights ({exc})") from exc
+        # torch's first line says what failed; the rest is advice on weights_only=False, which a
+        # daemon must never take (SECURITY.md).
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: not a loadable weights file ({first_line})") from exc
