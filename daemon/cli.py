@@ -16,7 +16,7 @@ from loguru import logger
 from pydantic import TypeAdapter, ValidationError
 
 from daemon import __version__
-from daemon.config.models import BitDepth, OutputSettings, PresetModel
+from daemon.config.models import BitDepth, OutputSettings, PresetModel, check_weights
 from daemon.engine.settings import COLOUR_MODES, StyleSettings
 from daemon.errors import ExitCode, StyleboxError, UsageError
 
@@ -126,6 +126,10 @@ def _stylize(args: argparse.Namespace) -> int:
     }
     _check_overrides(overrides)
     settings = dataclasses.replace(settings, **overrides)
+    try:
+        check_weights(settings.alpha, settings.beta)
+    except ValueError as error:
+        raise UsageError(f"--alpha {settings.alpha:g} --beta {settings.beta:g}: {error}") from None
     out_format = encode.format_for_suffix(args.out.suffix)
     if args.bit_depth == 16 and out_format != "tiff":
         raise UsageError(f"{args.out}: --bit-depth 16 needs a .tif output")

@@ -51,6 +51,7 @@ def test_stylize_with_a_preset_from_the_shipped_config(tmp_path) -> None:
         (("--style", STYLE, "--colour", "sepia", "--out", "{tmp}/x.png"), "sepia"),
         (("--preset", "swirl", "--out", "{tmp}/x.png"), "--config"),
         (("--style", STYLE, "--size", "0", "--out", "{tmp}/x.png"), "--size"),
+        (("--style", STYLE, "--alpha", "0", "--beta", "0", "--out", "{tmp}/x.png"), "both be 0"),
         (("--style", "{tmp}/nope.png", "--out", "{tmp}/x.png"), "nope.png"),
     ],
 )

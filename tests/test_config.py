@@ -445,7 +445,9 @@ def test_fingerprint_counts_style_weights(tmp_path: Path) -> None:
         ("logging:\n  level: verbose", 1, "logging.level", "'TRACE', 'DEBUG', 'INFO'"),
         ("logging:\n  file: 'yes'", 1, "logging.file", "a valid boolean, got 'yes'"),
         ("logging:\n  retention: 0", 1, "logging.retention", "greater than or equal to 1, got 0"),
-        ("logging:\n  rotation: ''", 1, "logging.rotation", "at least 1 character, got ''"),
+        ("logging:\n  rotation: ''", 1, "logging.rotation", "expected text, got ''"),
+        ("logging:\n  rotation: '  '", 1, "logging.rotation", "expected text, got '  '"),
+        ("watch:\n  mode: pol", 1, "watch.mode", "got 'pol'; did you mean 'poll'?"),
         ("inbx: in", 0, "inbx", "unknown key; did you mean 'inbox'?"),
         ("watch:\n  settle: 2", 1, "watch.settle", "unknown key; did you mean 'settle_seconds'?"),
         ("frobnicate: 1", 0, "frobnicate", "unknown key"),
@@ -635,6 +637,24 @@ routing:""" + BASE.split("routing:", 1)[1]
     line = {"inbox": 1, "outbox": 2, "state_dir": 3, "originals.move_to": 5}[field]
     error = _only_error(path)
     assert error.startswith(f"{path}:{line}: {field}: {other} ("), error
+
+
+def test_a_looping_layout_is_reported_with_the_other_problems(tmp_path: Path) -> None:
+    text = BASE.replace("outbox: out", "outbox: in/out") + "watch:\n  mode: pol\n"
+    path = _config_file(tmp_path, text)
+    assert [e.split(": ", 2)[:2] for e in _errors(path)] == [
+        [f"{path}:2", "outbox"],
+        [f"{path}:10", "watch.mode"],
+    ]
+
+
+def test_sections_left_with_every_key_commented_out_take_their_defaults(tmp_path: Path) -> None:
+    text = BASE + "watch:\n  # mode: poll\noutput:\nretries:\nlogging:\noriginals:\n"
+    config = load_config(_config_file(tmp_path, text))
+    assert config.watch.mode == "auto" and config.output.quality == 92
+    assert (config.retries.max_attempts, config.logging.level) == (3, "INFO")
+    bare = _config_file(tmp_path / "bare", "presets:\n  swirl: {style: style.png}\nrouting:\n")
+    assert load_presets(bare).routing == Routing()
 
 
 def test_originals_inside_inbox_is_fine_when_not_moving(tmp_path: Path) -> None:

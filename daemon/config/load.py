@@ -5,6 +5,7 @@ the file's line (yaml_lines.locate) and adds what pydantic cannot know: the valu
 wrote it ("got ..."), what a required key is for, and where an unknown key belongs.
 """
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -115,7 +116,10 @@ def _message(detail: Any, loc: tuple[Any, ...], fields: dict[tuple[str, ...], di
         return f"expected a mapping of keys, got {describe(detail['input'])}"
     if kind == "value_error":  # our own validators' messages, which say what they need
         return str(detail["ctx"]["error"])
-    return f"{detail['msg']}, got {describe(detail['input'])}"
+    message = f"{detail['msg']}, got {describe(detail['input'])}"
+    if kind == "literal_error":  # a near miss of one of the choices: say which
+        message += suggestion(detail["input"], re.findall(r"'([^']*)'", detail["ctx"]["expected"]))
+    return message
 
 
 def _belongs(loc: tuple[Any, ...], fields: dict[tuple[str, ...], dict]) -> str:

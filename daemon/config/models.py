@@ -35,6 +35,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -256,19 +257,34 @@ def _device(value: Any) -> Any:
     return value
 
 
+def check_weights(alpha: float | None, beta: float) -> None:
+    """alpha and beta both 0 leave nothing to optimise (for a preset and the CLI's overrides)."""
+    if alpha == 0 and beta == 0:
+        raise ValueError("alpha and beta cannot both be 0: nothing would be optimised")
+
+
+def _not_blank(text: str) -> str:
+    """Text with something in it: a blank value would only fail later, where it is used."""
+    if not text.strip():
+        raise ValueError(f"expected text, got {describe(text)}")
+    return text
+
+
 def _upper(value: Any) -> Any:
     """Log levels in any case, given back as loguru spells them."""
     known = isinstance(value, str) and value.upper() in get_args(LogLevel)
     return value.upper() if known else value
 
 
+# A section whose keys are all commented out is YAML's null: its defaults, as if it were empty.
+Section = BeforeValidator(lambda value: {} if value is None else value)
 Folder = Annotated[Path, BeforeValidator(_path)]
 ExistingFile = Annotated[Path, BeforeValidator(_existing_file)]
 PresetName = Annotated[str, AfterValidator(_folder_name)]
 PresetRef = Annotated[str, AfterValidator(_known_preset)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-Text = Annotated[str, Field(min_length=1)]
+Text = Annotated[str, AfterValidator(_not_blank)]
 
 
 # --- presets --------------------------------------------------------------------------------------
@@ -345,8 +361,7 @@ class PresetModel(BaseModel):
     @classmethod
     def _something_to_optimise(cls, beta: float, info: ValidationInfo) -> float:
         """alpha and beta both 0 leave nothing to optimise (alpha is checked first)."""
-        if beta == 0 and info.data.get("alpha") == 0:
-            raise ValueError("alpha and beta cannot both be 0: nothing would be optimised")
+        check_weights(info.data.get("alpha"), beta)
         return beta
 
     def to_preset(self, name: str) -> Preset:
@@ -492,14 +507,16 @@ class _Common:
     presets: Presets
     device: Annotated[str, BeforeValidator(_device)] = "auto"
     max_input_pixels: Annotated[int, Strict(), Field(ge=1)] = DEFAULT_MAX_PIXELS
-    routing: Annotated[Routing, Field(validate_default=True)] = field(default_factory=Routing)
-    watch: WatchSettings = field(default_factory=WatchSettings)
-    output: OutputSettings = field(default_factory=OutputSettings)
-    originals: OriginalsSettings = field(default_factory=OriginalsSettings)
-    retries: RetrySettings = field(default_factory=RetrySettings)
+    routing: Annotated[Routing, Section, Field(validate_default=True)] = field(
+        default_factory=Routing
+    )
+    watch: Annotated[WatchSettings, Section] = field(default_factory=WatchSettings)
+    output: Annotated[OutputSettings, Section] = field(default_factory=OutputSettings)
+    originals: Annotated[OriginalsSettings, Section] = field(default_factory=OriginalsSettings)
+    retries: Annotated[RetrySettings, Section] = field(default_factory=RetrySettings)
     # Photos of one preset and output size stylised together, at most.
     batch_size: Annotated[int, Strict(), Field(ge=1)] = 1
-    logging: LogSettings = field(default_factory=LogSettings)
+    logging: Annotated[LogSettings, Section] = field(default_factory=LogSettings)
 
     @field_validator("batch_size")
     @classmethod
@@ -546,31 +563,23 @@ class Config(_Common):
             raise _errors_at([(("default_preset",), message)])
         return routing
 
-    @model_validator(mode="after")
-    def _no_loops(self) -> "Config":
-        """Refuse folder layouts where the daemon would feed on its own files."""
-        inbox, outbox, move_to = self.inbox, self.outbox, self.originals.move_to
-        again = "would be stylised again"
-        problems: list[tuple[tuple[str, ...], str]] = []
-        if inbox == outbox:
-            problems.append(
-                (("outbox",), f"the same folder as inbox ({inbox}): results would loop")
-            )
-        elif outbox.is_relative_to(inbox):
-            problems.append((("outbox",), f"inside inbox ({inbox}): results {again}"))
-        elif inbox.is_relative_to(outbox):
-            problems.append((("inbox",), f"inside outbox ({outbox}): results {again}"))
-        if self.state_dir.is_relative_to(inbox):
-            problems.append(
-                (("state_dir",), f"inside inbox ({inbox}): the journal would be a photo")
-            )
-        if self.originals.policy == "move" and move_to and move_to.is_relative_to(inbox):
-            problems.append(
-                (("originals", "move_to"), f"inside inbox ({inbox}): moved originals {again}")
-            )
-        if problems:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _no_loops(cls, data: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo):
+        """Refuse folder layouts where the daemon would feed on its own files, along with the
+        file's other problems (an after-validator would only run once all of those are fixed)."""
+        try:
+            config = handler(data)
+        except ValidationError as error:
+            problems = _raw_layout_problems(data, info)
+            if not problems:
+                raise
+            raise _errors_at(problems, error) from None
+        originals = config.originals
+        move_to = originals.move_to if originals.policy == "move" else None
+        if problems := _layout_problems(config.inbox, config.outbox, config.state_dir, move_to):
             raise _errors_at(problems)
-        return self
+        return config
 
     @property
     def quarantine_dir(self) -> Path:
@@ -593,9 +602,63 @@ class Config(_Common):
         return self.state_dir / JOURNAL_NAME
 
 
-def _errors_at(problems: list[tuple[tuple[str, ...], str]]) -> ValidationError:
-    """Problems found by one validator at other fields than its own, as one ValidationError."""
+Problems = list[tuple[tuple[str, ...], str]]
+
+
+def _layout_problems(
+    inbox: Path | None, outbox: Path | None, state_dir: Path | None, move_to: Path | None
+) -> Problems:
+    """Folders where the daemon would feed on its own files; a folder not known is not checked."""
+    if inbox is None:
+        return []
+    again = "would be stylised again"
+    problems: Problems = []
+    if outbox is None:
+        pass
+    elif inbox == outbox:
+        problems.append((("outbox",), f"the same folder as inbox ({inbox}): results would loop"))
+    elif outbox.is_relative_to(inbox):
+        problems.append((("outbox",), f"inside inbox ({inbox}): results {again}"))
+    elif inbox.is_relative_to(outbox):
+        problems.append((("inbox",), f"inside outbox ({outbox}): results {again}"))
+    if state_dir is not None and state_dir.is_relative_to(inbox):
+        problems.append((("state_dir",), f"inside inbox ({inbox}): the journal would be a photo"))
+    if move_to is not None and move_to.is_relative_to(inbox):
+        problems.append(
+            (("originals", "move_to"), f"inside inbox ({inbox}): moved originals {again}")
+        )
+    return problems
+
+
+def _raw_layout_problems(data: Any, info: ValidationInfo) -> Problems:
+    """`_layout_problems` of the folders as the file gives them, for a file with other faults."""
+    if not isinstance(data, dict):
+        return []
+
+    def folder(value: Any) -> Path | None:
+        try:
+            return _path(value, info) if value is not None else None
+        except ValueError:
+            return None  # reported as the folder's own problem
+
+    originals = data.get("originals") if isinstance(data.get("originals"), dict) else {}
+    moving = originals.get("policy", "move") == "move"
+    return _layout_problems(
+        folder(data.get("inbox")),
+        folder(data.get("outbox")),
+        folder(data.get("state_dir")),
+        folder(originals.get("move_to")) if moving else None,
+    )
+
+
+def _errors_at(problems: Problems, other: ValidationError | None = None) -> ValidationError:
+    """Problems found by one validator at other fields than its own, with those pydantic found
+    (`other`), as one ValidationError."""
     details = [
+        InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"], ctx=e.get("ctx", {}))
+        for e in (other.errors() if other is not None else [])
+    ]
+    details += [
         InitErrorDetails(type="value_error", loc=loc, input=None, ctx={"error": message})
         for loc, message in problems
     ]
