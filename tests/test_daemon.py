@@ -367,6 +367,30 @@ def test_sighup_keeps_the_old_config_when_the_new_one_is_broken(tmp_path, daemon
     assert daemon.process.poll() is None
 
 
+def test_sighup_refuses_a_config_that_loops_once_the_old_folders_are_kept(
+    tmp_path, daemons
+) -> None:
+    """A new inbox needs a restart, so the old one stays; originals moved into it would then be
+    taken for new photos, recognised as done, and disposed of again: refused, not half-taken."""
+    config = write_config(tmp_path)
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    daemon = daemons.start(config)
+    daemon.wait_ready()
+    write_config(
+        tmp_path,
+        inbox=str(tmp_path / "new_inbox"),
+        originals={"policy": "move", "move_to": str(inbox / "done")},
+    )
+    daemon.send(signal.SIGHUP)
+    daemon.wait_for_log("reload refused")
+    assert "originals.move_to: inside inbox" in daemon.log()
+    digest = drop(inbox / "kept.jpg", photo_bytes(0))
+    wait_for(lambda: results(outbox) == {"swirl": outputs("kept")}, "kept.jpg", daemon=daemon)
+    assert_result(outbox, "swirl", "kept", digest)
+    wait_for(lambda: files_under(inbox) == [], "the original moved out of the inbox", daemon=daemon)
+    assert sorted(path.name for path in (outbox / "originals").iterdir()) == ["kept.jpg"]
+
+
 def test_sighup_during_start_up_does_not_kill_the_daemon(tmp_path, daemons) -> None:
     daemon = daemons.start(write_config(tmp_path))
     daemon.wait_for_log("loading VGG-19", timeout=START_SECONDS)  # loading takes seconds

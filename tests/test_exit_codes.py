@@ -84,9 +84,10 @@ def test_a_journal_from_a_newer_stylebox_is_not_restarted(tmp_path: Path) -> Non
     assert str(journal) in stderr and "schema version 99" in stderr
 
 
-def test_a_state_dir_locked_by_another_daemon_is_not_restarted(tmp_path: Path) -> None:
+def test_a_state_dir_locked_by_another_daemon_is_restarted(tmp_path: Path) -> None:
     """The lock's holder is a daemon outside this unit (systemd restarts only once the unit's
-    own process has exited, and flock dies with it): waiting for it is the operator's call."""
+    own process has exited, and flock dies with it), such as a manual `stylebox run --once`:
+    once it ends, a restart must bring the service back."""
     state = tmp_path / "state"
     state.mkdir()
     fd = os.open(state / "stylebox.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -95,9 +96,17 @@ def test_a_state_dir_locked_by_another_daemon_is_not_restarted(tmp_path: Path) -
         code, stderr = run_daemon(tmp_path)
     finally:
         os.close(fd)
-    assert code in restart_prevented(), stderr
+    assert code not in restart_prevented(), stderr
     assert code == errors.ExitCode.LOCKED
     assert "another stylebox daemon" in stderr
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_state_dir_fault(tmp_path: Path) -> None:
+    (tmp_path / "state" / "stylebox.lock").mkdir(parents=True)  # or root's, for the service user
+    code, stderr = run_daemon(tmp_path)
+    assert code in restart_prevented(), stderr
+    assert code == errors.ExitCode.STATE_DIR
+    assert "stylebox.lock" in stderr and "cannot open the lock" in stderr
 
 
 def test_weights_that_are_not_vgg19_are_not_restarted(tmp_path: Path) -> None:

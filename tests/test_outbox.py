@@ -567,3 +567,17 @@ def test_a_preset_folder_linked_out_of_the_outbox_holds_its_photos_in_the_inbox(
     )
     assert results(outbox) == {"swirl": ["photo.jpg", "photo.json"]}
     assert _names(elsewhere) == []
+
+
+def test_an_original_already_in_the_originals_folder_is_never_taken_for_its_own_copy(
+    tmp_path: Path,
+) -> None:
+    """A half-finished move leaves a second name for the original; the original's own name in
+    that folder is not one, or "finishing the move" would delete the only copy."""
+    outbox = Outbox(tmp_path / "outbox")
+    folder = tmp_path / "outbox" / "originals"
+    folder.mkdir(parents=True)
+    original = folder / "photo.jpg"
+    original.write_bytes(b"the only copy")
+    landed = outbox.dispose_original(original, policy="move", move_to=folder)
+    assert landed is not None and landed.read_bytes() == b"the only copy"

@@ -10,6 +10,7 @@ from daemon.config.models import (
     Routing,
     RoutingRule,
     StyleImage,
+    layout_problems,
 )
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Routing",
     "RoutingRule",
     "StyleImage",
+    "layout_problems",
     "load_config",
     "load_presets",
     "parse_preset",

@@ -630,6 +630,14 @@ def _layout_problems(
     return problems
 
 
+def layout_problems(config: "Config") -> list[str]:
+    """`dotted.field: message` for each loop in a config built in code (a reload's merge of
+    the new file with the old folders, which no validator sees)."""
+    move_to = config.originals.move_to if config.originals.policy == "move" else None
+    found = _layout_problems(config.inbox, config.outbox, config.state_dir, move_to)
+    return [f"{'.'.join(loc)}: {message}" for loc, message in found]
+
+
 def _raw_layout_problems(data: Any, info: ValidationInfo) -> Problems:
     """`_layout_problems` of the folders as the file gives them, for a file with other faults."""
     if not isinstance(data, dict):

@@ -20,7 +20,7 @@ from types import FrameType
 
 from loguru import logger
 
-from daemon.config import Config, load_config
+from daemon.config import Config, layout_problems, load_config
 from daemon.engine import device
 from daemon.errors import AlreadyRunning, ConfigError, ExitCode, StateDirError, StyleboxError
 from daemon.media import decode
@@ -120,7 +120,10 @@ class Service:
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise error(f"{where}: not writable")
         lock_path = config.state_dir / LOCK_NAME
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a folder in its place, or left by root for the service user
+            raise StateDirError(f"{lock_path}: cannot open the lock: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -216,6 +219,12 @@ class Service:
                 "reload: {} change(s) need a restart; keeping the old values", ", ".join(changed)
             )
             new = _with_fields_of(new, old, changed)
+            if problems := layout_problems(new):  # checked against the new folders, not these
+                logger.error(
+                    "config reload refused, keeping the running config: with the old folders, {}",
+                    "; ".join(problems),
+                )
+                return old
         configure_logging(new, verbose=self.verbose)
         worker.config = new
         intake.config = new

@@ -245,7 +245,10 @@ def _folded(path: Path) -> str:
 
 
 def _same_file_among(folder: Path, name: str, source: Path) -> Path | None:
-    """The taken name (name, name-1, ...) in `folder` that is a hard link to `source`, if any."""
+    """The taken name (name, name-1, ...) in `folder` that is a hard link to `source`, if any.
+
+    The source itself is not one: were it already in `folder`, unlinking it as "the second name"
+    would delete the only copy."""
     path = Path(name)
     counter = 0
     while True:
@@ -254,7 +257,7 @@ def _same_file_among(folder: Path, name: str, source: Path) -> Path | None:
         if not os.path.lexists(candidate):
             return None
         try:
-            if os.path.samefile(candidate, source):
+            if candidate.absolute() != source.absolute() and os.path.samefile(candidate, source):
                 return candidate
         except OSError:  # the source vanished meanwhile: nothing to finish
             return None
