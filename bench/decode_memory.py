@@ -25,20 +25,21 @@ from typing import Any
 from PIL import Image
 
 from bench.report import save_report
-from tests.daemon_harness import DATA, STYLES, Daemon, journal_rows, wait_for, write_config
+from tests.daemon_harness import (
+    DATA,
+    STYLES,
+    Daemon,
+    journal_rows,
+    peak_rss_kib,
+    reset_peak_rss,
+    rss_kib,
+    wait_for,
+    write_config,
+)
 
 PRESET = {"style": str(STYLES / "swirl.png"), "size": 64, "steps": 2}
 SOURCE = DATA / "photos" / "tubingen.jpg"
 MIB = 2**20
-
-
-def status_kib(pid: int, field: str) -> int:
-    """A field of /proc/<pid>/status in KiB (VmRSS: resident now; VmHWM: its peak since reset)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key == field:
-            return int(value.split()[0])
-    raise KeyError(f"/proc/{pid}/status has no {field}")
 
 
 def make_photo(folder: Path, fmt: str, megapixels: float) -> Path:
@@ -68,8 +69,8 @@ def measure(root: Path, fmt: str, megapixels: float) -> dict[str, Any]:
     try:
         daemon.wait_ready()
         pid = daemon.process.pid
-        rest_kib = status_kib(pid, "VmRSS")
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        rest_kib = rss_kib(pid)
+        reset_peak_rss(pid)
         (work / "inbox").mkdir(exist_ok=True)
         os.rename(photo, work / "inbox" / photo.name)  # whole at once: no settling on a write
         wait_for(
@@ -78,7 +79,7 @@ def measure(root: Path, fmt: str, megapixels: float) -> dict[str, Any]:
             timeout=300,
             daemon=daemon,
         )
-        peak_kib = status_kib(pid, "VmHWM")
+        peak_kib = peak_rss_kib(pid)
         daemon.send(signal.SIGTERM)
         daemon.wait_exit(30)
     finally:

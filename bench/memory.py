@@ -53,7 +53,8 @@ def rss_kib() -> int:
 
 
 def peak_rss_kib() -> int:
-    """This process's peak RSS since start or the last reset_peak_rss, in KiB (VmHWM)."""
+    """This process's peak RSS since start or the last reset_peak_rss, in KiB (VmHWM). Not
+    daemon_harness's: importing it would load the daemon before the bare reading is taken."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])

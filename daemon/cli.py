@@ -99,7 +99,7 @@ def _stylize(args: argparse.Namespace) -> int:
     from daemon import config as config_module
     from daemon import pipeline
     from daemon.engine.device import Models, resolve_device
-    from daemon.media import decode, encode
+    from daemon.media import encode, files
     from daemon.service import outbox
 
     if bool(args.style) == bool(args.preset):
@@ -118,7 +118,7 @@ def _stylize(args: argparse.Namespace) -> int:
     else:
         settings = DEFAULTS
         sources = tuple(config_module.StyleImage(path, 1 / len(args.style)) for path in args.style)
-        max_pixels = decode.DEFAULT_MAX_PIXELS
+        max_pixels = files.DEFAULT_MAX_PIXELS
     overrides = {
         name: getattr(args, name)
         for name in ("size", "alpha", "beta", "steps", "colour", "seed")

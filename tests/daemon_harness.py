@@ -292,6 +292,20 @@ def rss_kib(pid: int) -> int | None:
     return rss // 1024 or None  # a zombie reads as 0
 
 
+def reset_peak_rss(pid: int) -> None:
+    """Make a process's peak resident memory (VmHWM) its current one, so a peak can be timed."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """A process's peak resident memory since start or `reset_peak_rss`, in KiB (VmHWM: psutil
+    has no such field, and ru_maxrss cannot be reset)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise KeyError(f"/proc/{pid}/status has no VmHWM")
+
+
 def slow_fsync_env(folder: Path, seconds: float) -> dict[str, str]:
     """Environment that makes every os.fsync in a daemon take `seconds` longer, as on a slow disk.
 

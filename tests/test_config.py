@@ -694,7 +694,7 @@ def test_config_errors_is_a_config_error_with_the_usage_exit_code() -> None:
     assert str(errors) == "a.yaml:1: x: bad\na.yaml:2: y: bad"
 
 
-# --- parse_preset (the CLI's way in) -------------------------------------------------------------
+# --- parse_preset (a preset without a file) -------------------------------------------------------
 
 
 def test_parse_preset_uses_the_same_rules(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ library, and of the daemon only itself and `daemon.errors`. Media knows Pillow a
 point one way: cli -> service -> pipeline -> config -> engine | media -> errors.
 """
 
+import subprocess
 import sys
 
 import grimp
@@ -51,6 +52,18 @@ def test_the_check_sees_a_library_the_engine_may_not_use(graph: grimp.ImportGrap
     assert "loguru" in found["daemon.service.worker"]
 
 
+def test_the_service_knows_files_not_tensors(graph: grimp.ImportGraph) -> None:
+    found = _imports_beyond(graph, "daemon.service", {"daemon", "loguru", "watchdog"})
+    assert found == {}
+
+
 def test_imports_point_one_way(graph: grimp.ImportGraph) -> None:
     illegal = graph.find_illegal_dependencies_for_layers(layers=LAYERS, containers={"daemon"})
     assert {(d.importer, d.imported) for d in illegal} == set()
+
+
+def test_the_config_loads_without_torch_pillow_or_numpy() -> None:
+    """`stylebox check` (and a reload) read the config: it must not pay for the engine's imports."""
+    code = "import sys, daemon.config; print(sorted({'torch', 'PIL', 'numpy'} & set(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"

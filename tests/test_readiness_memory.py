@@ -4,25 +4,23 @@ needs. The real daemon's peak resident memory (VmHWM, reset once it is ready) ov
 
 import os
 import signal
-from pathlib import Path
 
 import pytest
-from daemon_harness import DATA, journal_rows, wait_for, write_config
+from daemon_harness import (
+    DATA,
+    journal_rows,
+    peak_rss_kib,
+    reset_peak_rss,
+    rss_kib,
+    wait_for,
+    write_config,
+)
 from PIL import Image
 
 from daemon.config import JOURNAL_NAME
 
 MIB = 2**20
 STOP_SECONDS = 10.0
-
-
-def status_kib(pid: int, field: str) -> int:
-    """A field of /proc/<pid>/status in KiB (VmRSS now, VmHWM the peak since the last reset)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key == field:
-            return int(value.split()[0])
-    raise KeyError(field)
 
 
 @pytest.mark.parametrize("format", ["JPEG", "PNG"])
@@ -41,8 +39,8 @@ def test_a_12_megapixel_photo_costs_the_daemon_far_less_than_its_size_in_floats(
     daemon = daemons.start(config)
     daemon.wait_ready()
     pid = daemon.process.pid
-    rest_kib = status_kib(pid, "VmRSS")
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS from here on
+    rest_kib = rss_kib(pid)
+    reset_peak_rss(pid)
 
     os.rename(staged, tmp_path / "inbox" / name)
     journal = tmp_path / "state" / JOURNAL_NAME
@@ -51,7 +49,7 @@ def test_a_12_megapixel_photo_costs_the_daemon_far_less_than_its_size_in_floats(
         f"{name} done",
         daemon=daemon,
     )
-    photo_mib = (status_kib(pid, "VmHWM") - rest_kib) / 1024
+    photo_mib = (peak_rss_kib(pid) - rest_kib) / 1024
     daemon.send(signal.SIGTERM)
     assert daemon.wait_exit(STOP_SECONDS) == 0
     assert photo_mib < floats_mib / 2, f"the photo cost {photo_mib:.0f} MiB"

@@ -44,7 +44,8 @@ def load_presets(path: Path) -> PresetsConfig:
 
 
 def parse_preset(name: str, raw: dict[str, Any], base_dir: Path) -> Preset:
-    """Build a preset by the config file's rules (for the CLI); paths are relative to base_dir."""
+    """A preset from a mapping, by the config file's rules, paths relative to base_dir (for code
+    that has no file, such as the tests)."""
     context = {"base_dir": base_dir.resolve(), "preset_names": (name,)}
     try:
         return PresetModel.model_validate(raw, context=context).to_preset(name)

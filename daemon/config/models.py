@@ -49,7 +49,7 @@ from daemon.config.outputs import (
     check_name_pattern,
 )
 from daemon.engine.settings import ColourMode, InitMode, OptimizerName, Pooling, StyleSettings
-from daemon.media.decode import DEFAULT_MAX_PIXELS, sha256_file
+from daemon.media.files import DEFAULT_MAX_PIXELS, sha256_file
 
 JOURNAL_NAME = "journal.sqlite3"
 STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)

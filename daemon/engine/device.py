@@ -62,3 +62,26 @@ def _available_ram_bytes() -> int:
     except OSError:
         pass
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+TORCH_VERSION: str = torch.__version__  # for the sidecar: which torch made a result
+
+
+def is_poisoned(exc: BaseException) -> bool:
+    """CUDA's sticky errors (illegal address, launch failure, ECC): only a new process recovers."""
+    text = str(exc)
+    accelerator_error = getattr(torch, "AcceleratorError", ())
+    return isinstance(exc, accelerator_error) or (
+        isinstance(exc, RuntimeError) and "CUDA error" in text and "out of memory" not in text
+    )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """The device ran out of memory this time: worth another attempt once it is freed."""
+    return isinstance(exc, torch.OutOfMemoryError)
+
+
+def release_cached_memory() -> None:
+    """Hand the caching allocator's free blocks back to the device (a no-op without CUDA)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -7,7 +7,6 @@ problems with metadata alone (EXIF, ICC) never fail a photo, they are dropped.
 """
 
 import errno
-import hashlib
 import io
 import os
 import stat
@@ -23,8 +22,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from daemon.errors import InputError
-
-DEFAULT_MAX_PIXELS: int = 50_000_000
+from daemon.media.files import DEFAULT_MAX_PIXELS
 
 SRGB_PROFILE = ImageCms.createProfile("sRGB")
 
@@ -146,12 +144,6 @@ def pixel_shape(
     if long_side is not None and long_side < max(width, height):
         width, height = _scaled_size((width, height), long_side)
     return height, width
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, streamed: a photo's or a weights file's identity."""
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def is_whole(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:

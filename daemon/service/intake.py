@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from loguru import logger
 
 from daemon.config import Config
-from daemon.media.decode import sha256_file
+from daemon.media.files import sha256_file
 from daemon.service.journal import JobState, Journal
 from daemon.service.outbox import Outbox, OutsideOutbox, open_outbox
 

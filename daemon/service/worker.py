@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
 from loguru import logger
 
 from daemon import __version__, pipeline
@@ -29,7 +28,7 @@ from daemon.config import Config, Preset
 from daemon.engine import device, transfer
 from daemon.errors import InputError
 from daemon.media import decode
-from daemon.media.decode import sha256_file
+from daemon.media.files import sha256_file
 from daemon.service.journal import Job, Journal, JournalError
 from daemon.service.outbox import Outbox, OutsideOutbox, open_outbox
 
@@ -57,18 +56,9 @@ class DevicePoisoned(Exception):
     """A CUDA error after which the process cannot use the device again."""
 
 
-def is_device_poisoned(exc: BaseException) -> bool:
-    """CUDA's sticky errors (illegal address, launch failure, ECC): only a new process recovers."""
-    text = str(exc)
-    accelerator_error = getattr(torch, "AcceleratorError", ())
-    return isinstance(exc, accelerator_error) or (
-        isinstance(exc, RuntimeError) and "CUDA error" in text and "out of memory" not in text
-    )
-
-
 def is_transient(exc: BaseException) -> bool:
     """Worth another attempt: I/O trouble and a device that ran out of memory this time."""
-    return isinstance(exc, OSError | torch.OutOfMemoryError)
+    return isinstance(exc, OSError) or device.is_out_of_memory(exc)
 
 
 @dataclass(frozen=True)
@@ -194,7 +184,7 @@ class Worker:
                 task.log.info("stopped mid-job; it will run again at the next start")
             raise
         except Exception as exc:
-            if len(tasks) == 1 or is_device_poisoned(exc):
+            if len(tasks) == 1 or device.is_poisoned(exc):
                 for task in tasks[1:]:  # the device poisoned: back in the queue, as after a crash
                     self.journal.mark_retry(task.job.id, f"device error: {exc}", self.clock())
                 self._settle(first.job, outbox, exc)
@@ -243,7 +233,7 @@ class Worker:
             # once the link is gone, it is queued afresh.
             self.journal.mark_failed(job.id, str(exc))
             log.error("{}: {}; left in the inbox", source.name, exc)
-        elif is_device_poisoned(exc):
+        elif device.is_poisoned(exc):
             self.journal.mark_retry(job.id, f"device error: {exc}", self.clock())
             log.critical("the device is unusable ({}); exiting so the service restarts", exc)
             raise DevicePoisoned(str(exc)) from exc
@@ -400,7 +390,7 @@ class Worker:
             "attempt": job.attempts,
             "versions": {
                 "stylebox": __version__,
-                "torch": torch.__version__,
+                "torch": device.TORCH_VERSION,
                 "python": platform.python_version(),
             },
         }
@@ -441,8 +431,8 @@ class Worker:
         self, job: Job, source: Path, outbox: Outbox, exc: Exception, log: Logger
     ) -> None:
         reason = f"{source.name}: {type(exc).__name__}: {exc}"
-        if isinstance(exc, torch.OutOfMemoryError):
-            torch.cuda.empty_cache()  # give the next attempt the memory this one held
+        if device.is_out_of_memory(exc):
+            device.release_cached_memory()  # give the next attempt the memory this one held
         retries = self.config.retries
         if is_transient(exc) and job.attempts < retries.max_attempts:
             delay = retries.backoff_seconds * 2 ** (job.attempts - 1)
