@@ -91,3 +91,21 @@ def test_kept_originals_keep_their_rows_and_deleted_ones_lose_them(tmp_path, dae
         state=lambda: memo_paths(journal),
     )
     assert done(journal) == 10  # the rescans that pruned queued nothing again
+
+
+def test_a_duplicate_moved_away_by_intake_leaves_no_row_behind(tmp_path, daemons) -> None:
+    # The same bytes under a second name: intake, not the worker, moves that original.
+    daemon, inbox, journal = start(tmp_path, daemons, policy="move", rescan_seconds=300)
+    picture = photo_bytes(0, format="PNG", size=(16, 12))
+    drop(inbox / "first.png", picture)
+    wait_for(lambda: done(journal) == 1 and not files_under(inbox), "first.png", daemon=daemon)
+    drop(inbox / "again.png", picture)
+    wait_for(lambda: not files_under(inbox), "again.png moved to originals", daemon=daemon)
+    wait_for(
+        lambda: memo_paths(journal) == [],
+        "no memo row for the duplicate moved away",
+        timeout=5,
+        daemon=daemon,
+        state=lambda: memo_paths(journal),
+    )
+    assert [row["source_path"] for row in journal_rows(journal)] == [str(inbox / "first.png")]

@@ -80,10 +80,18 @@ class Intake:
                 job.state,
             )
             if job.state is JobState.DONE or config.originals.policy == "move":
-                outbox.dispose_original(path, config.originals.policy, config.originals_dir)
+                self._dispose(outbox, path)
         elif job.state is JobState.DONE:
             # Its own original, still here after a crash between mark_done and the move.
-            outbox.dispose_original(path, config.originals.policy, config.originals_dir)
+            self._dispose(outbox, path)
+
+    def _dispose(self, outbox: Outbox, path: Path) -> None:
+        """Apply the originals policy, and drop the file's memo row once it has left the inbox
+        (as the worker does), rather than at the next complete scan."""
+        originals = self.config.originals
+        outbox.dispose_original(path, originals.policy, self.config.originals_dir)
+        if originals.policy != "keep":
+            self.journal.forget_files([str(path)])
 
     def forget_gone_files(self) -> int:
         """Drop the hash memo of files no longer in the inbox (deleted or moved by hand); how
