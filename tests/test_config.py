@@ -727,8 +727,6 @@ presets:
     style: style.png
     size: "256"
     beta: -1
-routing:
-  unmatched: quarantine
 """
     path = _config_file(tmp_path, text)
     command = [sys.executable, "-m", "daemon", "check", "--config", str(path)]

@@ -96,13 +96,16 @@ def _load(path: Path, kind: type[C]) -> C:
 def _problems(
     error: ValidationError, kind: type, root: Node | None, prefix: tuple[str, ...]
 ) -> list[tuple[int, str, str]]:
-    """(line, dotted field, message) of each of pydantic's errors."""
-    found = []
+    """(line, dotted field, message) of each of pydantic's errors. A key given in the wrong place
+    is named once, where it was given, not again as missing where it belongs."""
+    found, homes = [], set()
     for detail in error.errors(include_url=False):
         loc = prefix + detail["loc"]  # a prefix only where there is no file (root None)
         line, dotted = yaml_lines.locate(root, loc)
         found.append((line, dotted, _message(detail, loc, _fields(kind))))
-    return found
+        if detail["type"] in _EXTRA and (home := _home(loc, _fields(kind))):
+            homes.add(home)
+    return [problem for problem in found if problem[1] not in homes]
 
 
 def _message(detail: Any, loc: tuple[Any, ...], fields: dict[tuple[str, ...], dict]) -> str:
@@ -125,14 +128,22 @@ def _message(detail: Any, loc: tuple[Any, ...], fields: dict[tuple[str, ...], di
 
 def _belongs(loc: tuple[Any, ...], fields: dict[tuple[str, ...], dict]) -> str:
     """'; did you mean X?': the key's home elsewhere in the file, else a close sibling."""
+    home = _home(loc, fields)
+    if home:
+        return f"; did you mean {home!r}?"
     key, parent = loc[-1], _pattern(loc[:-1], fields)
-    elsewhere = [
-        ".".join(field).replace(f".{_ANY_ITEM}", _ANY_ITEM) for field in fields if field[-1] == key
-    ]
-    if elsewhere:
-        return f"; did you mean {elsewhere[0]!r}?"
     siblings = [field[-1] for field in fields if field[:-1] == parent]
     return suggestion(key, siblings)
+
+
+def _home(loc: tuple[Any, ...], fields: dict[tuple[str, ...], dict]) -> str | None:
+    """Where a key the file gives in the wrong place belongs (`routing.default_preset`)."""
+    elsewhere = [
+        ".".join(field).replace(f".{_ANY_ITEM}", _ANY_ITEM)
+        for field in fields
+        if field[-1] == loc[-1] and field != loc
+    ]
+    return elsewhere[0] if elsewhere else None
 
 
 def _pattern(loc: tuple[Any, ...], fields: dict[tuple[str, ...], dict]) -> tuple[str, ...] | None:
