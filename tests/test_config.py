@@ -447,6 +447,7 @@ def test_fingerprint_counts_style_weights(tmp_path: Path) -> None:
         ("logging:\n  retention: 0", 1, "logging.retention", "greater than or equal to 1, got 0"),
         ("logging:\n  rotation: ''", 1, "logging.rotation", "expected text, got ''"),
         ("logging:\n  rotation: '  '", 1, "logging.rotation", "expected text, got '  '"),
+        ("logging:\n  rotation: 10 parsecs", 1, "logging.rotation", "not a rotation loguru reads"),
         ("watch:\n  mode: pol", 1, "watch.mode", "got 'pol'; did you mean 'poll'?"),
         ("inbx: in", 0, "inbx", "unknown key; did you mean 'inbox'?"),
         ("watch:\n  settle: 2", 1, "watch.settle", "unknown key; did you mean 'settle_seconds'?"),

@@ -348,3 +348,18 @@ def test_photos_thinner_than_the_network_are_stylised_at_their_size(vgg, height,
         vgg, photo, [transfer.Style(style)], dataclasses.replace(FAST, steps=2)
     )
     assert tuple(result.image.shape) == (3, height, width)
+
+
+def test_a_cuda_out_of_memory_is_worth_a_retry_and_never_poisons_the_device() -> None:
+    """cuBLAS and kernel launches report running out of memory as a plain CUDA error: that is
+    not a sticky fault, so neither the job's attempt nor the process is spent on it."""
+    from daemon.engine import device
+
+    accelerator_error = getattr(torch, "AcceleratorError", RuntimeError)
+    launch = accelerator_error("CUDA error: out of memory")
+    assert device.is_out_of_memory(launch) and not device.is_poisoned(launch)
+    allocator = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert device.is_out_of_memory(allocator) and not device.is_poisoned(allocator)
+    sticky = accelerator_error("CUDA error: an illegal memory access was encountered")
+    assert device.is_poisoned(sticky) and not device.is_out_of_memory(sticky)
+    assert not device.is_poisoned(RuntimeError("shape mismatch"))

@@ -553,3 +553,16 @@ def test_an_inbox_photo_swapped_for_a_symlink_is_refused_not_followed(tmp_path: 
     assert load_image(link).pixels.shape == (8, 8, 3)  # style images may be links
     with pytest.raises(InputError, match=r"inbox\.png: a symlink"):
         load_image(link, follow_symlinks=False)
+
+
+def test_a_transparency_key_is_flattened_before_any_reduce_so_it_tints_no_edge(tmp_path) -> None:
+    """An RGB PNG whose pure green is transparent (tRNS): green must become white, and the
+    edge between it and red a blend of white and red only (g == b), never green's tint."""
+    pixels = np.zeros((400, 3000, 3), dtype=np.uint8)
+    pixels[:, :1501] = (0, 255, 0)  # not on a reduce block boundary
+    pixels[:, 1501:] = (255, 0, 0)
+    path = tmp_path / "keyed.png"
+    Image.fromarray(pixels).save(path, transparency=(0, 255, 0))
+    loaded = load_image(path, long_side=256).pixels
+    assert np.abs(loaded[..., 1] - loaded[..., 2]).max() < 1.0
+    assert loaded[:, 0].min() > 254  # the keyed half is white

@@ -17,6 +17,7 @@ import fnmatch
 import hashlib
 import json
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,6 +25,7 @@ from pathlib import Path, PurePath
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, get_args
 
+from loguru import logger
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -270,6 +272,19 @@ def _not_blank(text: str) -> str:
     return text
 
 
+def _rotation(rotation: str) -> str:
+    """loguru's own rotation syntax, checked by loguru now: it would refuse it only at start,
+    after `stylebox check` said the file was fine. A handler that never writes (delay, and a
+    filter that takes no record) is added to parse it, and removed."""
+    path = Path(tempfile.gettempdir()) / "stylebox-rotation-check.log"
+    try:
+        handler = logger.add(path, rotation=rotation, delay=True, filter=lambda _: False)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"not a rotation loguru reads ({error})") from None
+    logger.remove(handler)
+    return rotation
+
+
 def _upper(value: Any) -> Any:
     """Log levels in any case, given back as loguru spells them."""
     known = isinstance(value, str) and value.upper() in get_args(LogLevel)
@@ -490,7 +505,7 @@ class LogSettings(BaseModel):
     model_config = STRICT
     level: Annotated[LogLevel, BeforeValidator(_upper)] = "INFO"
     file: bool = True
-    rotation: Text = "10 MB"  # loguru's own syntax ("10 MB", "1 week"), checked by it
+    rotation: Annotated[Text, AfterValidator(_rotation)] = "10 MB"  # "10 MB", "1 week", ...
     retention: Annotated[int, Field(ge=1)] = 5  # log files kept
 
 

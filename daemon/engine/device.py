@@ -71,14 +71,19 @@ def is_poisoned(exc: BaseException) -> bool:
     """CUDA's sticky errors (illegal address, launch failure, ECC): only a new process recovers."""
     text = str(exc)
     accelerator_error = getattr(torch, "AcceleratorError", ())
-    return isinstance(exc, accelerator_error) or (
-        isinstance(exc, RuntimeError) and "CUDA error" in text and "out of memory" not in text
+    cuda_error = isinstance(exc, accelerator_error) or (
+        isinstance(exc, RuntimeError) and "CUDA error" in text
     )
+    return cuda_error and not is_out_of_memory(exc)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """The device ran out of memory this time: worth another attempt once it is freed."""
-    return isinstance(exc, torch.OutOfMemoryError)
+    """The device ran out of memory this time: worth another attempt once it is freed. cuBLAS,
+    cuDNN and kernel launches report it as a plain CUDA error (an AcceleratorError in torch 2.8
+    and later) rather than as torch.OutOfMemoryError."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "CUDA error: out of memory" in str(exc)
 
 
 def release_cached_memory() -> None:

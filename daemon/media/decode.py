@@ -331,8 +331,8 @@ def _reduced(image: Image.Image, size: tuple[int, int] | None) -> Image.Image:
     the float conversion holds a few megapixels, not the camera's 24 (a JPEG's draft scale does
     this in the decoder). Modes with alpha are left whole: a box average of unpremultiplied
     colours would bleed hidden colours into the edges."""
-    if size is None or image.mode not in _REDUCIBLE_MODES:
-        return image
+    if size is None or image.mode not in _REDUCIBLE_MODES or image.has_transparency_data:
+        return image  # a transparency key (tRNS) is alpha too
     factor = int(min(image.width / size[0], image.height / size[1]) / _REDUCING_GAP)
     return image.reduce(factor) if factor > 1 else image
 

@@ -152,12 +152,12 @@ class Service:
         intake = Intake(config, journal, on_queued=worker.wake)
         watcher = self._watcher(config, intake)
         worker.start()
-        watcher.start()
-        logger.info(
-            "watching {} ({} mode); outputs go to {}", config.inbox, watcher.mode, config.outbox
-        )
-        self.notifier.ready(f"watching {config.inbox}")
-        try:
+        try:  # the watcher's first scan writes the journal: a failure there stops the worker too
+            watcher.start()
+            logger.info(
+                "watching {} ({} mode); outputs go to {}", config.inbox, watcher.mode, config.outbox
+            )
+            self.notifier.ready(f"watching {config.inbox}")
             return self._main_loop(config, journal, worker, intake, watcher)
         finally:
             self.notifier.stopping()
