@@ -590,9 +590,7 @@ class Config(_Common):
             if not problems:
                 raise
             raise _errors_at(problems, error) from None
-        originals = config.originals
-        move_to = originals.move_to if originals.policy == "move" else None
-        if problems := _layout_problems(config.inbox, config.outbox, config.state_dir, move_to):
+        if problems := _config_layout_problems(config):
             raise _errors_at(problems)
         return config
 
@@ -628,14 +626,15 @@ def _layout_problems(
         return []
     again = "would be stylised again"
     problems: Problems = []
-    if outbox is None:
-        pass
-    elif inbox == outbox:
-        problems.append((("outbox",), f"the same folder as inbox ({inbox}): results would loop"))
-    elif outbox.is_relative_to(inbox):
-        problems.append((("outbox",), f"inside inbox ({inbox}): results {again}"))
-    elif inbox.is_relative_to(outbox):
-        problems.append((("inbox",), f"inside outbox ({outbox}): results {again}"))
+    if outbox is not None:
+        if inbox == outbox:
+            problems.append(
+                (("outbox",), f"the same folder as inbox ({inbox}): results would loop")
+            )
+        elif outbox.is_relative_to(inbox):
+            problems.append((("outbox",), f"inside inbox ({inbox}): results {again}"))
+        elif inbox.is_relative_to(outbox):
+            problems.append((("inbox",), f"inside outbox ({outbox}): results {again}"))
     if state_dir is not None and state_dir.is_relative_to(inbox):
         problems.append((("state_dir",), f"inside inbox ({inbox}): the journal would be a photo"))
     if move_to is not None and move_to.is_relative_to(inbox):
@@ -645,12 +644,16 @@ def _layout_problems(
     return problems
 
 
+def _config_layout_problems(config: "Config") -> Problems:
+    """`_layout_problems` of a built config's folders (originals.move_to only when moving)."""
+    move_to = config.originals.move_to if config.originals.policy == "move" else None
+    return _layout_problems(config.inbox, config.outbox, config.state_dir, move_to)
+
+
 def layout_problems(config: "Config") -> list[str]:
     """`dotted.field: message` for each loop in a config built in code (a reload's merge of
     the new file with the old folders, which no validator sees)."""
-    move_to = config.originals.move_to if config.originals.policy == "move" else None
-    found = _layout_problems(config.inbox, config.outbox, config.state_dir, move_to)
-    return [f"{'.'.join(loc)}: {message}" for loc, message in found]
+    return [f"{'.'.join(loc)}: {message}" for loc, message in _config_layout_problems(config)]
 
 
 def _raw_layout_problems(data: Any, info: ValidationInfo) -> Problems:
