@@ -20,6 +20,17 @@ from daemon.service.journal import JobState, Journal
 from daemon.service.outbox import Outbox, OutsideOutbox, open_outbox
 
 
+def dispose_original(config: Config, journal: Journal, outbox: Outbox, path: Path) -> Path | None:
+    """The originals policy applied to a photo whose result is safe (by the worker, or here for a
+    duplicate); the new path on move. Its memo row goes as it leaves the inbox: a stale row could
+    hand its hash to a new file at that path with the same size and mtime (the rescan's prune
+    catches every other way out)."""
+    moved = outbox.dispose_original(path, config.originals.policy, config.originals_dir)
+    if config.originals.policy != "keep":
+        journal.forget_files([str(path)])
+    return moved
+
+
 class Intake:
     """Turns ready files into journal rows; `config` may be swapped on reload."""
 
@@ -80,18 +91,10 @@ class Intake:
                 job.state,
             )
             if job.state is JobState.DONE or config.originals.policy == "move":
-                self._dispose(outbox, path)
+                dispose_original(config, self.journal, outbox, path)
         elif job.state is JobState.DONE:
             # Its own original, still here after a crash between mark_done and the move.
-            self._dispose(outbox, path)
-
-    def _dispose(self, outbox: Outbox, path: Path) -> None:
-        """Apply the originals policy, and drop the file's memo row once it has left the inbox
-        (as the worker does), rather than at the next complete scan."""
-        originals = self.config.originals
-        outbox.dispose_original(path, originals.policy, self.config.originals_dir)
-        if originals.policy != "keep":
-            self.journal.forget_files([str(path)])
+            dispose_original(config, self.journal, outbox, path)
 
     def forget_gone_files(self) -> int:
         """Drop the hash memo of files no longer in the inbox (deleted or moved by hand); how

@@ -29,6 +29,7 @@ from daemon.engine import device, transfer
 from daemon.errors import InputError
 from daemon.media import decode
 from daemon.media.files import sha256_file
+from daemon.service.intake import dispose_original
 from daemon.service.journal import Job, Journal, JournalError
 from daemon.service.outbox import Outbox, OutsideOutbox, open_outbox
 
@@ -452,14 +453,10 @@ class Worker:
             if source.exists() and not _holds(source, job.content_hash):
                 log.debug("{} changed since its job began; left for its own job", source.name)
                 return
-            moved = outbox.dispose_original(source, config.originals.policy, config.originals_dir)
+            moved = dispose_original(config, self.journal, outbox, source)
         except (OSError, OutsideOutbox) as exc:  # the output is safe; a stuck original is untidy
             log.warning("could not {} the original {}: {}", config.originals.policy, source, exc)
             return
-        if config.originals.policy != "keep":
-            # Gone from the inbox: a stale row could hand its hash to a new file at this path
-            # with the same size and mtime. The rescan's prune catches every other way out.
-            self.journal.forget_files([str(source)])
         if moved is not None:
             log.debug("original moved to {}", moved)
 
