@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import signal
 import tempfile
 from pathlib import Path
@@ -29,11 +28,8 @@ from tests.daemon_harness import (
     DATA,
     STYLES,
     Daemon,
-    journal_rows,
-    peak_rss_kib,
-    reset_peak_rss,
+    photo_cost_kib,
     rss_kib,
-    wait_for,
     write_config,
 )
 
@@ -68,18 +64,9 @@ def measure(root: Path, fmt: str, megapixels: float) -> dict[str, Any]:
     daemon = Daemon(config)
     try:
         daemon.wait_ready()
-        pid = daemon.process.pid
-        rest_kib = rss_kib(pid)
-        reset_peak_rss(pid)
+        rest_kib = rss_kib(daemon.process.pid) or 0
         (work / "inbox").mkdir(exist_ok=True)
-        os.rename(photo, work / "inbox" / photo.name)  # whole at once: no settling on a write
-        wait_for(
-            lambda: [row["state"] for row in journal_rows(journal)] == ["done"],
-            f"the {fmt} photo done",
-            timeout=300,
-            daemon=daemon,
-        )
-        peak_kib = peak_rss_kib(pid)
+        photo_kib = photo_cost_kib(daemon, photo, work / "inbox", journal, timeout=300)
         daemon.send(signal.SIGTERM)
         daemon.wait_exit(30)
     finally:
@@ -91,8 +78,8 @@ def measure(root: Path, fmt: str, megapixels: float) -> dict[str, Any]:
         "size": list(size),
         "bytes": (work / "outbox" / "originals" / photo.name).stat().st_size,
         "rest_mib": rest_kib / 1024,
-        "peak_mib": peak_kib / 1024,
-        "photo_mib": (peak_kib - rest_kib) / 1024,
+        "peak_mib": (rest_kib + photo_kib) / 1024,
+        "photo_mib": photo_kib / 1024,
     }
 
 

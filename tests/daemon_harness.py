@@ -306,6 +306,25 @@ def peak_rss_kib(pid: int) -> int:
     raise KeyError(f"/proc/{pid}/status has no VmHWM")
 
 
+def photo_cost_kib(
+    daemon: Daemon, staged: Path, inbox: Path, journal: Path, timeout: float = 60.0
+) -> int:
+    """What one photo costs a ready daemon with an empty journal at its peak, in KiB above its
+    memory at rest: `staged` is moved into `inbox` whole (no settling on a write) and its job,
+    the journal's only one, waited for."""
+    pid = daemon.process.pid
+    rest_kib = rss_kib(pid) or 0
+    reset_peak_rss(pid)
+    os.rename(staged, inbox / staged.name)
+    wait_for(
+        lambda: [row["state"] for row in journal_rows(journal)] == ["done"],
+        f"{staged.name} done",
+        timeout=timeout,
+        daemon=daemon,
+    )
+    return peak_rss_kib(pid) - rest_kib
+
+
 def slow_fsync_env(folder: Path, seconds: float) -> dict[str, str]:
     """Environment that makes every os.fsync in a daemon take `seconds` longer, as on a slow disk.
 

@@ -2,19 +2,10 @@
 check reads a JPEG at 1/8 scale and the worker decodes it once, at the draft scale its preset
 needs. The real daemon's peak resident memory (VmHWM, reset once it is ready) over one job."""
 
-import os
 import signal
 
 import pytest
-from daemon_harness import (
-    DATA,
-    journal_rows,
-    peak_rss_kib,
-    reset_peak_rss,
-    rss_kib,
-    wait_for,
-    write_config,
-)
+from daemon_harness import DATA, photo_cost_kib, write_config
 from PIL import Image
 
 from daemon.config import JOURNAL_NAME
@@ -39,18 +30,8 @@ def test_a_12_megapixel_photo_costs_the_daemon_far_less_than_its_size_in_floats(
     config = write_config(tmp_path)
     daemon = daemons.start(config)
     daemon.wait_ready()
-    pid = daemon.process.pid
-    rest_kib = rss_kib(pid)
-    reset_peak_rss(pid)
-
-    os.rename(staged, tmp_path / "inbox" / name)
     journal = tmp_path / "state" / JOURNAL_NAME
-    wait_for(
-        lambda: [row["state"] for row in journal_rows(journal)] == ["done"],
-        f"{name} done",
-        daemon=daemon,
-    )
-    photo_mib = (peak_rss_kib(pid) - rest_kib) / 1024
+    photo_mib = photo_cost_kib(daemon, staged, tmp_path / "inbox", journal) / 1024
     daemon.send(signal.SIGTERM)
     assert daemon.wait_exit(STOP_SECONDS) == 0
     assert photo_mib < share_of_floats * floats_mib, f"the photo cost {photo_mib:.0f} MiB"
