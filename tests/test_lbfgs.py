@@ -83,3 +83,87 @@ def test_an_image_left_out_of_an_evaluation_stays_where_it_is() -> None:
     optimizer.observe(trial, f, g)
     assert torch.equal(optimizer.x[1], x[1])
     assert not torch.equal(optimizer.x[0], x[0])
+
+
+def _two_loop(optimizer: BatchLBFGS, g: torch.Tensor) -> torch.Tensor:
+    """-H g by Nocedal & Wright's two-loop recursion (algorithm 7.4) in float64, image by image,
+    over the pairs in the optimiser's ring that the image uses, newest first."""
+    history = optimizer.pairs.shape[1]
+    newest_first = [(optimizer.slot - 1 - i) % history for i in range(optimizer.filled)]
+    directions = []
+    for image, q in enumerate(g.double()):
+        used = [k for k in newest_first if optimizer.live[image, k]]
+        pairs = [optimizer.pairs[image, k].double() for k in used]
+        alphas = []
+        for s, y in pairs:
+            alphas.append((s @ q) / (s @ y))
+            q = q - alphas[-1] * y
+        r = optimizer.gamma[image].double() * q
+        for (s, y), alpha in zip(reversed(pairs), reversed(alphas), strict=True):
+            r = r + (alpha - (y @ r) / (s @ y)) * s
+        directions.append(-r)
+    return torch.stack(directions)
+
+
+class _TwoLoop(BatchLBFGS):
+    """The same optimiser with its direction from the two-loop recursion."""
+
+    def _direction(self, written: int, s: torch.Tensor, y: torch.Tensor, g: torch.Tensor):
+        return _two_loop(self, g)
+
+
+def _bumpy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A convex objective whose curvature changes along the way, so every pair is different."""
+    scales = torch.logspace(0, 2, x.shape[1], dtype=x.dtype)
+    diff = x - torch.linspace(-2, 3, x.shape[1], dtype=x.dtype)
+    return (scales * diff**2 + diff**4).sum(1), 2 * scales * diff + 4 * diff**3
+
+
+def test_the_compact_direction_is_the_two_loop_recursions() -> None:
+    """Through a wrapped ring (16 observations, 4 slots), rejected steps (zero pairs) in one
+    image and a forgotten history in the other, the two optimisers take the same steps."""
+    x = torch.randn(2, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    compact, reference = BatchLBFGS(x, *_bumpy(x), 4), _TwoLoop(x, *_bumpy(x), 4)
+    for step in range(16):
+        trial, written = compact.propose(), compact.slot
+        torch.testing.assert_close(trial, reference.propose(), rtol=1e-10, atol=1e-12)
+        f, g = _bumpy(trial)
+        if step in (3, 9):
+            f[0] = float("inf")  # image 0 left out: its slot gets a zero pair
+        if step == 6:
+            g[1] = 0  # no descent from there: image 1 forgets its history
+        for optimizer in (compact, reference):
+            optimizer.observe(trial, f.clone(), g.clone())
+        torch.testing.assert_close(compact.d, reference.d, rtol=1e-10, atol=1e-12)
+        if step in (3, 9):
+            assert not compact.live[0, written] and not compact.pairs[0, written].any()
+        if step == 6:
+            assert not compact.live[1].any()
+    assert (compact.f < _bumpy(x)[0] / 10).all()
+
+
+def test_in_float32_it_is_as_close_to_the_exact_direction_as_float32_allows() -> None:
+    """What the engine runs: float32 vectors, here on a problem whose curvature spans 1..100."""
+    x = torch.zeros(1, 300)
+    optimizer = BatchLBFGS(x, *_bumpy(x), 8)
+    for _ in range(30):
+        trial = optimizer.propose()
+        optimizer.observe(trial, *_bumpy(trial))
+    newest = (optimizer.slot - 1) % 8
+    s, y = optimizer.pairs[:, newest].unbind(1)
+    compact = optimizer._direction(newest, s, y, optimizer.g)  # rewrites what it wrote: no change
+    exact = _two_loop(optimizer, optimizer.g)
+    assert (compact.double() - exact).norm() < 1e-5 * exact.norm()
+
+
+def test_the_kept_products_are_those_of_the_pairs_in_the_ring() -> None:
+    """S^T Y and Y^T Y are written a row and a column at a time: after the ring has wrapped they
+    must still be the products of what the slots hold."""
+    x = torch.zeros(2, 12, dtype=torch.float64)
+    optimizer = BatchLBFGS(x, *_bumpy(x), 3)
+    for _ in range(8):
+        trial = optimizer.propose()
+        optimizer.observe(trial, *_bumpy(trial))
+    s, y = optimizer.pairs.unbind(2)
+    torch.testing.assert_close(optimizer.sy, s @ y.mT, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(optimizer.yy, y @ y.mT, rtol=1e-12, atol=1e-12)
