@@ -2,19 +2,28 @@
 
 Same network and objective as stylebox (paper layers, Caffe VGG-19, normalised losses), one scale at
 the output size, L-BFGS as torch ships it (no line search) on the pixels from the content photo,
-a fixed number of evaluations, clamped once at the end.
+a fixed number of evaluations, clamped once at the end. Run as a command, it is the peer's
+whole process, as `stylebox stylize` is ours (bench.time_to_quality times both from outside):
+
+    python -m bench.reference PHOTO PAINTING OUT.png [--size 256] [--evaluations 300] [--device cpu]
 """
 
 from __future__ import annotations
 
+import argparse
 import time
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from daemon import pipeline
+from daemon.config import StyleImage
 from daemon.engine import transfer
+from daemon.engine.device import Models, resolve_device
 from daemon.engine.settings import StyleSettings
 from daemon.engine.vgg import VGGFeatures
+from daemon.media import encode
 
 
 def reference_stylise(
@@ -47,3 +56,27 @@ def reference_stylise(
 
     optimizer.step(closure)
     return x.detach()[0].clamp(0, 255).cpu(), history
+
+
+def main() -> None:
+    """Load like `stylebox stylize`, run the reference, save an 8-bit PNG."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("photo", type=Path)
+    parser.add_argument("painting", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--evaluations", type=int, default=300)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    settings = StyleSettings(size=args.size)
+    models = Models(resolve_device(args.device))
+    styles = pipeline.load_styles([StyleImage(args.painting)], settings, max_pixels=10**9)
+    photo = pipeline.load_photo(args.photo, settings, max_pixels=10**9)
+    content = pipeline.to_tensor(photo.pixels).to(models.device)
+    model = models.for_settings(settings)
+    image, _ = reference_stylise(model, content, styles, settings, args.evaluations)
+    encode.save_image(pipeline.to_pixels(image), args.out, format="png")
+
+
+if __name__ == "__main__":
+    main()

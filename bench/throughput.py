@@ -31,7 +31,7 @@ from bench.time_to_quality import DATA
 from daemon import pipeline
 from daemon.config import StyleImage, load_config
 from daemon.engine import transfer
-from daemon.engine.settings import DEFAULT_PRECISION, PRECISIONS, StyleSettings
+from daemon.engine.settings import DEFAULT_EVALUATIONS, DEFAULT_PRECISION, PRECISIONS, StyleSettings
 from daemon.media import decode, encode
 from tests.daemon_harness import Daemon, journal_rows, write_config
 
@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=transfer.DEFAULT_EVALUATIONS)
+    parser.add_argument("--steps", type=int, default=DEFAULT_EVALUATIONS)
     parser.add_argument("--style", type=Path, default=DATA / "styles" / "starry_night.jpg")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION)

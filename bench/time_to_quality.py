@@ -1,137 +1,170 @@
-"""Time to quality: stylebox's defaults against the reference (bench/reference.py), side by
-side in one process, on the same photo, painting and objective.
+"""Time to quality as the user gets it: the whole `stylebox stylize` process with the default
+preset against the peer's whole process (bench/reference.py: the seed's algorithm done right,
+300 evaluations), per photo x painting, side by side in one run.
 
-    python -m bench.time_to_quality [--size 256] [--photo ...] [--style ...] [--device cpu]
+    python -m bench.time_to_quality [--size 256] [--pairs tubingen:starry_night ...]
+                                    [--against DIR] [--device cpu] [--sheets 2]
 
-Both outputs are saved as 8-bit PNGs and scored with the objective at the output size; the figure
-that matters is the wall time stylebox needs to reach the reference's final objective, as a ratio
-of the reference's time.
+Each command is timed from outside, start to exit, and its saved 8-bit PNG is scored here with
+the objective at its size, so the figures are what a user waits for and what they get.
+`--against DIR` runs another checkout's `stylebox stylize` too (`git worktree add DIR REV`: the
+default before a change, reported as "old"). `--sheets N` puts photo, peer, old and ours side by
+side for the first N pairs, as JPEGs under --out, to be looked at.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw
 
-from bench.reference import reference_stylise
 from bench.report import save_report
 from daemon import pipeline
 from daemon.config import StyleImage
 from daemon.engine import transfer
-from daemon.engine.settings import DEFAULT_PRECISION, PRECISIONS, StyleSettings
-from daemon.media import decode, encode
+from daemon.engine.device import Models, resolve_device
+from daemon.engine.settings import StyleSettings
+from daemon.media import decode
 
+REPO = Path(__file__).resolve().parents[1]
 # ../shared/data beside the repo; STYLEBOX_DATA points elsewhere (a GPU machine without it).
-DATA = Path(
-    os.environ.get("STYLEBOX_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
-)
+DATA = Path(os.environ.get("STYLEBOX_DATA", REPO / ".." / "shared" / "data"))
+PHOTOS = ("tubingen", "golden_gate", "hoovertowernight", "child")
+PAINTINGS = ("starry_night", "the_scream")
 
 
-def score(model, image: torch.Tensor, photo: torch.Tensor, styles, settings) -> float:
-    """The objective of an image as saved (8-bit), at its own size."""
-    eight_bit = image.round().clamp(0, 255)
-    grams = transfer.style_grams_for(model, settings, styles, max(eight_bit.shape[-2:]))
-    objective = transfer.Objective(
-        model, settings, transfer.resize(photo, eight_bit.shape[-2:]), grams
-    )
-    with torch.no_grad():
-        return objective(eight_bit[None].to(photo.device))[1].total
+def data_file(folder: str, stem: str) -> Path:
+    """`stem` of ../shared/data/<folder>, whatever its suffix."""
+    (match,) = (DATA / folder).glob(f"{stem}.*")
+    return match
 
 
-def first_time_at_or_below(history: list[tuple[float, float]], target: float) -> float | None:
-    """Seconds until the running objective first reached `target`."""
-    return next((seconds for seconds, loss in history if loss <= target), None)
+def timed(command: list[str], cwd: Path) -> float:
+    """Wall seconds of a whole command, start to exit."""
+    started = time.perf_counter()
+    subprocess.run(command, cwd=cwd, check=True, capture_output=True)
+    return time.perf_counter() - started
 
 
-def compare(
-    size: int,
-    device: str,
-    photo_path: Path,
-    style_path: Path,
-    evaluations: int,
-    out: Path,
-    precision: str = DEFAULT_PRECISION,
-) -> dict:
-    """Run the reference and stylebox side by side; returns the figures as plain data."""
+def ours(tree: Path, photo: Path, painting: Path, out: Path, size: int, device: str) -> list[str]:
+    """`stylebox stylize` of `tree` with the default preset (cwd = tree: its own package)."""
+    return [sys.executable, "-m", "daemon", "stylize", str(photo), "--style", str(painting),
+            "--size", str(size), "--device", device, "--out", str(out)]  # fmt: skip
+
+
+def peer(photo: Path, painting: Path, out: Path, size: int, device: str) -> list[str]:
+    """The reference's whole process."""
+    return [sys.executable, "-m", "bench.reference", str(photo), str(painting), str(out),
+            "--size", str(size), "--device", device]  # fmt: skip
+
+
+def score(models: Models, image_path: Path, photo: Path, painting: Path, size: int) -> float:
+    """The objective of a saved 8-bit image, fp32, at its own size, against photo and painting
+    loaded as the commands load them."""
     settings = StyleSettings(size=size)
-    models = device.Models(device.resolve_device(device))
     model = models.for_settings(settings)
-    styles = pipeline.load_styles([StyleImage(style_path)], settings, max_pixels=10**9)
-    photo_pixels = decode.load_image(photo_path, long_side=size).pixels
-    photo = pipeline.to_tensor(photo_pixels).to(models.device)
-    out.mkdir(parents=True, exist_ok=True)
+    styles = pipeline.load_styles([StyleImage(painting)], settings, max_pixels=10**9)
+    content = pipeline.to_tensor(decode.load_image(photo, long_side=size).pixels)
+    saved = pipeline.to_tensor(decode.load_image(image_path).pixels).to(models.device)
+    grams = transfer.style_grams_for(model, settings, styles, max(saved.shape[-2:]))
+    content = transfer.resize(content.to(models.device), tuple(saved.shape[-2:]))
+    objective = transfer.Objective(model, settings, content, grams)
+    with torch.no_grad():
+        return objective(saved[None])[1].total
 
-    ref_image, ref_history = reference_stylise(model, photo, styles, settings, evaluations)
-    ours = transfer.stylise(model, photo, styles, settings, precision=precision)
-    rows = {}
-    for name, image, seconds in (
-        ("reference", ref_image, ref_history[-1][0]),
-        ("stylebox", ours.image, ours.seconds),
-    ):
-        path = out / f"ttq_{name}_{size}.png"
-        encode.save_image(pipeline.to_pixels(image), path, format="png")
-        rows[name] = {
-            "objective_8bit": score(model, image, photo, styles, settings),
-            "seconds": seconds,
-            "output": str(path),
-        }
-    target = rows["reference"]["objective_8bit"]
-    reached = first_time_at_or_below(ours.history, target)
-    return {
-        "size": size,
-        "device": str(models.device),
-        "precision": precision,
-        "threads": torch.get_num_threads(),
-        "reference_evaluations": evaluations,
-        "stylebox_evaluations": ours.evaluations,
-        "stylebox_budget": ours.budget,
-        "rows": rows,
-        "stylebox_seconds_to_reference_objective": reached,
-        "ratio": None if reached is None else reached / rows["reference"]["seconds"],
+
+def sheet(photo: Path, images: dict[str, Path], out: Path, height: int = 256) -> None:
+    """Photo and each result side by side at one height, each labelled."""
+    tiles = [("photo", Image.open(photo).convert("RGB"))]
+    tiles += [(name, Image.open(path).convert("RGB")) for name, path in images.items()]
+    tiles = [
+        (name, im.resize((round(im.width * height / im.height), height))) for name, im in tiles
+    ]
+    canvas = Image.new("RGB", (sum(im.width for _, im in tiles), height + 20), "white")
+    x = 0
+    for name, im in tiles:
+        canvas.paste(im, (x, 20))
+        ImageDraw.Draw(canvas).text((x + 4, 4), name, fill="black")
+        x += im.width
+    canvas.save(out, quality=90)
+
+
+def measure_pair(
+    models: Models, photo: Path, painting: Path, size: int, scratch: Path, against: Path | None
+) -> dict:
+    """The peer, ours (and the old default of `against`), each timed whole and scored."""
+    device = str(models.device)
+    commands = {
+        "peer": (peer(photo, painting, scratch / "peer.png", size, device), REPO),
+        "ours": (ours(REPO, photo, painting, scratch / "ours.png", size, device), REPO),
     }
-
-
-def print_table(summary: dict) -> None:
-    """The figures as a short table."""
-    rows, reached = summary["rows"], summary["stylebox_seconds_to_reference_objective"]
-    print(f"time to quality at {summary['size']} px on {summary['device']}")
-    print(f"{'':10} {'objective (8-bit)':>18} {'seconds':>8}")
-    for name, row in rows.items():
-        print(f"{name:10} {row['objective_8bit']:18.5g} {row['seconds']:8.1f}")
-    if reached is None:
-        print("stylebox did not reach the reference's objective")
-    else:
-        print(
-            f"stylebox reached the reference's objective after {reached:.1f} s: "
-            f"ratio {summary['ratio']:.2f} of the reference's time"
-        )
+    if against:
+        commands["old"] = (ours(against, photo, painting, scratch / "old.png", size, device),
+                           against)  # fmt: skip
+    row: dict = {"photo": photo.stem, "painting": painting.stem, "size": size}
+    for name, (command, cwd) in commands.items():
+        row[f"{name}_seconds"] = timed(command, cwd)
+        row[f"{name}_objective"] = score(models, scratch / f"{name}.png", photo, painting, size)
+    row["time_ratio"] = row["ours_seconds"] / row["peer_seconds"]
+    row["objective_vs_peer"] = row["ours_objective"] / row["peer_objective"]
+    if against:
+        row["objective_vs_old"] = row["ours_objective"] / row["old_objective"]
+        row["old_time_ratio"] = row["old_seconds"] / row["peer_seconds"]
+    return row
 
 
 def main() -> None:
-    """Run both, print the table, write JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Run every pair, print the table with median and worst, save JSON and sheets."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--photo", type=Path, default=DATA / "photos" / "tubingen.jpg")
-    parser.add_argument("--style", type=Path, default=DATA / "styles" / "starry_night.jpg")
-    parser.add_argument("--evaluations", type=int, default=300, help="the reference's budget")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION)
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--pairs", nargs="+", help="photo:painting stems (default 4 x 2)")
+    parser.add_argument("--against", type=Path, help="another checkout: the old default")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sheets", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args()
-    summary = compare(
-        args.size,
-        args.device,
-        args.photo,
-        args.style,
-        args.evaluations,
-        args.out,
-        args.precision,
-    )
-    print_table(summary)
-    save_report(args.out, f"time_to_quality_{args.size}", summary)
+    pairs = [p.split(":") for p in args.pairs] if args.pairs else [
+        (photo, painting) for photo in PHOTOS for painting in PAINTINGS
+    ]  # fmt: skip
+    models = Models(resolve_device(args.device))
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        scratch = Path(folder)
+        for index, (photo_name, painting_name) in enumerate(pairs):
+            photo, painting = data_file("photos", photo_name), data_file("styles", painting_name)
+            row = measure_pair(models, photo, painting, args.size, scratch, args.against)
+            rows.append(row)
+            print(
+                f"{photo_name} x {painting_name}: ours {row['ours_seconds']:.1f} s, peer "
+                f"{row['peer_seconds']:.1f} s (time {row['time_ratio']:.3f}x), objective vs "
+                f"peer {row['objective_vs_peer']:.3f}x"
+                + (f", vs old {row['objective_vs_old']:.3f}x" if args.against else ""),
+                flush=True,
+            )
+            if index < args.sheets:
+                names = [n for n in ("peer", "old", "ours") if (scratch / f"{n}.png").exists()]
+                stem = f"{photo_name}_{painting_name}_{args.size}"
+                args.out.mkdir(parents=True, exist_ok=True)
+                sheet(
+                    photo, {n: scratch / f"{n}.png" for n in names}, args.out / f"sheet_{stem}.jpg"
+                )
+    summary = {}
+    for key in ("time_ratio", "objective_vs_peer", "objective_vs_old", "old_time_ratio"):
+        values = [row[key] for row in rows if key in row]
+        if values:
+            summary[key] = {"median": statistics.median(values), "worst": max(values)}
+            print(f"{key}: median {summary[key]['median']:.3f}, worst {summary[key]['worst']:.3f}")
+    report = {"size": args.size, "device": args.device, "against": str(args.against)}
+    report |= {"threads": torch.get_num_threads(), "rows": rows, "summary": summary}
+    print("saved", save_report(args.out, f"time_to_quality_{args.size}", report))
 
 
 if __name__ == "__main__":

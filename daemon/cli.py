@@ -17,7 +17,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from daemon import __version__
 from daemon.config.models import BitDepth, OutputSettings, PresetModel, check_weights
-from daemon.engine.settings import COLOUR_MODES, StyleSettings
+from daemon.engine.settings import (
+    COLOUR_MODES,
+    DEFAULT_EVALUATIONS,
+    FINISHES,
+    PRECISIONS,
+    StyleSettings,
+)
 from daemon.errors import ExitCode, StyleboxError, UsageError
 
 DEFAULTS = StyleSettings()
@@ -47,10 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--size", type=int, help=f"long side in px (default {DEFAULTS.size})")
     stylize.add_argument("--alpha", type=float, help=f"content weight (default {DEFAULTS.alpha:g})")
     stylize.add_argument("--beta", type=float, help=f"style weight (default {DEFAULTS.beta:g})")
-    stylize.add_argument("--steps", type=int, help="single-scale run of N evaluations")
+    stylize.add_argument(
+        "--steps", type=int, help=f"at most N evaluations (default {DEFAULT_EVALUATIONS})"
+    )
+    stylize.add_argument(
+        "--finish",
+        choices=FINISHES,
+        help=f"stop sooner (draft) or later (fine) once progress slows (default {DEFAULTS.finish})",
+    )
     stylize.add_argument("--colour", choices=COLOUR_MODES, help=f"default {DEFAULTS.colour}")
     stylize.add_argument("--seed", type=int, help=f"default {DEFAULTS.seed}")
     stylize.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    stylize.add_argument(
+        "--precision",
+        choices=("auto", *PRECISIONS),
+        default="auto",
+        help="the network's arithmetic; auto (default): bf16 on CPUs with bf16 units, else fp32",
+    )
     stylize.add_argument("--quality", type=int, default=OUTPUT.quality, help="JPEG quality")
     stylize.add_argument(
         "--bit-depth",
@@ -121,7 +140,7 @@ def _stylize(args: argparse.Namespace) -> int:
         max_pixels = files.DEFAULT_MAX_PIXELS
     overrides = {
         name: getattr(args, name)
-        for name in ("size", "alpha", "beta", "steps", "colour", "seed")
+        for name in ("size", "alpha", "beta", "steps", "finish", "colour", "seed")
         if getattr(args, name) is not None
     }
     _check_overrides(overrides)
@@ -135,8 +154,14 @@ def _stylize(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.out}: --bit-depth 16 needs a .tif output")
 
     device = resolve_device(args.device)
-    logger.info("loading VGG-19 ({}) on {}", settings.weights, device)
-    models = Models(device)
+    models = Models(device, args.precision)
+    logger.info(
+        "loading VGG-19 ({}) on {}; arithmetic {}: {}",
+        settings.weights,
+        device,
+        models.precision,
+        models.precision_reason,
+    )
     styles = pipeline.load_styles(sources, settings, max_pixels=max_pixels)
     result, photo = pipeline.stylise_file(
         args.photo, styles, settings, models, max_pixels=max_pixels, callback=_progress_logger()

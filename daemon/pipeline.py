@@ -78,7 +78,13 @@ def stylise_photos(
     model = models.for_settings(settings)
     contents = [to_tensor(photo.pixels) for _, photo in photos]
     return transfer.stylise_batch(
-        model, contents, styles, settings, targets=targets, callback=callback
+        model,
+        contents,
+        styles,
+        settings,
+        targets=targets,
+        callback=callback,
+        precision=models.precision,
     )
 
 

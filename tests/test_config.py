@@ -147,6 +147,7 @@ def test_every_engine_parameter_can_be_set(tmp_path: Path) -> None:
     tv_weight: 0.01
     optimizer: adam
     steps: 120
+    finish: fine
     seed: 7
     init: noise
     pooling: max
@@ -165,6 +166,7 @@ def test_every_engine_parameter_can_be_set(tmp_path: Path) -> None:
         tv_weight=0.01,
         optimizer="adam",
         steps=120,
+        finish="fine",
         seed=7,
         init="noise",
         pooling="max",
@@ -374,6 +376,7 @@ def test_fingerprint_counts_style_weights(tmp_path: Path) -> None:
         ("color: style", 0, "presets.swirl.color", "unknown key; did you mean 'colour'?"),
         ("optimizer: sgd", 0, "presets.swirl.optimizer", "'lbfgs' or 'adam', got 'sgd'"),
         ("steps: 0", 0, "presets.swirl.steps", "greater than or equal to 1, got 0"),
+        ("finish: fin", 0, "presets.swirl.finish", "got 'fin'; did you mean 'fine'?"),
         ("seed: -1", 0, "presets.swirl.seed", "greater than or equal to 0"),
         ("init: zeros", 0, "presets.swirl.init", "'content' or 'noise'"),
         ("pooling: min", 0, "presets.swirl.pooling", "'avg' or 'max'"),

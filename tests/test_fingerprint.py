@@ -74,3 +74,13 @@ def test_other_presets_keep_their_fingerprints(tmp_path: Path, name: str) -> Non
     raw, digest = OTHERS[name]
     raw = {k: v.format(weights=weights) if k == "weights" else v for k, v in raw.items()}
     assert parse_preset(name, raw, REPO).fingerprint == digest
+
+
+def test_a_setting_added_later_counts_only_away_from_its_default() -> None:
+    """`finish` came after the first fingerprints: spelled out at its default, a preset keeps its
+    digest (an upgrade redoes nothing); set otherwise, the photos are made again."""
+    plain = {"style": "styles/starry_night.jpg", "size": 256}
+    spelled = parse_preset("starry_night", plain | {"finish": "standard"}, REPO)
+    assert spelled.fingerprint == SHIPPED["starry_night"]
+    finer = parse_preset("starry_night", plain | {"finish": "fine"}, REPO)
+    assert finer.fingerprint != SHIPPED["starry_night"]

@@ -50,7 +50,14 @@ from daemon.config.outputs import (
     RESERVED_FOLDERS,
     check_name_pattern,
 )
-from daemon.engine.settings import ColourMode, InitMode, OptimizerName, Pooling, StyleSettings
+from daemon.engine.settings import (
+    ColourMode,
+    Finish,
+    InitMode,
+    OptimizerName,
+    Pooling,
+    StyleSettings,
+)
 from daemon.media.files import DEFAULT_MAX_PIXELS, sha256_file
 
 JOURNAL_NAME = "journal.sqlite3"
@@ -321,6 +328,11 @@ class StyleEntry(BaseModel):
     weight: Weight = 1.0
 
 
+# Settings added after the fingerprint's first version count only when set away from their
+# default: an upgrade that brings a new setting must not redo every finished photo.
+ADDED_SINCE_VERSION_1 = {"finish": ENGINE.finish}
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named recipe: the style images and the engine parameters."""
@@ -338,6 +350,9 @@ class Preset:
         OSError when a style (or weights) file has gone since the config was loaded.
         """
         settings = dataclasses.asdict(self.settings)
+        for name, default in ADDED_SINCE_VERSION_1.items():
+            if settings[name] == default:
+                del settings[name]
         if settings["weights"] not in WEIGHT_SOURCES:
             settings["weights"] = {"sha256": sha256_file(Path(settings["weights"]))}
         styles = [{"sha256": sha256_file(s.path), "weight": s.weight} for s in self.styles]
@@ -367,6 +382,7 @@ class PresetModel(BaseModel):
     tv_weight: NonNegative = ENGINE.tv_weight
     optimizer: OptimizerName = ENGINE.optimizer
     steps: Annotated[int, Field(ge=1)] | None = ENGINE.steps
+    finish: Finish = ENGINE.finish
     seed: Annotated[int, Field(ge=0, le=2**64 - 1)] = ENGINE.seed  # torch.manual_seed's range
     init: InitMode = ENGINE.init
     pooling: Pooling = ENGINE.pooling

@@ -23,12 +23,38 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 in hardware; emulated, bf16 is no faster than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch.cpu, private
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
+    """The network's arithmetic for `name` ('auto' or one of settings.PRECISIONS) on `device`,
+    and why, for the log: 'auto' is bf16 on a CPU with bf16 units, fp32 elsewhere."""
+    if name != "auto":
+        return name, "as asked"
+    if device.type == "cuda":
+        return "fp32", "the GPU default until bench/gpu_check.sh has priced bf16 (DECISIONS.md)"
+    if native_bf16(device):
+        return "bf16", "this CPU has bf16 units (AMX or AVX512-BF16); fp32 to finish"
+    return "fp32", "this CPU has no bf16 units (neither AMX nor AVX512-BF16)"
+
+
 @dataclass
 class Models:
-    """The VGG networks in use on one device, built once: one process, one resident model."""
+    """The VGG networks in use on one device, built once: one process, one resident model;
+    `precision` ('auto' or settings.PRECISIONS) is resolved for the device at once."""
 
     device: torch.device
+    precision: str = "auto"
+    precision_reason: str = field(init=False)
     _by_key: dict[tuple, VGGFeatures] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.precision, self.precision_reason = resolve_precision(self.precision, self.device)
 
     def memory_budget_bytes(self) -> int:
         """What one run may use: free device memory plus what torch already holds, or on the

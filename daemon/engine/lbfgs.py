@@ -104,7 +104,23 @@ class BatchLBFGS:
         self.x = torch.where(accept[:, None], trial, self.x)
         self.f = torch.where(accept, f, self.f)
         self.g = torch.where(accept[:, None], g, self.g)
-        d = self._direction(written, s, y, self.g)
+        self._step_from(accept, self._direction(self.g, (written, s, y)), shrunk)
+
+    def reanchor(self, f: Tensor, g: Tensor) -> None:
+        """Objectives (B,) and gradients (B, n) at the current points, evaluated again in
+        another arithmetic (bf16, then fp32 to finish): the next line search then compares
+        values of one precision only, and the history is kept. An image passed f = inf (it has
+        left the batch) keeps what it had."""
+        fresh = torch.isfinite(f)
+        self.f = torch.where(fresh, f.double(), self.f)
+        self.g = torch.where(fresh[:, None], g, self.g)
+        d = self._direction(self.g) if self.filled else -self.g
+        self._step_from(fresh, d, self.t)
+
+    def _step_from(self, moved: Tensor, d: Tensor, otherwise: Tensor) -> None:
+        """For the images `moved` to a new point: the direction `d` from there (the gradient
+        where `d` is no descent) and a unit step; the others keep theirs with the step
+        `otherwise`."""
         gtd = (self.g * d).sum(1).double()
         # Not a descent direction (float noise, a stale history): forget and go down the gradient.
         lost = gtd >= 0
@@ -112,25 +128,30 @@ class BatchLBFGS:
         d = torch.where(lost[:, None], -self.g, d)
         gtd = torch.where(lost, -(self.g * self.g).sum(1).double(), gtd)
         fresh = torch.where(lost, _first_step(self.g), torch.ones_like(self.t))
+        if not self.filled:  # no pair yet: a unit step along the gradient could overshoot
+            fresh = _first_step(self.g)
 
-        self.d = torch.where(accept[:, None], d, self.d)
-        self.gtd = torch.where(accept, gtd, self.gtd)
-        self.t = torch.where(accept, fresh, shrunk)
+        self.d = torch.where(moved[:, None], d, self.d)
+        self.gtd = torch.where(moved, gtd, self.gtd)
+        self.t = torch.where(moved, fresh, otherwise)
 
-    def _direction(self, written: int, s: Tensor, y: Tensor, g: Tensor) -> Tensor:
-        """-H g in compact form, after recording the products of the pair (s, y) just written to
-        slot `written`: one pass over the history gives both its row and column of S^T Y and
+    def _direction(self, g: Tensor, new_pair: tuple[int, Tensor, Tensor] | None = None) -> Tensor:
+        """-H g in compact form; with `new_pair` (slot, s, y), just written, its products are
+        recorded first: one pass over the history gives both its row and column of S^T Y and
         Y^T Y and g's products."""
         batch, n = g.shape
         filled = self.filled
         history = self.pairs[:, :filled].view(batch, 2 * filled, n)
+        rows = (g,) if new_pair is None else (*new_pair[1:], g)
         # (3, n) x (n, 2 filled) rather than the transpose: MKL's thin-matrix path is 2.5x slower.
-        products = torch.bmm(torch.stack((s, y, g), 1), history.mT).double()
-        by_slot = products.view(batch, 3, filled, 2)  # [b, s or y or g, i, s_i or y_i]
-        self.sy[:, :filled, written] = by_slot[:, 1, :, 0]
-        self.sy[:, written, :filled] = by_slot[:, 0, :, 1]
-        self.yy[:, :filled, written] = by_slot[:, 1, :, 1]
-        self.yy[:, written, :filled] = by_slot[:, 1, :, 1]
+        products = torch.bmm(torch.stack(rows, 1), history.mT).double()
+        by_slot = products.view(batch, len(rows), filled, 2)  # [b, s, y or g, i, s_i or y_i]
+        if new_pair is not None:
+            written = new_pair[0]
+            self.sy[:, :filled, written] = by_slot[:, 1, :, 0]
+            self.sy[:, written, :filled] = by_slot[:, 0, :, 1]
+            self.yy[:, :filled, written] = by_slot[:, 1, :, 1]
+            self.yy[:, written, :filled] = by_slot[:, 1, :, 1]
 
         # Ring order to oldest first, which R's triangle needs: slot `self.slot` is the oldest.
         oldest = self.slot % filled
@@ -138,7 +159,7 @@ class BatchLBFGS:
         both = live[:, :, None] * live[:, None, :]
         sy = (self.sy[:, :filled, :filled] * both).roll((-oldest, -oldest), (1, 2))
         yy = (self.yy[:, :filled, :filled] * both).roll((-oldest, -oldest), (1, 2))
-        sg, yg = (by_slot[:, 2] * live[:, :, None]).roll(-oldest, 1).unbind(2)
+        sg, yg = (by_slot[:, -1] * live[:, :, None]).roll(-oldest, 1).unbind(2)
         gamma = self.gamma.double()[:, None, None]
         r = sy * self.upper[:filled, :filled] + torch.diag_embed(1 - live.roll(-oldest, 1))
         # H g = c g + S on_s - c Y v, v = R^-1 S^T g, on_s = R^-T ((D + c Y^T Y) v - c Y^T g).

@@ -17,8 +17,12 @@ ColourMode = Literal["style", "luminance", "histogram"]
 OptimizerName = Literal["lbfgs", "adam"]
 Pooling = Literal["avg", "max"]
 InitMode = Literal["content", "noise"]
+DEFAULT_EVALUATIONS = 300  # a run's upper bound when a preset sets no `steps`
+# How finished a run is before it stops: the stopping rule of each is in engine.transfer.
+Finish = Literal["draft", "standard", "fine"]
 
 COLOUR_MODES: tuple[str, ...] = get_args(ColourMode)  # for the CLI's choices
+FINISHES: tuple[str, ...] = get_args(Finish)
 # Arithmetic of the network's passes; Grams and losses are always fp32 (fp16 or bf16 Grams
 # overflow or lose the style); "tf32" is fp32 on the CPU. fp32 by default: TF32 once made L-BFGS
 # stop early on an H200, and bf16 stalls higher (DECISIONS.md, precision).
@@ -41,6 +45,7 @@ class StyleSettings:
     tv_weight: float = 0.0
     optimizer: OptimizerName = "lbfgs"
     steps: int | None = None  # objective evaluations at most; None: the engine's default
+    finish: Finish = "standard"  # stop earlier (draft) or later (fine) once progress slows
     seed: int = 0
     init: InitMode = "content"
     pooling: Pooling = "avg"

@@ -30,16 +30,22 @@ from torch import Tensor
 
 from daemon.engine import colour
 from daemon.engine.lbfgs import LBFGS_HISTORY, BatchLBFGS
-from daemon.engine.settings import DEFAULT_PRECISION, StyleSettings
+from daemon.engine.settings import DEFAULT_EVALUATIONS, DEFAULT_PRECISION, StyleSettings
 from daemon.engine.vgg import MIN_SIDE, VGGFeatures
 
 CONTENT_REFERENCE_POSITIONS = 4096  # relu4_2 positions of a 512 x 512 image: the paper's scale
 # One scale, at the output size: coarse-to-fine (Gatys et al., CVPR 2017) was slower and worse on
 # a CPU and on an H200, since upsampling blurs away what relu1_1..relu3_1 measure (DECISIONS.md,
 # one scale).
-DEFAULT_EVALUATIONS = 300
-STALL_WINDOW = 25  # evaluations over which too little progress ends the run
-STALL_TOLERANCE = 1e-3  # relative improvement of the best objective over that window
+# Per `finish`: (window, tolerance) of the stopping test, which ends a run once its best
+# objective fell by less than `tolerance` (relative) over the last `window` evaluations
+# (DECISIONS.md, stopping rule). `steps` (or DEFAULT_EVALUATIONS) bounds every run.
+BF16_AFTER = 10  # fp32 evaluations before a bf16 phase (see _optimise_together)
+STOPPING: dict[str, tuple[int, float]] = {
+    "draft": (10, 0.01),
+    "standard": (20, 0.005),
+    "fine": (25, 0.001),
+}
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class Result:
     seconds: float
     device: str
     history: list[tuple[float, float]] = field(repr=False)  # (seconds, best objective) per eval
+    precision: str = DEFAULT_PRECISION  # the network's arithmetic (bf16: fp32 to finish)
 
 
 class StyleTargets:
@@ -112,8 +119,38 @@ def content_loss(features: Tensor, target: Tensor) -> Tensor:
 
 def style_layer_loss(features: Tensor, target_gram: Tensor) -> Tensor:
     """E_l = 1/(4 N^2) sum (G/M - A/M_s)^2, per batch item; `target_gram` is already A/M_s."""
-    channels = features.shape[1]
-    return (gram(features) - target_gram).pow(2).flatten(1).sum(1) / (4 * channels**2)
+    return _StyleLayerLoss.apply(features, target_gram)
+
+
+class _StyleLayerLoss(torch.autograd.Function):
+    """E_l with its gradient written out: dE/dF = (G/M - A) F / (N^2 M), one product, which
+    holds because A, a Gram, is symmetric like G.
+
+    Left to autograd, the Gram's backward is two products plus the add of a transposed copy
+    (G is symmetric, autograd does not know it) and the loss's a few elementwise passes over
+    N x N; at relu1_1 of a 512 px photo F alone is 64 x 262144.
+    """
+
+    @staticmethod
+    def forward(ctx, features: Tensor, target_gram: Tensor) -> Tensor:  # type: ignore[override]
+        b, n, h, w = features.shape
+        dtype = torch.promote_types(features.dtype, torch.float32)  # bf16 features: fp32 Grams
+        flat = features.reshape(b, n, h * w).to(dtype)
+        # G/M as the targets were made (not one baddbmm): a photo that is its own painting
+        # then has a difference of exactly 0, and its run ends at once
+        diff = flat @ flat.transpose(1, 2) / (h * w) - target_gram.to(dtype)
+        ctx.save_for_backward(flat, diff)
+        ctx.features_shape, ctx.features_dtype = features.shape, features.dtype
+        return diff.pow(2).sum((1, 2)) / (4 * n**2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        flat, diff = ctx.saved_tensors
+        _, n, m = flat.shape
+        # the scale goes on the N x N factor, not on the N x M product
+        scaled = diff * (grad / (n**2 * m)).to(diff.dtype)[:, None, None]
+        grad_features = torch.bmm(scaled, flat).reshape(ctx.features_shape)
+        return grad_features.to(ctx.features_dtype), None
 
 
 def tv_loss(image: Tensor) -> Tensor:
@@ -178,7 +215,8 @@ class Objective:
         bf16: bool = False,
     ) -> None:
         """`content`: (3, H, W) or (B, 3, H, W); `style_grams`: (1 or B, N, N) per layer;
-        `bf16`: the network's passes under bf16 autocast (the losses stay fp32)."""
+        `bf16`: the network's passes in bf16 (the losses stay fp32), the content targets too,
+        so that the content term compares like with like."""
         self.model = model
         self.settings = settings
         self.bf16 = bf16
@@ -212,8 +250,7 @@ class Objective:
         return total.sum(), [Losses(*row) for row in columns.T.tolist()]
 
     def _features(self, image: Tensor) -> dict[str, Tensor]:
-        with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(image)
+        return self.model(image, bf16=self.bf16)
 
 
 def style_grams_for(
@@ -304,9 +341,14 @@ def stylise_batch(
     with _precision(device, precision) as bf16:
         grams = [_style_grams(model, settings, styles, p, long_side, targets) for p in photos]
         batch_grams = {name: torch.cat([g[name] for g in grams]) for name in grams[0]}
-        objective = Objective(model, settings, _rgb(torch.stack(scaled)), batch_grams, bf16=bf16)
+        content = _rgb(torch.stack(scaled))
+        fp32 = Objective(model, settings, content, batch_grams)
+        phases = [_Phase(fp32)]
+        if bf16:  # see _optimise_together
+            low = Objective(model, settings, content, batch_grams, bf16=True)
+            phases = [_Phase(fp32, BF16_AFTER), _Phase(low), _Phase(fp32)]
         starts = [_initial_image(photo, settings) for photo in scaled]
-        runs = _optimise_together(objective, starts, budget, settings.optimizer, started, callback)
+        runs = _optimise_together(phases, starts, budget, settings, started, callback)
 
     results = []
     for photo, run in zip(photos, runs, strict=True):
@@ -322,6 +364,7 @@ def stylise_batch(
                 seconds=run.seconds,
                 device=str(device),
                 history=run.history,
+                precision=precision,
             )
         )
     return results
@@ -329,7 +372,8 @@ def stylise_batch(
 
 @contextmanager
 def _precision(device: torch.device, precision: str) -> Iterator[bool]:
-    """Set the arithmetic for one run (True: bf16 autocast); Gram products stay fp32.
+    """Set the arithmetic for one run (True: the network's passes in bf16 first); Gram
+    products stay fp32.
 
     TF32 convolutions are PyTorch's own default; saying so here keeps a run's arithmetic a
     decision of ours, not of whatever ran before it in the process.
@@ -405,6 +449,14 @@ def _initial_image(photo: Tensor, settings: StyleSettings) -> Tensor:
     return noise.to(photo.device)[None].clamp(0, 255)
 
 
+@dataclass(frozen=True)
+class _Phase:
+    """A stretch of a run in one arithmetic: `evaluations` long, or until the stopping test."""
+
+    objective: Objective
+    evaluations: int | None = None
+
+
 @dataclass
 class _Run:
     """One photo's optimisation: the best image evaluated so far and its trail."""
@@ -412,16 +464,18 @@ class _Run:
     image: Tensor  # the best evaluated, clamped, (1, C, H, W)
     losses: Losses | None = None
     trail: list[float] = field(default_factory=list)  # best objective after each evaluation
+    phase_start: int = 0  # where in `trail` the current objective's values begin
+    ready: bool = False  # stalled in a phase before the last: ready for the next
     history: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best)
     seconds: float = 0.0
     done: bool = False
 
 
 def _optimise_together(
-    objective: Objective,
+    phases: list[_Phase],
     starts: list[Tensor],
     budget: int,
-    optimizer_name: str,
+    settings: StyleSettings,
     started: float,
     callback: Callable[[Progress], None] | None,
 ) -> list[_Run]:
@@ -430,11 +484,22 @@ def _optimise_together(
 
     Line-search probes can be worse than the point they start from, hence the best image
     evaluated, not the last. A photo leaves the batch when its budget is spent, its best
-    objective stalls or its gradient vanishes.
+    objective stalls (settings.finish) or its gradient vanishes.
+
+    `phases` are the same objective in the arithmetic to use in turn, the last fp32: the batch
+    moves on once every photo has done the phase's evaluations or stalled (or a quarter of the
+    budget is left), with its L-BFGS history kept and its current point evaluated again, so no
+    line search ever compares values of two precisions (bf16's are ~0.3 % high: mixed, the
+    search stalls there), and the best image is chosen by the last phase's values alone. bf16
+    starts only after a few fp32 evaluations: the first steps are tiny, and the gradient's
+    change over them is lost in bf16's rounding, which sent the first L-BFGS step far off.
     """
+    window, tolerance = STOPPING[settings.finish]
     runs = [_Run(image=start) for start in starts]
     x = torch.cat(starts)
     shape = x.shape[1:]
+    phases = phases[-1:] if settings.optimizer == "adam" else list(phases)
+    phase = phases.pop(0)
 
     def evaluate(points: Tensor) -> tuple[Tensor, Tensor]:
         """Objectives (B,) and gradients (B, n) at flat `points`; inf and 0 for photos that have
@@ -442,7 +507,7 @@ def _optimise_together(
         active = [item for item, run in enumerate(runs) if not run.done]
         z = points.reshape(-1, *shape)[active].detach().requires_grad_(True)
         items = None if len(active) == len(runs) else torch.tensor(active)
-        loss, losses = objective.per_item(_rgb(_ClampInward.apply(z)), items)
+        loss, losses = phase.objective.per_item(_rgb(_ClampInward.apply(z)), items)
         loss.backward()
         grad = z.grad.flatten(1)
         vanished = (grad.abs().amax(1) == 0).tolist()
@@ -459,12 +524,21 @@ def _optimise_together(
             run.history.append((now, run.losses.total))
             if callback is not None:
                 callback(Progress(len(run.trail), budget, terms, item))
-            stalled = len(run.trail) > STALL_WINDOW and _stalled(run.trail)
-            if len(run.trail) >= budget or stalled or vanished[index]:
+            stalled = stalled_over(run.trail[run.phase_start :], window, tolerance)
+            if phase.evaluations is None:
+                run.ready = stalled and bool(phases)
+            else:
+                run.ready, stalled = len(run.trail) - run.phase_start >= phase.evaluations, False
+            if len(run.trail) >= budget or (stalled and not phases) or vanished[index]:
                 run.done, run.seconds = True, now
         return f, g
 
-    if optimizer_name == "adam":
+    def next_phase_due() -> bool:
+        active = [run for run in runs if not run.done]
+        late = any(budget - len(run.trail) <= max(1, budget // 4) for run in active)
+        return bool(phases) and (late or all(run.ready for run in active))
+
+    if settings.optimizer == "adam":
         pixels = x.detach().clone().requires_grad_(True)
         adam = torch.optim.Adam([pixels], lr=10)  # neural-style's rate for 0-255 pixels
         while not all(run.done for run in runs):
@@ -476,13 +550,24 @@ def _optimise_together(
     f, g = evaluate(flat)
     optimizer = BatchLBFGS(flat, f, g, LBFGS_HISTORY)
     while not all(run.done for run in runs):
+        if next_phase_due():
+            phase = phases.pop(0)
+            for run in runs:
+                if not run.done:
+                    run.losses, run.phase_start = None, len(run.trail)
+            f, g = evaluate(optimizer.x)
+            optimizer.reanchor(f, g)
+            continue
         trial = optimizer.propose()
         f, g = evaluate(trial)
         optimizer.observe(trial, f, g)
     return runs
 
 
-def _stalled(trail: list[float]) -> bool:
-    """True when the best objective improved by less than STALL_TOLERANCE over the window."""
-    before, now = trail[-STALL_WINDOW - 1], trail[-1]
-    return before - now < STALL_TOLERANCE * abs(before)
+def stalled_over(trail: list[float], window: int, tolerance: float) -> bool:
+    """True when the best objective (`trail`, one value per evaluation) fell by less than
+    `tolerance` of itself over the last `window` evaluations."""
+    if len(trail) <= window:
+        return False
+    before, now = trail[-window - 1], trail[-1]
+    return before - now < tolerance * abs(before)

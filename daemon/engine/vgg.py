@@ -18,6 +18,7 @@ sources, each with the input preprocessing its training used:
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Sequence
 from importlib import resources
@@ -104,6 +105,7 @@ class VGGFeatures(nn.Module):
         # assign: the built layers hold no memory yet (meta device); fp32 whatever the file held.
         self.net.load_state_dict(_up_to(state_dict, last), assign=True)
         self.net.eval().requires_grad_(False)
+        self.lowered: nn.Sequential | None = None  # `net` in bf16, made on first use
         self.pooling = pooling
         self.caffe_preprocessing = caffe_preprocessing
         if caffe_preprocessing:
@@ -120,15 +122,29 @@ class VGGFeatures(nn.Module):
         x = rgb.flip(1) if self.caffe_preprocessing else rgb  # RGB -> BGR for Caffe
         return (x - self.mean) * self.scale
 
-    def forward(self, rgb: Tensor) -> dict[str, Tensor]:
-        """Activations of `self.layers` for an RGB 0-255 batch, each (B, C_l, H_l, W_l)."""
+    def forward(self, rgb: Tensor, bf16: bool = False) -> dict[str, Tensor]:
+        """Activations of `self.layers` for an RGB 0-255 batch, each (B, C_l, H_l, W_l); with
+        `bf16`, the network's passes in bf16 (the preprocessing stays fp32)."""
         x = self.preprocess(rgb)
+        net = self.net
+        if bf16:
+            net = self._lowered()
+            x = x.to(torch.bfloat16, memory_format=torch.channels_last)
         out: dict[str, Tensor] = {}
-        for name, module in zip(LAYER_NAMES, self.net, strict=False):
+        for name, module in zip(LAYER_NAMES, net, strict=False):
             x = module(x)
             if name in self.layers:
                 out[name] = x
         return out
+
+    def _lowered(self) -> nn.Sequential:
+        """The network in bf16 and channels_last (what oneDNN and cuDNN run fastest), converted
+        once: under autocast every weight was cast again at every call."""
+        if self.lowered is None:
+            self.lowered = copy.deepcopy(self.net).to(
+                dtype=torch.bfloat16, memory_format=torch.channels_last
+            )
+        return self.lowered
 
 
 def _features(last: int, pooling: str) -> nn.Sequential:
@@ -142,7 +158,9 @@ def _features(last: int, pooling: str) -> nn.Sequential:
                 modules.append(nn.Conv2d(channels, out, kernel_size=3, padding=1))
                 channels = out
             elif name.startswith("relu"):
-                modules.append(nn.ReLU(inplace=False))  # not in place: its output is a feature
+                # In place: a convolution's output is needed by nothing but its ReLU (the
+                # convolution's backward keeps its input), so it need not be kept beside it.
+                modules.append(nn.ReLU(inplace=True))
             elif pooling == "avg":  # Gatys et al.: average pooling "improves the gradient flow"
                 modules.append(nn.AvgPool2d(kernel_size=2, stride=2))
             else:

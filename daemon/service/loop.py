@@ -147,7 +147,12 @@ class Service:
 
         models = device.Models(device.resolve_device(config.device))
         worker = Worker(config, journal, models, on_status=self.notifier.status)
-        logger.info("loading VGG-19 on {}", models.device)
+        logger.info(
+            "loading VGG-19 on {}; arithmetic {}: {}",
+            models.device,
+            models.precision,
+            models.precision_reason,
+        )
         worker.warm_up(next(iter(config.presets.values())))
         intake = Intake(config, journal, on_queued=worker.wake)
         watcher = self._watcher(config, intake)

@@ -387,6 +387,7 @@ class Worker:
                 "queued": round(self.clock() - job.enqueued_at, 3),
             },
             "device": result.device,
+            "precision": result.precision,
             "batch": batch,  # photos stylised together, this one included
             "attempt": job.attempts,
             "versions": {
