@@ -42,9 +42,9 @@ CONTENT_REFERENCE_POSITIONS = 4096  # relu4_2 positions of a 512 x 512 image: th
 # (DECISIONS.md, stopping rule). `steps` (or DEFAULT_EVALUATIONS) bounds every run.
 BF16_AFTER = 10  # fp32 evaluations before a bf16 phase (see _optimise_together)
 STOPPING: dict[str, tuple[int, float]] = {
-    "draft": (10, 0.01),
-    "standard": (20, 0.005),
-    "fine": (25, 0.001),
+    "draft": (20, 0.02),
+    "standard": (20, 0.0075),
+    "fine": (20, 0.002),
 }
 
 
