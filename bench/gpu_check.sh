@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv || true
-PYTHONUNBUFFERED=1 exec python3 -m bench.gpu_check --out "${1:-bench/results}"
+export PYTHONUNBUFFERED=1
+python3 -m bench.gpu_check --out "${1:-bench/results}"
+# the L-BFGS step, compact form against the two-loop recursion, per history size
+exec python3 -m bench.lbfgs_cost --device cuda --out "${1:-bench/results}"

@@ -22,15 +22,14 @@ memory methods", Math. Programming 63, theorem 2.2 / eq. 2.6; Nocedal & Wright 2
 
 with S, Y the m pairs (rows) oldest first, R the upper triangle of S^T Y with the diagonal, D
 that diagonal, c the H0 scale. -H g is then one batched product of g and the history, two m x m
-triangular solves per image and one product back: a whole `observe` is about 90 tensor
-operations whatever m (1,160 with the recursion at 100 pairs), and the history is read twice
-where the recursion read it four times (on a CPU, one thread, an observe is 1.4-2.2x faster at
-20-100 pairs for 256-512 px photos: bench.lbfgs_cost). S^T Y and Y^T Y are kept from one
+triangular solves per image and one product back: a whole `observe` is a fixed few dozen tensor
+operations whatever m, and the history is read twice where the recursion read it four times
+(faster on a CPU too: DECISIONS.md, compact L-BFGS). S^T Y and Y^T Y are kept from one
 iteration to the next, a new pair's row and column written with it: the product that gives
-S^T g and Y^T g gives them for two more columns, where recomputing them is an m x 2m x n product
-(5-6x dearer at 20-100 pairs, same bench). The m x m algebra is in float64, a free precaution
-(~m^2 numbers an image) as R's conditioning grows with the curvature's range: with float32
-vectors the direction stays within a few 1e-6 of the exact one (tests/test_lbfgs.py).
+S^T g and Y^T g gives them for two more columns, where recomputing them would be an
+m x 2m x n product. The m x m algebra is in float64, a free precaution (~m^2 numbers an image)
+as R's conditioning grows with the curvature's range: with float32 vectors the direction stays
+within a few 1e-6 of the exact one (tests/test_lbfgs.py).
 """
 
 from __future__ import annotations
@@ -65,8 +64,8 @@ class BatchLBFGS:
         self.sy = torch.zeros(batch, history, history, **small)  # s_i.y_j, slots in ring order
         self.yy = torch.zeros(batch, history, history, **small)  # y_i.y_j
         self.live = torch.zeros(batch, history, **small)  # 1 where the image uses the slot's pair
-        # R's triangle as a mask: triu itself takes milliseconds on a CPU, even at 10 x 10, when
-        # its always-parallel loop waits for a thread another process holds.
+        # R's triangle as a mask, made once: triu's always-parallel loop stalls on a busy CPU
+        # waiting for a thread another process holds, even at 10 x 10.
         self.upper = torch.ones(history, history, **small).triu()
         self.slot = 0  # the next slot to write, so the oldest once the ring is full
         self.filled = 0  # slots written so far, up to `history`: the rest are not multiplied
@@ -143,7 +142,7 @@ class BatchLBFGS:
         filled = self.filled
         history = self.pairs[:, :filled].view(batch, 2 * filled, n)
         rows = (g,) if new_pair is None else (*new_pair[1:], g)
-        # (3, n) x (n, 2 filled) rather than the transpose: MKL's thin-matrix path is 2.5x slower.
+        # (3, n) x (n, 2 filled) rather than the transpose: MKL's thin-matrix path is slower.
         products = torch.bmm(torch.stack(rows, 1), history.mT).double()
         by_slot = products.view(batch, len(rows), filled, 2)  # [b, s, y or g, i, s_i or y_i]
         if new_pair is not None:

@@ -24,8 +24,9 @@ Finish = Literal["draft", "standard", "fine"]
 COLOUR_MODES: tuple[str, ...] = get_args(ColourMode)  # for the CLI's choices
 FINISHES: tuple[str, ...] = get_args(Finish)
 # Arithmetic of the network's passes; Grams and losses are always fp32 (fp16 or bf16 Grams
-# overflow or lose the style); "tf32" is fp32 on the CPU. fp32 by default: TF32 once made L-BFGS
-# stop early on an H200, and bf16 stalls higher (DECISIONS.md, precision).
+# overflow or lose the style); "tf32" is fp32 on the CPU; "bf16" ends each run in fp32. fp32 is
+# the engine's default; the daemon and the CLI ask for "auto" (engine.device.resolve_precision:
+# bf16 only where the CPU has bf16 units; DECISIONS.md, precision).
 Precision = Literal["fp32", "tf32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 DEFAULT_PRECISION = "fp32"

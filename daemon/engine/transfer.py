@@ -465,7 +465,7 @@ class _Run:
     losses: Losses | None = None
     trail: list[float] = field(default_factory=list)  # best objective after each evaluation
     phase_start: int = 0  # where in `trail` the current objective's values begin
-    ready: bool = False  # stalled in a phase before the last: ready for the next
+    ready: bool = False  # done with a phase before the last (its evaluations, or stalled)
     history: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best)
     seconds: float = 0.0
     done: bool = False
@@ -527,7 +527,7 @@ def _optimise_together(
             stalled = stalled_over(run.trail[run.phase_start :], window, tolerance)
             if phase.evaluations is None:
                 run.ready = stalled and bool(phases)
-            else:
+            else:  # a fixed-length phase: it never ends the run
                 run.ready, stalled = len(run.trail) - run.phase_start >= phase.evaluations, False
             if len(run.trail) >= budget or (stalled and not phases) or vanished[index]:
                 run.done, run.seconds = True, now
