@@ -30,77 +30,40 @@ import torch
 from torch import Tensor
 
 from bench.report import save_report
-from daemon.engine.lbfgs import ARMIJO, CURVATURE_EPSILON, BatchLBFGS, _first_step
+from daemon.engine.lbfgs import CURVATURE_EPSILON, BatchLBFGS
 
 REPO = Path(__file__).resolve().parents[1]
 Objective = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
-class TwoLoopLBFGS:
-    """The baseline: daemon.engine.lbfgs as of commit 33cf3d5, two-loop recursion over an
-    (m, B, n) ring, otherwise the same optimiser."""
+class TwoLoopLBFGS(BatchLBFGS):
+    """The baseline: the same optimiser and ring with the direction of the two-loop recursion
+    (Nocedal & Wright algorithm 7.4) that the compact form replaced: 1 / s.y kept per slot, as
+    it was, and the pairs walked newest first, four vector operations each."""
 
     def __init__(self, x: Tensor, f: Tensor, g: Tensor, history: int) -> None:
-        batch, n = x.shape
-        self.x, self.f, self.g = x.clone(), f.double(), g.clone()
-        self.s = x.new_zeros(history, batch, n)
-        self.y = x.new_zeros(history, batch, n)
-        self.rho = x.new_zeros(history, batch)
-        self.slot = 0
-        self.filled = 0
-        self.gamma = x.new_ones(batch)
-        self.d = -g
-        self.t = _first_step(g)
-        self.gtd = (g * self.d).sum(1).double()
+        super().__init__(x, f, g, history)
+        self.rho = x.new_zeros(x.shape[0], history)
 
-    def propose(self) -> Tensor:
-        return self.x + self.t.to(self.x.dtype)[:, None] * self.d
-
-    def observe(self, trial: Tensor, f: Tensor, g: Tensor) -> None:
-        f = f.double()
-        accept = f <= self.f + ARMIJO * self.t * self.gtd
-        s, y = trial - self.x, g - self.g
-        sy = (s * y).sum(1)
-        keep = accept & (sy > CURVATURE_EPSILON)
-        self.s[self.slot] = torch.where(keep[:, None], s, 0)
-        self.y[self.slot] = torch.where(keep[:, None], y, 0)
-        self.rho[self.slot] = torch.where(keep, 1 / sy.clamp_min(CURVATURE_EPSILON), 0)
-        self.gamma = torch.where(keep, sy / (y * y).sum(1).clamp_min(CURVATURE_EPSILON), self.gamma)
-        self.slot = (self.slot + 1) % len(self.rho)
-        self.filled = min(self.filled + 1, len(self.rho))
-        curvature = 2 * (f - self.f - self.gtd * self.t)
-        shrunk = -self.gtd * self.t**2 / curvature.clamp_min(1e-300)
-        shrunk = torch.minimum(torch.maximum(shrunk, 0.1 * self.t), 0.5 * self.t)
-        self.x = torch.where(accept[:, None], trial, self.x)
-        self.f = torch.where(accept, f, self.f)
-        self.g = torch.where(accept[:, None], g, self.g)
-        d = self._direction(self.g)
-        gtd = (self.g * d).sum(1).double()
-        lost = gtd >= 0
-        self.rho = torch.where(lost, 0, self.rho)
-        d = torch.where(lost[:, None], -self.g, d)
-        gtd = torch.where(lost, -(self.g * self.g).sum(1).double(), gtd)
-        fresh = torch.where(lost, _first_step(self.g), torch.ones_like(self.t))
-        self.d = torch.where(accept[:, None], d, self.d)
-        self.gtd = torch.where(accept, gtd, self.gtd)
-        self.t = torch.where(accept, fresh, shrunk)
-
-    def _direction(self, g: Tensor) -> Tensor:
+    def _direction(self, g: Tensor, new_pair: tuple[int, Tensor, Tensor] | None = None) -> Tensor:
+        if new_pair is not None:
+            slot, s, y = new_pair
+            self.rho[:, slot] = 1 / (s * y).sum(1).clamp_min(CURVATURE_EPSILON)
+        rho = self.rho * self.live.to(self.rho.dtype)  # zero pairs and forgotten ones: 0
         q = g.clone()
-        slots = [(self.slot - 1 - i) % len(self.rho) for i in range(self.filled)]
+        slots = [(self.slot - 1 - i) % self.live.shape[1] for i in range(self.filled)]
         alphas = []
         for k in slots:
-            alpha = self.rho[k] * (self.s[k] * q).sum(1)
-            q -= alpha[:, None] * self.y[k]
+            s_k, y_k = self.pairs[:, k].unbind(1)
+            alpha = rho[:, k] * (s_k * q).sum(1)
+            q -= alpha[:, None] * y_k
             alphas.append(alpha)
         r = q * self.gamma[:, None]
         for k, alpha in zip(reversed(slots), reversed(alphas), strict=True):
-            beta = self.rho[k] * (self.y[k] * r).sum(1)
-            r += (alpha - beta)[:, None] * self.s[k]
+            s_k, y_k = self.pairs[:, k].unbind(1)
+            beta = rho[:, k] * (y_k * r).sum(1)
+            r += (alpha - beta)[:, None] * s_k
         return -r
-
-
-Optimizer = BatchLBFGS | TwoLoopLBFGS
 
 
 def bowl(n: int, device: torch.device) -> Objective:
@@ -127,8 +90,8 @@ def seconds(work: Callable[[], object], device: torch.device) -> float:
 
 
 def filled(
-    kind: type[Optimizer], evaluate: Objective, n: int, history: int, device: torch.device
-) -> Optimizer:
+    kind: type[BatchLBFGS], evaluate: Objective, n: int, history: int, device: torch.device
+) -> BatchLBFGS:
     """An optimiser of `kind` whose ring is full (every slot written once)."""
     x = torch.zeros(1, n, device=device)
     optimizer = kind(x, *evaluate(x), history)
@@ -139,7 +102,7 @@ def filled(
 
 
 def observe_seconds(
-    optimizers: dict[str, Optimizer], evaluate: Objective, repeats: int, device: torch.device
+    optimizers: dict[str, BatchLBFGS], evaluate: Objective, repeats: int, device: torch.device
 ) -> dict[str, list[float]]:
     """Seconds of each optimiser's `observe`, `repeats` times, taking turns."""
     times: dict[str, list[float]] = {name: [] for name in optimizers}

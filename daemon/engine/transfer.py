@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -227,12 +227,13 @@ class Objective:
 
     def __call__(self, image: Tensor) -> tuple[Tensor, Losses]:
         """Objective of a (B, 3, H, W) batch, all items: the scalar to minimise and its terms."""
-        loss, per_item = self.per_item(image)
-        return loss, Losses(*(sum(terms) for terms in zip(*map(astuple, per_item), strict=True)))
+        loss, terms = self.per_item(image)
+        return loss, Losses(*terms.sum(1).tolist())
 
-    def per_item(self, image: Tensor, items: Tensor | None = None) -> tuple[Tensor, list[Losses]]:
+    def per_item(self, image: Tensor, items: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The summed objective of a batch of the photos at `items` (all when None), and each
-        item's terms."""
+        item's terms as a detached (4, B) tensor of Losses' fields, left on the device: the
+        caller copies them back once, with whatever else it needs."""
         s = self.settings
 
         def target(t: Tensor) -> Tensor:
@@ -247,7 +248,7 @@ class Objective:
         weighted = (s.alpha * content, s.beta * style, s.tv_weight * tv)
         total = sum(weighted)
         columns = torch.stack([t.detach().expand(image.shape[0]) for t in (total, *weighted)])
-        return total.sum(), [Losses(*row) for row in columns.T.tolist()]
+        return total.sum(), columns
 
     def _features(self, image: Tensor) -> dict[str, Tensor]:
         return self.model(image, bf16=self.bf16)
@@ -507,17 +508,19 @@ def _optimise_together(
         active = [item for item, run in enumerate(runs) if not run.done]
         z = points.reshape(-1, *shape)[active].detach().requires_grad_(True)
         items = None if len(active) == len(runs) else torch.tensor(active)
-        loss, losses = phase.objective.per_item(_rgb(_ClampInward.apply(z)), items)
+        loss, columns = phase.objective.per_item(_rgb(_ClampInward.apply(z)), items)
         loss.backward()
         grad = z.grad.flatten(1)
-        vanished = (grad.abs().amax(1) == 0).tolist()
         f = torch.full((len(runs),), math.inf, dtype=torch.float64, device=points.device)
-        f[active] = torch.tensor([terms.total for terms in losses], dtype=torch.float64).to(f)
+        f[active] = columns[0].double()  # built on the device, not from numbers copied back
         g = torch.zeros_like(points)
         g[active] = grad
+        # the one wait on the device an evaluation: every term, and whether the gradient vanished
+        vanished = (grad.abs().amax(1) == 0).to(columns.dtype)
+        rows = torch.cat((columns, vanished[None])).T.tolist()
         now = time.perf_counter() - started
         for index, item in enumerate(active):
-            run, terms = runs[item], losses[index]
+            run, terms = runs[item], Losses(*rows[index][:4])
             if run.losses is None or terms.total < run.losses.total:
                 run.image, run.losses = z[index : index + 1].detach().clamp(0, 255), terms
             run.trail.append(run.losses.total)
@@ -529,7 +532,7 @@ def _optimise_together(
                 run.ready = stalled and bool(phases)
             else:  # a fixed-length phase: it never ends the run
                 run.ready, stalled = len(run.trail) - run.phase_start >= phase.evaluations, False
-            if len(run.trail) >= budget or (stalled and not phases) or vanished[index]:
+            if len(run.trail) >= budget or (stalled and not phases) or rows[index][4]:
                 run.done, run.seconds = True, now
         return f, g
 
