@@ -303,7 +303,7 @@ def test_bf16_passes_finish_in_fp32_and_report_the_fp32_objective(vgg) -> None:
     """bf16 first, fp32 to finish: the image kept is the best by fp32 values, its losses are
     its fp32 objective, and it is as good as an fp32 run's (bf16 is emulated on CPUs without
     bf16 units: slow there, but the same arithmetic)."""
-    settings = dataclasses.replace(FAST, size=48, steps=40)
+    settings = dataclasses.replace(FAST, size=48, steps=60)
     fp32 = _run(vgg, settings, photo_side=48)
     progress: list[transfer.Progress] = []
     mixed = _run(vgg, settings, photo_side=48, precision="bf16", callback=progress.append)
@@ -316,6 +316,23 @@ def test_bf16_passes_finish_in_fp32_and_report_the_fp32_objective(vgg) -> None:
     assert again.total == pytest.approx(mixed.losses.total, rel=1e-4)
     assert mixed.losses.total == pytest.approx(fp32.losses.total, rel=0.03)
     assert mixed.evaluations == len(progress) <= settings.steps
+
+
+def test_a_budget_too_small_for_the_bf16_phases_stays_in_fp32(vgg) -> None:
+    """Each switch of arithmetic costs an evaluation and the last phase must be fp32: a short
+    run is the fp32 run, and says so."""
+    settings = dataclasses.replace(FAST, size=48, steps=12)
+    fp32 = _run(vgg, settings, photo_side=48)
+    asked = _run(vgg, settings, photo_side=48, precision="bf16")
+    assert asked.precision == "fp32" and torch.equal(asked.image, fp32.image)
+
+
+def test_a_requested_convolution_keeps_its_output_from_the_relu_after_it() -> None:
+    """ReLUs run in place, except after a convolution whose output is a requested feature."""
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255
+    deep = load_vgg("caffe", ["conv2_1", "relu3_1"])(image)["conv2_1"]
+    alone = load_vgg("caffe", ["conv2_1"])(image)["conv2_1"]
+    assert deep.min() < 0 and torch.equal(deep, alone)
 
 
 def test_the_bf16_network_is_converted_once() -> None:

@@ -320,7 +320,8 @@ def stylise_batch(
 
     Each photo keeps its own optimiser state (history, line search, stopping), fed with its
     own objective and gradient, so its result is what `stylise` gives alone, up to
-    floating-point noise; the batch shares the network's passes and the optimiser's arithmetic.
+    floating-point noise; the batch shares the network's passes and the optimiser's arithmetic
+    (and, in bf16, the moments it switches arithmetic: see _optimise_together).
     """
     if not styles:
         raise ValueError("at least one style image is needed")
@@ -335,6 +336,7 @@ def stylise_batch(
     (size,) = sizes
     long_side = max(size)
     budget = settings.steps or DEFAULT_EVALUATIONS
+    window, _ = STOPPING[settings.finish]
     scaled = [_pad_to_min_side(resize(photo, size)) for photo in photos]
     if settings.colour == "luminance":
         # (1, H, W): optimised as one channel
@@ -345,11 +347,13 @@ def stylise_batch(
         content = _rgb(torch.stack(scaled))
         fp32 = Objective(model, settings, content, batch_grams)
         phases = [_Phase(fp32)]
-        if bf16:  # see _optimise_together
+        # see _optimise_together; a budget too small for three phases stays in fp32
+        if bf16 and settings.optimizer == "lbfgs" and budget > BF16_AFTER + 2 * window:
             low = Objective(model, settings, content, batch_grams, bf16=True)
             phases = [_Phase(fp32, BF16_AFTER), _Phase(low), _Phase(fp32)]
         starts = [_initial_image(photo, settings) for photo in scaled]
         runs = _optimise_together(phases, starts, budget, settings, started, callback)
+    used = "bf16" if len(phases) > 1 else "fp32" if precision == "bf16" else precision
 
     results = []
     for photo, run in zip(photos, runs, strict=True):
@@ -365,7 +369,7 @@ def stylise_batch(
                 seconds=run.seconds,
                 device=str(device),
                 history=run.history,
-                precision=precision,
+                precision=used,
             )
         )
     return results
@@ -499,7 +503,7 @@ def _optimise_together(
     runs = [_Run(image=start) for start in starts]
     x = torch.cat(starts)
     shape = x.shape[1:]
-    phases = phases[-1:] if settings.optimizer == "adam" else list(phases)
+    phases = list(phases)
     phase = phases.pop(0)
 
     def evaluate(points: Tensor) -> tuple[Tensor, Tensor]:

@@ -101,7 +101,7 @@ class VGGFeatures(nn.Module):
         if unknown:
             raise ValueError(f"unknown VGG-19 layer(s) {unknown}; valid: {', '.join(LAYER_NAMES)}")
         last = max(LAYER_INDEX[name] for name in self.layers)
-        self.net = _features(last, pooling)
+        self.net = _features(last, pooling, kept=set(self.layers))
         # assign: the built layers hold no memory yet (meta device); fp32 whatever the file held.
         self.net.load_state_dict(_up_to(state_dict, last), assign=True)
         self.net.eval().requires_grad_(False)
@@ -147,20 +147,21 @@ class VGGFeatures(nn.Module):
         return self.lowered
 
 
-def _features(last: int, pooling: str) -> nn.Sequential:
-    """torchvision's `vgg19().features[: last + 1]`, on the meta device (no weights made)."""
+def _features(last: int, pooling: str, kept: set[str]) -> nn.Sequential:
+    """torchvision's `vgg19().features[: last + 1]`, on the meta device (no weights made); a
+    convolution in `kept` (a requested feature) keeps its output from the ReLU after it."""
     modules: list[nn.Module] = []
     channels = 3
     with torch.device("meta"):
-        for name in LAYER_NAMES[: last + 1]:
+        for index, name in enumerate(LAYER_NAMES[: last + 1]):
             if name.startswith("conv"):
                 out = BLOCK_CHANNELS[int(name[4]) - 1]
                 modules.append(nn.Conv2d(channels, out, kernel_size=3, padding=1))
                 channels = out
             elif name.startswith("relu"):
                 # In place: a convolution's output is needed by nothing but its ReLU (the
-                # convolution's backward keeps its input), so it need not be kept beside it.
-                modules.append(nn.ReLU(inplace=True))
+                # convolution's backward keeps its input), unless it is a requested feature.
+                modules.append(nn.ReLU(inplace=LAYER_NAMES[index - 1] not in kept))
             elif pooling == "avg":  # Gatys et al.: average pooling "improves the gradient flow"
                 modules.append(nn.AvgPool2d(kernel_size=2, stride=2))
             else:
