@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 
 from bench.report import save_report
+from bench.time_to_quality import DATA
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
 
 # Runs in the child with cwd = the tree measured; prints one JSON line.
 _RUN = """

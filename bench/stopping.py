@@ -20,6 +20,7 @@ import statistics
 from pathlib import Path
 
 from bench.report import save_report
+from bench.time_to_quality import PAINTINGS, PHOTOS, data_file
 from daemon import pipeline
 from daemon.config import StyleImage
 from daemon.engine import transfer
@@ -27,25 +28,17 @@ from daemon.engine.device import Models, resolve_device
 from daemon.engine.settings import StyleSettings
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
-PHOTOS = ("tubingen", "golden_gate", "hoovertowernight", "child")
-PAINTINGS = ("starry_night", "the_scream", "great_wave", "shipwreck")
 WINDOWS = (5, 10, 15, 20, 30)
 TOLERANCES = (0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02)
-
-
-def _path(folder: str, stem: str) -> Path:
-    (match,) = (DATA / folder).glob(f"{stem}.*")
-    return match
 
 
 def trail(models: Models, photo: str, painting: str, size: int, evaluations: int) -> dict:
     """One run of `evaluations`, never stopped early: its best objective after each one."""
     settings = StyleSettings(size=size, steps=evaluations)
     model = models.for_settings(settings)
-    loaded = pipeline.load_photo(_path("photos", photo), settings, max_pixels=10**9)
+    loaded = pipeline.load_photo(data_file("photos", photo), settings, max_pixels=10**9)
     styles = pipeline.load_styles(
-        [StyleImage(_path("styles", painting))], settings, max_pixels=10**9
+        [StyleImage(data_file("styles", painting))], settings, max_pixels=10**9
     )
     result = transfer.stylise(model, pipeline.to_tensor(loaded.pixels), styles, settings)
     return {
@@ -119,7 +112,7 @@ def main() -> None:
         pairs = (
             [p.split(":") for p in args.pairs]
             if args.pairs
-            else [(photo, painting) for photo in PHOTOS for painting in PAINTINGS[:2]]
+            else [(photo, painting) for photo in PHOTOS for painting in PAINTINGS]
         )
         models = Models(resolve_device("cpu"))
         trails = []
