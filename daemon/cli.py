@@ -218,8 +218,9 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from daemon.service.loop import Service
+    from daemon.web.server import serving
 
-    return Service(args.config, once=args.once, verbose=args.verbose).run()
+    return Service(args.config, once=args.once, verbose=args.verbose, addons=(serving,)).run()
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -232,13 +233,23 @@ def _status(args: argparse.Namespace) -> int:
         return ExitCode.OK
     counts = ", ".join(f"{n} {state}" for state, n in report["counts"].items())
     print(f"journal {report['journal']}: {counts}")
-    running = ", ".join(f"{job['source']} ({job['preset']})" for job in report["running"])
+    if report["paused"]:
+        print("paused: no new job starts until resumed (web page, or remove state_dir/paused)")
+    running = ", ".join(_running_line(job) for job in report["running"])
     print(f"running: {running or 'nothing'}")
     for job in report["queue"]:
         print(f"queued: {job['source']} ({job['preset']})")
     for job in report["recent_failures"]:
         print(f"{job['state']}: {job['source']} ({job['preset']}): {job['error']}")
     return ExitCode.OK
+
+
+def _running_line(job: dict[str, Any]) -> str:
+    progress = job["progress"]
+    line = f"{job['source']} ({job['preset']})"
+    if progress is not None:
+        line += f" evaluation {progress['evaluation']} of at most {progress['budget']}"
+    return line
 
 
 _COMMANDS = {"stylize": _stylize, "check": _check, "run": _run, "status": _status}

@@ -20,6 +20,8 @@ from daemon.engine.device import Models
 from daemon.engine.settings import StyleSettings
 from daemon.media import decode, encode
 
+PREVIEW_QUALITY = 80  # a glance at the work in progress, not a result
+
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """H x W x 3 float array -> (3, H, W) tensor, no copy where possible."""
@@ -122,6 +124,16 @@ def stylise_file(
     named = [(photo_path.name, photo)]
     (result,) = stylise_photos(named, styles, settings, models, callback=callback)
     return result, photo
+
+
+def preview_writer(progress: transfer.Progress) -> Callable[[BinaryIO], None]:
+    """A callback that writes the photo as painted so far, a JPEG for the web page to show."""
+    pixels = to_pixels(progress.picture())
+
+    def write(file: BinaryIO) -> None:
+        encode.save_image(pixels, file, format="jpeg", quality=PREVIEW_QUALITY)
+
+    return write
 
 
 def image_writer(

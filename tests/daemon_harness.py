@@ -7,6 +7,7 @@ it fails the wait at once, with the tail of its log in the message.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import itertools
 import os
@@ -16,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from functools import cache
@@ -35,6 +37,8 @@ SOURCE_PHOTOS = ("tubingen.jpg", "golden_gate.jpg", "hoovertowernight.jpg", "chi
 START_SECONDS = 90.0  # VGG-19 loads in ~3 s; other test runs may share the CPUs
 JOB_SECONDS = 60.0  # a tiny preset takes ~1 s; the slow one, run after a restart, far more
 _READY_LINE = "outputs go to"  # the service logs it right before READY=1
+_WEB_LINE = "web page at http://"
+_WEB_URL = re.compile(r"web page at (http://\S+?)/ ")
 # The level after each line's timestamp (daemon.service.loop.LOG_FORMAT); a traceback's lines
 # follow their ERROR line without one.
 _LOG_LEVEL = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ([A-Z]+) ", re.MULTILINE)
@@ -63,6 +67,7 @@ def write_config(folder: Path, *, name: str = "config.yaml", **overrides: Any) -
         },
         "retries": {"max_attempts": 2, "backoff_seconds": 0.5},
         "logging": {"level": "DEBUG"},
+        "web": {"listen": "127.0.0.1:0"},  # a free port, named in the log (Daemon.web_url)
     }
     document.update(overrides)
     path = folder / name
@@ -214,6 +219,11 @@ class Daemon:
         """Wait until the model is loaded and the inbox watched."""
         self.wait_for_log(_READY_LINE, timeout=START_SECONDS)
 
+    def web_url(self, timeout: float = START_SECONDS) -> str:
+        """The web page's address, from the daemon's log line, without the final slash."""
+        self.wait_for_log(_WEB_LINE, timeout=timeout)
+        return _WEB_URL.search(self.log())[1]
+
     def send(self, signum: signal.Signals) -> None:
         """Send a signal to the daemon."""
         self.process.send_signal(signum)
@@ -352,3 +362,18 @@ def slow_fsync_env(folder: Path, seconds: float) -> dict[str, str]:
     )
     path = [str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {"PYTHONPATH": os.pathsep.join(path)}
+
+
+def http_request(
+    method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One real HTTP request (redirects not followed): status, headers (lower-case), body."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection.request(method, target or "/", body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()

@@ -340,8 +340,10 @@ def test_a_deleted_journal_is_rebuilt_and_finished_photos_are_not_redone(tmp_pat
     published = tree(outbox / "swirl")
     assert sorted(path.name for path in journal.parent.iterdir()) == [
         JOURNAL_NAME,
+        "previews",
         "stylebox.lock",
     ]  # a clean stop leaves no -wal or -shm: the journal is this one file
+    assert list((journal.parent / "previews").iterdir()) == []  # each went with its job
 
     journal.unlink()
     after = drop(inbox / "after.jpg", photo_bytes(1))

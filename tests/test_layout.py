@@ -2,7 +2,7 @@
 
 The engine knows tensors and not files: it imports torch, torchvision, numpy and the standard
 library, and of the daemon only itself and `daemon.errors`. Media knows Pillow and numpy. Imports
-point one way: cli -> service -> pipeline -> config -> engine | media -> errors.
+point one way: cli -> web -> service -> pipeline -> config -> engine | media -> errors.
 """
 
 import subprocess
@@ -11,7 +11,7 @@ import sys
 import grimp
 import pytest
 
-LAYERS = ("cli", "service", "pipeline", "config", {"engine", "media"}, "errors")
+LAYERS = ("cli", "web", "service", "pipeline", "config", {"engine", "media"}, "errors")
 ALLOWED_OUTSIDE = {
     "daemon.engine": {"torch", "torchvision", "numpy", "daemon.engine", "daemon.errors"},
     "daemon.media": {"PIL", "numpy", "daemon.media", "daemon.errors"},
@@ -53,8 +53,21 @@ def test_the_check_sees_a_library_the_engine_may_not_use(graph: grimp.ImportGrap
 
 
 def test_the_service_knows_files_not_tensors(graph: grimp.ImportGraph) -> None:
-    found = _imports_beyond(graph, "daemon.service", {"daemon", "loguru", "watchdog"})
+    found = _imports_beyond(
+        graph, "daemon.service", {"daemon", "loguru", "watchdog", "prometheus_client"}
+    )
     assert found == {}
+
+
+def test_the_web_page_knows_the_service_not_the_engine(graph: grimp.ImportGraph) -> None:
+    """It reads what the service writes; of the engine only its settings' defaults, which
+    load no torch."""
+    web_libraries = {"starlette", "uvicorn", "jinja2", "prometheus_client", "loguru"}
+    daemon_parts = {"daemon.service", "daemon.config", "daemon.media", "daemon.errors"}
+    allowed = web_libraries | daemon_parts | {"daemon.web", "daemon.engine.settings"}
+    found = _imports_beyond(graph, "daemon.web", allowed)
+    beyond = {module: names - {"daemon"} for module, names in found.items()}  # its __version__
+    assert {module: names for module, names in beyond.items() if names} == {}
 
 
 def test_imports_point_one_way(graph: grimp.ImportGraph) -> None:

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import fnmatch
 import hashlib
+import ipaddress
 import json
 import re
 import tempfile
@@ -525,6 +526,66 @@ class LogSettings(BaseModel):
     retention: Annotated[int, Field(ge=1)] = 5  # log files kept
 
 
+MIN_TOKEN_CHARACTERS = 16
+
+
+def _listen(value: str) -> str:
+    """host:port with an IP address or localhost for host ([...] for IPv6), port 0-65535."""
+    host, separator, port = value.rpartition(":")
+    if not separator or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port (such as 127.0.0.1:8750), got {value!r}")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if bare != "localhost":
+        try:
+            address = ipaddress.ip_address(bare)
+        except ValueError:
+            raise ValueError(
+                f"{host!r}: expected an IP address ([...] for IPv6) or localhost"
+            ) from None
+        if address.version == 6 and bare == host:
+            raise ValueError(f"an IPv6 address goes in brackets: [{host}]:{port}")
+    return value
+
+
+def _token_file(value: Any, info: ValidationInfo) -> Path:
+    """A readable file holding the token, long enough not to be guessed."""
+    path = _existing_file(value, info)
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot read it: {error}") from error
+    if len(token) < MIN_TOKEN_CHARACTERS or any(c.isspace() for c in token):
+        raise ValueError(
+            f"{path}: the token must be one word of at least {MIN_TOKEN_CHARACTERS} characters "
+            "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return path
+
+
+class WebSettings(BaseModel):
+    """The web page inside `stylebox run`; without a token file it is read-only."""
+
+    model_config = STRICT
+    enabled: bool = True
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:8750"
+    token_file: Annotated[Path, BeforeValidator(_token_file)] | None = None
+
+    @property
+    def host(self) -> str:
+        """The address to bind, without IPv6 brackets."""
+        return self.listen.rpartition(":")[0].removeprefix("[").removesuffix("]")
+
+    @property
+    def port(self) -> int:
+        """0 lets the system choose (the log names the port)."""
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def loopback(self) -> bool:
+        """Only this machine can reach it."""
+        return self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+
+
 # --- the whole file -------------------------------------------------------------------------------
 
 
@@ -548,6 +609,7 @@ class _Common:
     # Photos of one preset and output size stylised together, at most.
     batch_size: Annotated[int, Strict(), Field(ge=1)] = 1
     logging: Annotated[LogSettings, Section] = field(default_factory=LogSettings)
+    web: Annotated[WebSettings, Section] = field(default_factory=WebSettings)
 
     @field_validator("batch_size")
     @classmethod

@@ -18,6 +18,7 @@ end did worse (DECISIONS.md, clamp at every evaluation).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -73,7 +74,10 @@ class Progress:
     evaluation: int
     budget: int  # at most this many evaluations
     losses: Losses
-    item: int = 0  # which photo of the batch
+    item: int  # which photo of the batch
+    # The best image so far as it would be the result, (3, H, W) RGB 0-255 on the CPU; a copy
+    # from the device, so for a seldom preview, not for every report.
+    picture: Callable[[], Tensor] = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -351,18 +355,23 @@ def stylise_batch(
         if bf16 and settings.optimizer == "lbfgs" and budget > BF16_AFTER + 2 * window:
             low = Objective(model, settings, content, batch_grams, bf16=True)
             phases = [_Phase(fp32, BF16_AFTER), _Phase(low), _Phase(fp32)]
+
+        def picture(item: int, image: Tensor) -> Tensor:
+            """The optimised `image` of photo `item` as its result: cropped, coloured, RGB."""
+            out = image[0, :, : size[0], : size[1]].detach()  # without the padding
+            if settings.colour == "luminance":
+                out = colour.with_chroma_of(out, resize(photos[item], size)).clamp(0, 255)
+            return out.expand(3, -1, -1).cpu().clone()
+
         starts = [_initial_image(photo, settings) for photo in scaled]
-        runs = _optimise_together(phases, starts, budget, settings, started, callback)
+        runs = _optimise_together(phases, starts, budget, settings, started, callback, picture)
     used = "bf16" if len(phases) > 1 else "fp32" if precision == "bf16" else precision
 
     results = []
-    for photo, run in zip(photos, runs, strict=True):
-        out = run.image[0, :, : size[0], : size[1]].detach()  # without the padding
-        if settings.colour == "luminance":
-            out = colour.with_chroma_of(out, resize(photo, size)).clamp(0, 255)
+    for item, run in enumerate(runs):
         results.append(
             Result(
-                image=out.expand(3, -1, -1).cpu().clone(),
+                image=picture(item, run.image),
                 losses=run.losses,
                 evaluations=len(run.trail),
                 budget=budget,
@@ -483,6 +492,7 @@ def _optimise_together(
     settings: StyleSettings,
     started: float,
     callback: Callable[[Progress], None] | None,
+    picture: Callable[[int, Tensor], Tensor],
 ) -> list[_Run]:
     """Minimise each photo's objective from its start for at most `budget` evaluations, all
     photos in one batch; returns each one's best image evaluated (clamped) and its trail.
@@ -530,7 +540,8 @@ def _optimise_together(
             run.trail.append(run.losses.total)
             run.history.append((now, run.losses.total))
             if callback is not None:
-                callback(Progress(len(run.trail), budget, terms, item))
+                best = functools.partial(picture, item, run.image)
+                callback(Progress(len(run.trail), budget, terms, item, best))
             stalled = stalled_over(run.trail[run.phase_start :], window, tolerance)
             if phase.evaluations is None:
                 run.ready = stalled and bool(phases)

@@ -370,9 +370,10 @@ class Journal:
 
     def _claim(self, conn: sqlite3.Connection, job_id: int) -> Job | None:
         """Within an open write transaction, so that no one else takes the job in between."""
+        # details held the last attempt's progress, if any: this attempt starts from nothing
         claimed = conn.execute(
             "UPDATE jobs SET state = ?, attempts = attempts + 1, started_at = ?,"
-            " finished_at = NULL WHERE id = ? AND state = ?",
+            " finished_at = NULL, details = '{}' WHERE id = ? AND state = ?",
             (JobState.RUNNING, self._now(), job_id, JobState.QUEUED),
         ).rowcount
         return self._get(conn, job_id) if claimed else None
@@ -390,6 +391,35 @@ class Journal:
     def set_planned_output(self, job_id: int, path: str) -> None:
         """Record the output path before writing it, so a retry after a crash reuses the name."""
         self._update_running(job_id, "plan its output", "planned_output = ?", (path,))
+
+    def record_progress(self, progress: dict[int, dict[str, Any]]) -> None:
+        """Keep how far each running job is in its details, one transaction for a batch, so that
+        `stylebox status` and the web page see it from any process. A job no longer running
+        (stopped, done) is left as it is."""
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE jobs SET details = json_object('progress', json(?)) WHERE id = ?"
+                " AND state = ?",
+                [(json.dumps(p), job_id, JobState.RUNNING) for job_id, p in progress.items()],
+            )
+
+    def note_original(self, job_id: int, path: str) -> None:
+        """Where a done job's original now lies (kept, or moved), for the gallery."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET details = json_set(details, '$.original', ?) WHERE id = ?"
+                " AND state = ?",
+                (path, job_id, JobState.DONE),
+            )
+
+    def reopen(self, content_hash: str) -> int:
+        """Let quarantined jobs of these bytes be queued again when the photo is dropped again
+        (the user asked for a retry); they become failed, which `add` queues afresh."""
+        with self._write() as conn:
+            return conn.execute(
+                "UPDATE jobs SET state = ? WHERE content_hash = ? AND state = ?",
+                (JobState.FAILED, content_hash, JobState.QUARANTINED),
+            ).rowcount
 
     def mark_done(self, job_id: int, outputs: Sequence[str], details: dict[str, Any]) -> None:
         """Record the delivered files; once this returns, the commit is on disk."""
@@ -521,6 +551,23 @@ class Journal:
             "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY finished_at DESC, id DESC LIMIT ?",
             (JobState.FAILED, JobState.QUARANTINED, limit),
         )
+
+    def finished(
+        self, state: JobState, *, preset: str | None = None, limit: int = 24, offset: int = 0
+    ) -> tuple[int, list[Job]]:
+        """Jobs in a final state, the latest to finish first, a page at a time, with how many
+        there are in all (of `preset` alone, if given)."""
+        where, params = "state = ?", [state]
+        if preset is not None:
+            where, params = where + " AND preset = ?", [*params, preset]
+        with self._read() as conn:
+            total = conn.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", params).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT * FROM jobs WHERE {where} ORDER BY finished_at DESC, id DESC"
+                " LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+        return total, [_job(row) for row in rows]
 
     def next_wake_time(self) -> float | None:
         """When the earliest queued job becomes due, so the worker can sleep until then."""

@@ -8,6 +8,7 @@ are healthy — so a stuck daemon is restarted instead of silently doing nothing
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
@@ -15,6 +16,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -24,12 +28,14 @@ from daemon.config import Config, layout_problems, load_config
 from daemon.engine import device
 from daemon.errors import AlreadyRunning, ConfigError, ExitCode, StateDirError, StyleboxError
 from daemon.media import decode
+from daemon.service import pause
 from daemon.service.intake import Intake
 from daemon.service.journal import JobState, Journal
+from daemon.service.metrics import Metrics
 from daemon.service.outbox import folder_mode_for, make_folder, remove_stale_temps
 from daemon.service.sd_notify import Notifier
 from daemon.service.watcher import Watcher
-from daemon.service.worker import Worker
+from daemon.service.worker import PREVIEWS_DIR, Worker
 
 LOCK_NAME = "stylebox.lock"
 MAIN_LOOP_SECONDS = 0.25
@@ -71,16 +77,41 @@ def _tag_job(record: dict) -> None:
     record["extra"]["job_tag"] = f"[job {job}] " if job is not None else ""
 
 
-class Service:
-    """One daemon process: `run()` returns its exit code."""
+@dataclass(frozen=True)
+class Running:
+    """What an add-on started with the daemon (the web page) may see and use. `journal` is the
+    daemon's own (its writes are the daemon's); `health` is None while healthy, else why not."""
 
-    def __init__(self, config_path: Path, *, once: bool = False, verbose: bool = False) -> None:
+    config: Config
+    journal: Journal
+    metrics: Metrics
+    health: Callable[[], str | None]
+
+
+Addon = Callable[[Running], AbstractContextManager[object]]
+
+
+class Service:
+    """One daemon process: `run()` returns its exit code. Each of `addons` runs from the
+    journal's opening (before the model loads, so a page can say "starting") to the stop."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        once: bool = False,
+        verbose: bool = False,
+        addons: Sequence[Addon] = (),
+    ) -> None:
         self.config_path = config_path
         self.once = once
         self.verbose = verbose
+        self.addons = addons
         self.notifier = Notifier()
         self._stop_signals = 0
         self._reload = threading.Event()
+        self._worker: Worker | None = None
+        self._watcher: Watcher | None = None
 
     def run(self) -> int:
         """Start, loop until stopped (or, with --once, until the inbox is done), stop."""
@@ -135,18 +166,48 @@ class Service:
 
     def _run_locked(self, config: Config) -> int:
         journal = Journal(config.journal_path)
+        try:
+            with contextlib.ExitStack() as addons:
+                models = device.Models(device.resolve_device(config.device))
+                metrics = Metrics(
+                    device=str(models.device), presets=config.presets, counts=journal.counts
+                )
+                running = Running(config, journal, metrics, self.health)
+                for addon in self.addons:
+                    addons.enter_context(addon(running))
+                return self._serve(config, journal, models, metrics)
+        finally:
+            journal.close()
+
+    def health(self) -> str | None:
+        """None while the watcher and the worker are healthy (what the watchdog pings for),
+        else why not, in a line."""
+        if self._worker is None or self._watcher is None:
+            return "starting: loading VGG-19 and scanning the inbox"
+        if self._stop_signals:
+            return "stopping"
+        if not self._watcher.healthy():
+            return "the inbox watcher is not running"
+        return self._worker.problem()
+
+    def _serve(
+        self, config: Config, journal: Journal, models: device.Models, metrics: Metrics
+    ) -> int:
         recovered = journal.requeue_running()
         if recovered:
             logger.warning(
                 "{} job(s) were running when the daemon last stopped; requeued", recovered
             )
-        for folder in {config.outbox, config.originals_dir}:
+        for folder in {config.outbox, config.originals_dir, config.state_dir / PREVIEWS_DIR}:
             removed = remove_stale_temps(folder) if folder.exists() else 0
             if removed:
                 logger.info("removed {} temporary file(s) left in {} by a crash", removed, folder)
-
-        models = device.Models(device.resolve_device(config.device))
-        worker = Worker(config, journal, models, on_status=self.notifier.status)
+        if pause.is_paused(config):
+            logger.warning(
+                "paused since the last run: resume from the web page, or remove {}",
+                config.state_dir / pause.PAUSE_NAME,
+            )
+        worker = Worker(config, journal, models, metrics=metrics, on_status=self.notifier.status)
         logger.info(
             "loading VGG-19 on {}; arithmetic {}: {}",
             models.device,
@@ -155,10 +216,11 @@ class Service:
         )
         worker.warm_up(next(iter(config.presets.values())))
         intake = Intake(config, journal, on_queued=worker.wake)
-        watcher = self._watcher(config, intake)
+        watcher = self._make_watcher(config, intake)
         worker.start()
         try:  # the watcher's first scan writes the journal: a failure there stops the worker too
             watcher.start()
+            self._worker, self._watcher = worker, watcher
             logger.info(
                 "watching {} ({} mode); outputs go to {}", config.inbox, watcher.mode, config.outbox
             )
@@ -171,9 +233,8 @@ class Service:
             watcher.stop()
             if not worker.join(STOP_GRACE_SECONDS):
                 logger.warning("the worker did not stop in time; its job will be retried")
-            journal.close()
 
-    def _watcher(self, config: Config, intake: Intake) -> Watcher:
+    def _make_watcher(self, config: Config, intake: Intake) -> Watcher:
         watch = config.watch
         return Watcher(
             config.inbox,
@@ -195,12 +256,15 @@ class Service:
             if self._reload.is_set():
                 self._reload.clear()
                 config = self._reload_config(config, worker, intake)
-            healthy = watcher.healthy() and worker.healthy()
+            healthy = self.health() is None
             if watchdog_every and healthy and time.monotonic() - last_ping >= watchdog_every:
                 self.notifier.watchdog()
                 last_ping = time.monotonic()
             if self.once and watcher.idle() and self._queue_empty(journal):
                 logger.info("inbox done (--once)")
+                return ExitCode.OK
+            if self.once and watcher.idle() and pause.is_paused(config) and not journal.running():
+                logger.info("paused, with jobs left in the queue (--once)")
                 return ExitCode.OK
             time.sleep(MAIN_LOOP_SECONDS)
         return ExitCode.OK
@@ -217,7 +281,7 @@ class Service:
         except ConfigError as exc:
             logger.error("config reload refused, keeping the running config:\n{}", exc)
             return old
-        fixed = ("inbox", "outbox", "state_dir", "device", "watch")
+        fixed = ("inbox", "outbox", "state_dir", "device", "watch", "web")
         changed = [name for name in fixed if getattr(new, name) != getattr(old, name)]
         if changed:
             logger.warning(

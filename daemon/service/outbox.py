@@ -386,6 +386,41 @@ class Outbox:
         atomic_write(error_path, lambda file: file.write(document), mode=self.file_mode)
         return Delivery(image=image, sidecar=error_path)
 
+    def quarantined(self, name: str) -> Path:
+        """The photo called `name` in failed/, a regular file; FileNotFoundError for anything
+        else (a path, a dotfile, an error file, a link): a name from a web form reaches no other
+        file."""
+        failed = self.root / FAILED_DIR
+        if name != Path(name).name or name.startswith(".") or name.endswith(ERROR_SUFFIX):
+            raise FileNotFoundError(errno.ENOENT, "not a quarantined photo", name)
+        path = self._inside(failed) / name
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
+        return path
+
+    def restore(self, name: str, inbox: Path) -> Path:
+        """Move a quarantined photo back into the inbox, where it came from when its error file
+        says so (its preset folder kept), else to the inbox's top; then drop its error file.
+        Never overwrites: a photo with its name waiting there makes this one `-1`."""
+        photo = self.quarantined(name)
+        error_file = photo.with_name(photo.name + ERROR_SUFFIX)
+        folder = inbox
+        try:
+            source = Path(json.loads(error_file.read_bytes()).get("source", ""))
+        except (OSError, ValueError, AttributeError):
+            source = Path()
+        came_from = Path(os.path.normpath(source.parent))  # no `..` walks out of the inbox
+        if source.is_absolute() and came_from.is_relative_to(inbox):
+            came_from.mkdir(parents=True, exist_ok=True)
+            if came_from.resolve().is_relative_to(inbox.resolve()):  # nor a link inside it
+                folder = came_from
+        target = _free_target(folder, name)
+        if not move_no_overwrite(photo, target):
+            raise FileNotFoundError(errno.ENOENT, "gone before it could be moved", str(photo))
+        error_file.unlink(missing_ok=True)
+        fsync_dir(photo.parent)
+        return target
+
     def dispose_original(
         self,
         source: Path,

@@ -2,33 +2,44 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
 from daemon.service.journal import Job, Journal
+from daemon.service.pause import is_paused
 
 
-def read_status(config: Config) -> dict[str, Any]:
-    """Counts per state, the queue, the jobs running and recent failures, as plain data."""
-    path = config.journal_path
-    with Journal.open_readonly(path) as journal:
-        return {
-            "journal": str(path),
-            "counts": {str(state): n for state, n in journal.counts().items()},
-            "running": [_job(job) for job in journal.running()],
-            "queue": [_job(job) for job in journal.pending(limit=20)],
-            "recent_failures": [_job(job) for job in journal.recent_failures(limit=10)],
-        }
-
-
-def _job(job: Job) -> dict[str, Any]:
+def read_status(config: Config, journal: Journal | None = None) -> dict[str, Any]:
+    """Counts per state, the queue, the jobs running (with how far each is) and recent
+    failures, as plain data; from `journal` if given (the web page keeps one open), else from
+    a read-only connection of its own."""
+    if journal is None:
+        with Journal.open_readonly(config.journal_path) as own:
+            return read_status(config, own)
     return {
+        "journal": str(config.journal_path),
+        "time": time.time(),
+        "paused": is_paused(config),
+        "counts": {str(state): n for state, n in journal.counts().items()},
+        "running": [_job(job, progress=True) for job in journal.running()],
+        "queue": [_job(job) for job in journal.pending(limit=20)],
+        "recent_failures": [_job(job) for job in journal.recent_failures(limit=10)],
+    }
+
+
+def _job(job: Job, *, progress: bool = False) -> dict[str, Any]:
+    shown = {
         "id": job.id,
         "source": Path(job.source_path).name,
         "preset": job.preset,
         "state": str(job.state),
         "attempts": job.attempts,
+        "started_at": job.started_at,
         "error": job.error,
         "outputs": list(job.outputs),
     }
+    if progress:  # None until the worker's first report (the photo loading)
+        shown["progress"] = job.details.get("progress")
+    return shown

@@ -29,9 +29,11 @@ from daemon.engine import device, transfer
 from daemon.errors import InputError
 from daemon.media import decode
 from daemon.media.files import sha256_file
+from daemon.service import pause
 from daemon.service.intake import dispose_original
 from daemon.service.journal import Job, Journal, JournalError
-from daemon.service.outbox import Outbox, OutsideOutbox, open_outbox
+from daemon.service.metrics import Metrics
+from daemon.service.outbox import Outbox, OutsideOutbox, atomic_write, open_outbox
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -39,6 +41,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 HEARTBEAT_STALE_SECONDS = 120.0  # one evaluation never takes this long; a stuck worker does
 IDLE_WAIT_SECONDS = 1.0
+# How often a running job's progress goes to the journal (for `status` and the web page), and its
+# picture so far to state_dir/previews/<job id>.jpg: each costs the worker a few milliseconds.
+PROGRESS_SECONDS = 2.0
+PREVIEW_SECONDS = 5.0
+PREVIEWS_DIR = "previews"
 # How far down the queue to look for a batch's mates, per place in the batch: a queue that mixes
 # portrait and landscape photos holds enough of one size within it, and each look reads a header.
 CANDIDATES_PER_PLACE = 4
@@ -83,12 +90,16 @@ class Worker:
         journal: Journal,
         models: device.Models,
         *,
+        metrics: Metrics | None = None,
         on_status: Callable[[str], None] = lambda text: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.journal = journal
         self.models = models
+        self.metrics = metrics or Metrics(
+            device=str(models.device), presets=config.presets, counts=journal.counts
+        )
         self.on_status = on_status
         self.clock = clock
         self.fatal: BaseException | None = None  # set when the daemon must exit non-zero
@@ -97,6 +108,10 @@ class Worker:
         self._heartbeat = time.monotonic()
         self._styles: dict[str, tuple[list[transfer.Style], transfer.StyleTargets]] = {}
         self._alone: set[int] = set()  # jobs whose batch failed: each runs alone next
+        self._paused = False
+        self._running: list[_Task] = []  # the batch in the engine, for its progress reports
+        self._latest: dict[int, transfer.Progress] = {}  # the last report per batch place
+        self._reported_at = self._previewed_at = self._engine_started = 0.0
         self._thread = threading.Thread(target=self._run, name="worker", daemon=True)
 
     # -- control, from the service's thread ------------------------------------------------------
@@ -121,8 +136,18 @@ class Worker:
 
     def healthy(self) -> bool:
         """Alive, and either idle-waiting or making progress within the heartbeat window."""
-        fresh = time.monotonic() - self._heartbeat < HEARTBEAT_STALE_SECONDS
-        return self._thread.is_alive() and fresh and self.fatal is None
+        return self.problem() is None
+
+    def problem(self) -> str | None:
+        """Why the worker is not healthy, in a line; None while it is."""
+        if self.fatal is not None:
+            return f"the worker stopped: {self.fatal}"
+        if not self._thread.is_alive():
+            return "the worker is not running"
+        quiet = time.monotonic() - self._heartbeat
+        if quiet >= HEARTBEAT_STALE_SECONDS:
+            return f"the worker has made no progress for {quiet:.0f} s"
+        return None
 
     def warm_up(self, preset: Preset) -> None:
         """Load the model (and this preset's styles) before the daemon says it is ready."""
@@ -135,6 +160,10 @@ class Worker:
         try:
             while not self._stop.is_set():
                 self._heartbeat = time.monotonic()
+                if self._held():
+                    self._wake.wait(IDLE_WAIT_SECONDS)
+                    self._wake.clear()
+                    continue
                 job = self.journal.claim_next()
                 if job is None:
                     self._wake.wait(self._idle_wait())
@@ -147,6 +176,15 @@ class Worker:
             if not isinstance(exc, DevicePoisoned):
                 logger.opt(exception=exc).critical("the worker cannot go on")
             self.fatal = exc
+
+    def _held(self) -> bool:
+        """Paused (state_dir/paused); says so once when a pause begins and when it ends."""
+        paused = pause.is_paused(self.config)
+        if paused != self._paused:
+            self._paused = paused
+            logger.info("paused: no new job starts until resumed" if paused else "resumed")
+            self.on_status("paused" if paused else "idle")
+        return paused
 
     def _idle_wait(self) -> float:
         wake_at = self.journal.next_wake_time()
@@ -169,6 +207,9 @@ class Worker:
             task.log.info(
                 "{} -> preset {} (attempt {}){}", task.source, preset.name, task.job.attempts, batch
             )
+        self._running, self._latest = tasks, {}
+        self._reported_at = self._previewed_at = 0.0
+        self._engine_started = time.monotonic()
         try:
             styles, targets = self._styles_for(preset, config)
             results = pipeline.stylise_photos(
@@ -197,6 +238,9 @@ class Worker:
                 self.journal.release(task.job.id)
                 self._alone.add(task.job.id)
             return
+        finally:
+            self._running = []
+            self._remove_previews(tasks, config)
         for task, result in zip(tasks, results, strict=True):
             deliver = partial(self._deliver, task, result, preset, config, outbox, len(tasks))
             delivered = self._guarded(task.job, outbox, deliver)
@@ -225,6 +269,7 @@ class Worker:
         if isinstance(exc, Superseded):
             # Leave the file alone: the watcher has seen the change and queues the new content.
             self.journal.mark_failed(job.id, str(exc))
+            self.metrics.finished(job.preset, "failed")
             log.info("{}; its new content is queued on its own", exc)
         elif isinstance(exc, InputError):
             self._quarantine(job, source, outbox, str(exc), log)
@@ -233,6 +278,7 @@ class Worker:
             # link. Failed at once, left in the inbox: offered again (touched, or at a restart)
             # once the link is gone, it is queued afresh.
             self.journal.mark_failed(job.id, str(exc))
+            self.metrics.finished(job.preset, "failed")
             log.error("{}: {}; left in the inbox", source.name, exc)
         elif device.is_poisoned(exc):
             self.journal.mark_retry(job.id, f"device error: {exc}", self.clock())
@@ -340,7 +386,9 @@ class Worker:
         )
         sidecar = self._sidecar(job, preset, result, source, batch)
         delivery = outbox.deliver(task.planned, writer, sidecar)
+        h, w = result.image.shape[-2:]
         details = {
+            "size": [w, h],
             "losses": asdict(result.losses),
             "seconds": result.seconds,
             "evaluations": result.evaluations,
@@ -348,12 +396,53 @@ class Worker:
             "batch": batch,
         }
         self.journal.mark_done(job.id, [str(delivery.image), str(delivery.sidecar)], details)
+        self.metrics.finished(preset.name, "done", self.clock() - (job.started_at or self.clock()))
         return str(delivery.image)
 
     def _on_progress(self, progress: transfer.Progress) -> None:
-        self._heartbeat = time.monotonic()
+        now = self._heartbeat = time.monotonic()
         if self._stop.is_set():
             raise StopRequested
+        self.metrics.evaluated()
+        self._latest[progress.item] = progress
+        if now - self._reported_at >= PROGRESS_SECONDS:
+            self._reported_at = now
+            self._report_progress(now)
+        if now - self._previewed_at >= PREVIEW_SECONDS:
+            self._previewed_at = now
+            self._write_previews()
+
+    def _report_progress(self, now: float) -> None:
+        """How far each photo of the batch is, into the journal for other processes to read."""
+        elapsed = now - self._engine_started
+        self.journal.record_progress(
+            {
+                self._running[item].job.id: {
+                    "evaluation": p.evaluation,
+                    "budget": p.budget,
+                    "objective": p.losses.total,
+                    "elapsed_seconds": round(elapsed, 3),
+                    "updated_at": self.clock(),
+                }
+                for item, p in self._latest.items()
+            }
+        )
+
+    def _write_previews(self) -> None:
+        """Each photo as painted so far; a preview that cannot be written is only a log line."""
+        folder = self.config.state_dir / PREVIEWS_DIR
+        try:
+            folder.mkdir(exist_ok=True)
+            for item, progress in self._latest.items():
+                path = folder / f"{self._running[item].job.id}.jpg"
+                atomic_write(path, pipeline.preview_writer(progress), replace=True)
+        except OSError as exc:
+            logger.debug("no preview this time: {}", exc)
+
+    @staticmethod
+    def _remove_previews(tasks: list[_Task], config: Config) -> None:
+        for task in tasks:
+            (config.state_dir / PREVIEWS_DIR / f"{task.job.id}.jpg").unlink(missing_ok=True)
 
     def _styles_for(
         self, preset: Preset, config: Config
@@ -426,6 +515,7 @@ class Worker:
             )
         mark = self.journal.mark_failed if gave_up else self.journal.mark_quarantined
         mark(job.id, reason)
+        self.metrics.finished(job.preset, "failed" if gave_up else "quarantined")
         log.warning("{}: {}", "failed" if gave_up else "quarantined", reason)
         self.on_status("idle")
 
@@ -460,6 +550,8 @@ class Worker:
             return
         if moved is not None:
             log.debug("original moved to {}", moved)
+        if config.originals.policy != "delete":  # where the gallery finds it
+            self.journal.note_original(job.id, str(moved or source))
 
 
 def _holds(source: Path, content_hash: str) -> bool:

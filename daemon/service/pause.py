@@ -1,0 +1,26 @@
+"""Pausing the worker: a file in state_dir, so that every process (the web page, `stylebox
+status`, a user's `touch`) sees one truth, and a pause outlasts a restart as users expect of it."""
+
+from __future__ import annotations
+
+import time
+
+from daemon.config import Config
+from daemon.service.outbox import atomic_write
+
+PAUSE_NAME = "paused"
+
+
+def is_paused(config: Config) -> bool:
+    """Whether the worker is to take no new job (the one running finishes)."""
+    return (config.state_dir / PAUSE_NAME).exists()
+
+
+def set_paused(config: Config, paused: bool) -> None:
+    """Pause (the file says since when) or resume."""
+    path = config.state_dir / PAUSE_NAME
+    if not paused:
+        path.unlink(missing_ok=True)
+    elif not path.exists():
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S").encode()
+        atomic_write(path, lambda file: file.write(b"paused at " + stamp + b"\n"), replace=True)

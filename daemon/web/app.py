@@ -1,0 +1,426 @@
+"""The page's routes: HTML rendered on the server (Jinja2, autoescaped), one small script that
+swaps the live part of the dashboard every few seconds, and the JSON, metrics and health that
+machines read.
+
+Files are served by job id or preset name, never by a path taken from the URL, and each one's
+real path must lie inside the outbox, the thumbnail cache or the previews folder: a `..`, an
+encoded `%2e%2e`, an absolute path or a link out of those folders reaches nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import stat
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import jinja2
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from daemon import __version__
+from daemon.engine.settings import StyleSettings
+from daemon.service import failed, pause
+from daemon.service.journal import Job, JobState, Journal
+from daemon.service.loop import Running
+from daemon.service.status import read_status
+from daemon.service.worker import PREVIEWS_DIR
+from daemon.web.access import COOKIE, Access, require_same_origin
+from daemon.web.thumbnails import Thumbnails
+
+PAGE_SIZE = 24  # gallery cards per page
+FORM_LIMIT_BYTES = 16 * 1024
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+_STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
+_DEFAULTS = StyleSettings()
+
+
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every response, errors included; pure ASGI, so it never buffers
+    a response the way Starlette's BaseHTTPMiddleware does."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    """The page's assets, read once from the package: served from memory by name, so no
+    request path ever becomes a file path."""
+    folder = resources.files("daemon.web") / "static"
+    return {
+        item.name: (item.read_bytes(), _STATIC_TYPES[Path(item.name).suffix])
+        for item in folder.iterdir()
+        if Path(item.name).suffix in _STATIC_TYPES
+    }
+
+
+def duration(seconds: float | None) -> str:
+    """1.2 s, 45 s, 3m05s, 1h02m: short enough for a phone's line."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def clock_time(timestamp: float | None) -> str:
+    """A moment in the server's local time."""
+    if timestamp is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("daemon.web", "templates"),
+        autoescape=True,  # every name a user gave a file is text, never markup
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["duration"] = duration
+    environment.filters["clock"] = clock_time
+    return environment
+
+
+def inside(path: Path, folder: Path) -> Path | None:
+    """`path` resolved, if it is a regular file whose real path lies inside `folder`."""
+    try:
+        resolved = path.resolve(strict=True)
+        if not resolved.is_relative_to(folder.resolve()):
+            return None
+        return resolved if stat.S_ISREG(os.stat(resolved).st_mode) else None
+    except (OSError, RuntimeError):  # gone, unreadable, a link loop
+        return None
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """An urlencoded form's fields (the first of each), at most FORM_LIMIT_BYTES of it."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT_BYTES:
+            raise HTTPException(413, "form too large")
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
+
+
+class Site:
+    """The routes over one running daemon; `journal` is the page's own read-only connection,
+    `running.journal` the daemon's, used only by the retry."""
+
+    def __init__(self, running: Running, journal: Journal, access: Access) -> None:
+        self.running = running
+        self.config = running.config
+        self.journal = journal
+        self.access = access
+        self.thumbnails = Thumbnails(self.config.state_dir, self.config.max_input_pixels)
+        self.static = _static_files()
+        self.templates = _environment()
+
+    def routes(self) -> list[Route]:
+        """Every URL the page answers."""
+        return [
+            Route("/", self.dashboard),
+            Route("/gallery", self.gallery),
+            Route("/failed", self.failed),
+            Route("/presets", self.presets),
+            Route("/login", self.login_form),
+            Route("/login", self.login, methods=["POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+            Route("/pause", self.pause, methods=["POST"]),
+            Route("/resume", self.resume, methods=["POST"]),
+            Route("/failed/retry", self.retry, methods=["POST"]),
+            Route("/api/status", self.api_status),
+            Route("/metrics", self.metrics),
+            Route("/healthz", self.healthz),
+            Route("/static/{name}", self.static_file),
+            Route("/previews/{job_id:int}.jpg", self.preview),
+            Route("/thumbs/{job_id:int}/{kind}.jpg", self.job_thumbnail),
+            Route("/thumbs/preset/{name}/{index:int}.jpg", self.painting_thumbnail),
+            Route("/files/{job_id:int}/{kind}", self.job_file),
+        ]
+
+    # -- pages ----------------------------------------------------------------------------------
+
+    def _page(self, request: Request, template: str, status_code: int = 200, **values: Any):
+        values = {
+            "page": template.removesuffix(".html"),
+            "version": __version__,
+            "read_only": self.access.read_only,
+            "logged_in": self.access.logged_in(request),
+            "csrf": self.access.csrf,
+            "paused": pause.is_paused(self.config),
+            **values,
+        }
+        html = self.templates.get_template(template).render(values)
+        return HTMLResponse(html, status_code, headers={"cache-control": "no-store"})
+
+    def dashboard(self, request: Request) -> Response:
+        status = read_status(self.config, self.journal)
+        now = status["time"]
+        running = [self._running_view(job, now) for job in status["running"]]
+        return self._page(request, "dashboard.html", status=status, running=running)
+
+    def _running_view(self, job: dict[str, Any], now: float) -> dict[str, Any]:
+        """A running job with its numbers worked out: elapsed, and at most how long is left
+        (the budget is an upper bound: the stopping rule usually ends a run well before)."""
+        progress = job["progress"]
+        view = {**job, "elapsed": None, "left": None, "preview": None}
+        if progress is not None:
+            elapsed = progress["elapsed_seconds"] + max(0.0, now - progress["updated_at"])
+            per_evaluation = progress["elapsed_seconds"] / max(1, progress["evaluation"])
+            view["elapsed"] = elapsed
+            view["left"] = per_evaluation * (progress["budget"] - progress["evaluation"])
+        preview = self.config.state_dir / PREVIEWS_DIR / f"{job['id']}.jpg"
+        with contextlib.suppress(OSError):  # the URL changes with the file: fetched once each
+            view["preview"] = f"/previews/{job['id']}.jpg?v={preview.stat().st_mtime_ns}"
+        return view
+
+    def gallery(self, request: Request) -> Response:
+        preset = request.query_params.get("preset") or None
+        if preset is not None and preset not in self.config.presets:
+            preset = None
+        try:
+            page = max(1, int(request.query_params.get("page", "1")))
+        except ValueError:
+            page = 1
+        total, jobs = self.journal.finished(
+            JobState.DONE, preset=preset, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+        )
+        pages = max(1, math.ceil(total / PAGE_SIZE))
+
+        def link(number: int) -> str:
+            query = {"page": number, **({"preset": preset} if preset else {})}
+            return "/gallery?" + urlencode(query)
+
+        return self._page(
+            request,
+            "gallery.html",
+            cards=[self._card(job) for job in jobs],
+            total=total,
+            number=page,
+            pages=pages,
+            previous=link(page - 1) if page > 1 else None,
+            next=link(page + 1) if page < pages else None,
+            preset=preset,
+            presets=list(self.config.presets),
+        )
+
+    def _card(self, job: Job) -> dict[str, Any]:
+        original = job.details.get("original")
+        return {
+            "id": job.id,
+            "name": Path(job.source_path).name,
+            "preset": job.preset,
+            "size": job.details.get("size"),
+            "seconds": job.details.get("seconds"),
+            "finished_at": job.finished_at,
+            "has_original": original is not None and os.path.lexists(original),
+            "original_full": original is not None
+            and inside(Path(original), self.config.outbox) is not None,
+        }
+
+    def failed(self, request: Request) -> Response:
+        return self._page(request, "failed.html", photos=failed.list_failed(self.config))
+
+    def presets(self, request: Request) -> Response:
+        default = self.config.routing.default_preset
+        shown = []
+        for name, preset in self.config.presets.items():
+            changed = {
+                field.name: getattr(preset.settings, field.name)
+                for field in dataclasses.fields(StyleSettings)
+                if getattr(preset.settings, field.name) != getattr(_DEFAULTS, field.name)
+            }
+            shown.append(
+                {
+                    "name": name,
+                    "default": name == default,
+                    "styles": [(style.path.name, style.weight) for style in preset.styles],
+                    "changed": changed,
+                }
+            )
+        return self._page(request, "presets.html", presets=shown)
+
+    def login_form(self, request: Request) -> Response:
+        return self._page(request, "login.html", error=None)
+
+    # -- actions ----------------------------------------------------------------------------
+
+    async def login(self, request: Request) -> Response:
+        require_same_origin(request)
+        form = await read_form(request)
+        if self.access.read_only:
+            raise HTTPException(403, "read-only: set web.token_file in the config to allow actions")
+        if not self.access.check_token(form.get("token", "").strip()):
+            return self._page(request, "login.html", 401, error="That is not the token.")
+        response = RedirectResponse("/", 303)
+        response.set_cookie(
+            COOKIE,
+            self.access.session,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        require_same_origin(request)
+        response = RedirectResponse("/", 303)
+        response.delete_cookie(COOKIE, httponly=True, samesite="strict")
+        return response
+
+    async def pause(self, request: Request) -> Response:
+        return await self._set_paused(request, True)
+
+    async def resume(self, request: Request) -> Response:
+        return await self._set_paused(request, False)
+
+    async def _set_paused(self, request: Request, paused: bool) -> Response:
+        self.access.require(request, await read_form(request))
+        await run_in_threadpool(pause.set_paused, self.config, paused)
+        return self._done(request, "/", paused=paused)
+
+    async def retry(self, request: Request) -> Response:
+        form = await read_form(request)
+        self.access.require(request, form)
+        try:
+            moved = await run_in_threadpool(
+                failed.retry, self.config, self.running.journal, form.get("name", "")
+            )
+        except FileNotFoundError:
+            raise HTTPException(404, "no such photo in failed/") from None
+        return self._done(request, "/failed", retried=str(moved.relative_to(self.config.inbox)))
+
+    def _done(self, request: Request, page: str, **result: Any) -> Response:
+        """A script (Bearer) gets what happened as JSON; a browser goes back to the page."""
+        if self.access.by_bearer(request):
+            return JSONResponse({"ok": True, **result})
+        return RedirectResponse(page, 303)
+
+    # -- for machines -------------------------------------------------------------------------
+
+    def api_status(self, request: Request) -> Response:
+        """What `stylebox status --json` prints."""
+        return JSONResponse(
+            read_status(self.config, self.journal), headers={"cache-control": "no-store"}
+        )
+
+    def metrics(self, request: Request) -> Response:
+        return Response(self.running.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    def healthz(self, request: Request) -> Response:
+        """200 while watcher and worker are healthy, else 503 with why, for monitors and a
+        container's HEALTHCHECK."""
+        problem = self.running.health()
+        if problem is None:
+            return PlainTextResponse("ok\n")
+        return PlainTextResponse(problem + "\n", 503)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def static_file(self, request: Request) -> Response:
+        found = self.static.get(request.path_params["name"])
+        if found is None:
+            raise HTTPException(404)
+        content, media_type = found
+        return Response(content, media_type=media_type, headers={"cache-control": "max-age=86400"})
+
+    def preview(self, request: Request) -> Response:
+        folder = self.config.state_dir / PREVIEWS_DIR
+        path = inside(folder / f"{request.path_params['job_id']}.jpg", folder)
+        return self._file(path, cache="no-cache")
+
+    def job_thumbnail(self, request: Request) -> Response:
+        job, source = self._job_source(request)
+        return self._file(self.thumbnails.of(f"{job.id}-{request.path_params['kind']}", source))
+
+    def painting_thumbnail(self, request: Request) -> Response:
+        preset = self.config.presets.get(request.path_params["name"])
+        index = request.path_params["index"]
+        if preset is None or index >= len(preset.styles):
+            raise HTTPException(404)
+        key = f"preset-{preset.name}-{index}"
+        return self._file(self.thumbnails.of(key, preset.styles[index].path))
+
+    def job_file(self, request: Request) -> Response:
+        """A result, or an original moved into the outbox, at full size."""
+        _, source = self._job_source(request)
+        return self._file(inside(source, self.config.outbox))
+
+    def _job_source(self, request: Request) -> tuple[Job, Path]:
+        """A done job's result or original, as the URL's id and kind name them."""
+        job = self.journal.get(request.path_params["job_id"])
+        kind = request.path_params["kind"]
+        if job is None or job.state is not JobState.DONE:
+            raise HTTPException(404)
+        if kind == "result" and job.outputs:
+            return job, Path(job.outputs[0])
+        if kind == "original" and job.details.get("original"):
+            return job, Path(job.details["original"])
+        raise HTTPException(404)
+
+    @staticmethod
+    def _file(path: Path | None, cache: str = "max-age=3600") -> Response:
+        if path is None:
+            raise HTTPException(404)
+        return FileResponse(path, headers={"cache-control": cache})
+
+
+def build_app(running: Running, journal: Journal, access: Access) -> Starlette:
+    """The ASGI app. On a loopback address only loopback Host names are answered, so a web
+    page elsewhere cannot reach it through a rebound DNS name."""
+    site = Site(running, journal, access)
+    middleware = [Middleware(SecurityHeaders)]
+    if running.config.web.loopback:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS))
+    return Starlette(routes=site.routes(), middleware=middleware)

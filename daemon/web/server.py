@@ -1,0 +1,96 @@
+"""The page's server: uvicorn in a thread of the daemon, on a socket bound here first, so that
+a port in use is one clear log line (the daemon carries on without its page) and port 0 works.
+
+uvicorn installs no signal handlers outside the main thread: SIGTERM stays the daemon's.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from loguru import logger
+
+from daemon.service.journal import Journal
+from daemon.service.loop import Running
+from daemon.web.access import Access
+from daemon.web.app import build_app
+
+STOP_SECONDS = 2.0  # of the daemon's 10 s: open requests get this long, then are cut
+
+
+class _ToLoguru(logging.Handler):
+    """uvicorn's own log lines (it logs through the standard library) into the daemon's log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger.opt(exception=record.exc_info).log(
+            record.levelname if record.levelname in ("WARNING", "ERROR") else "DEBUG",
+            "web: {}",
+            record.getMessage(),
+        )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=64)
+
+
+@contextmanager
+def serving(running: Running) -> Iterator[None]:
+    """Serve the page while the daemon runs (an add-on of service.loop.Service)."""
+    web = running.config.web
+    if not web.enabled:
+        yield
+        return
+    token = web.token_file.read_text(encoding="utf-8").strip() if web.token_file else None
+    try:
+        sock = _bind(web.host, web.port)
+    except OSError as exc:
+        logger.error(
+            "web page: cannot listen on {}: {}; the daemon runs without it",
+            web.listen,
+            exc.strerror,
+        )
+        yield
+        return
+    journal = Journal.open_readonly(running.config.journal_path)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.handlers, uvicorn_log.propagate = [_ToLoguru()], False
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_app(running, journal, Access(token)),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            loop="asyncio",
+            http="h11",
+            timeout_graceful_shutdown=STOP_SECONDS,
+        )
+    )
+    # a daemon thread: a page stuck on a request must never hold up the daemon's exit
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="web", daemon=True
+    )
+    thread.start()
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    mode = "read-only: no web.token_file" if token is None else "actions need the token"
+    logger.info("web page at http://{}:{}/ ({})", shown, port, mode)
+    if token is None and not web.loopback:
+        logger.warning(
+            "web page: {} is reachable from other machines and has no token: anyone who can "
+            "reach it sees the photos' names and results (it stays read-only); set "
+            "web.token_file, or listen on 127.0.0.1",
+            web.listen,
+        )
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(STOP_SECONDS + 1)
+        sock.close()
+        journal.close()

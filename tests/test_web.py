@@ -1,0 +1,374 @@
+"""The web page of the real daemon over real HTTP on loopback: pages, progress in the journal,
+the gallery's cached thumbnails, safe file serving, the token and cross-site checks, pause and
+retry, /metrics (read with prometheus_client's own parser) and /healthz."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from daemon_harness import (
+    Daemons,
+    drop,
+    http_request,
+    journal_rows,
+    photo_bytes,
+    stylebox,
+    tiny_preset,
+    wait_for,
+    write_config,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+TOKEN = "test-token-0123456789abcdef"
+XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
+# Long enough (a few seconds a photo) for the page to see it running and its progress move.
+SLOW = tiny_preset(size=64, steps=300, finish="fine")
+
+
+@pytest.fixture
+def daemons() -> Iterator[Daemons]:
+    started = Daemons()
+    yield started
+    started.close()
+
+
+def _token_file(folder: Path) -> Path:
+    path = folder / "token"
+    path.write_text(TOKEN + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def _config(folder: Path, **overrides) -> Path:
+    web = {"listen": "127.0.0.1:0", "token_file": str(_token_file(folder))}
+    return write_config(folder, web=overrides.pop("web", web), **overrides)
+
+
+def _get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    return http_request("GET", url, headers=headers)
+
+
+def _post(url: str, fields: dict[str, str], **headers: str) -> tuple[int, dict[str, str], bytes]:
+    body = urlencode(fields).encode()
+    sent = {"content-type": "application/x-www-form-urlencoded", **headers}
+    return http_request("POST", url, body=body, headers=sent)
+
+
+def _status(url: str) -> dict:
+    code, _, body = _get(url + "/api/status")
+    assert code == 200
+    return json.loads(body)
+
+
+def _text_status(config: Path) -> str:
+    run = stylebox("status", "--config", config)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def _login(url: str) -> tuple[str, str]:
+    """The session cookie and the page's CSRF value, as a browser gets them."""
+    code, headers, _ = _post(url + "/login", {"token": TOKEN})
+    assert code == 303, headers
+    cookie = headers["set-cookie"].split(";")[0]
+    assert "httponly" in headers["set-cookie"].lower()
+    assert "samesite=strict" in headers["set-cookie"].lower()
+    _, _, page = _get(url + "/", cookie=cookie)
+    csrf = re.search(rb'name="csrf" value="([0-9a-f]+)"', page)[1].decode()
+    return cookie, csrf
+
+
+def test_running_jobs_show_their_progress_and_results_reach_the_gallery(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    config = _config(tmp_path, presets={"swirl": SLOW, "glass": tiny_preset("stained_glass.png")})
+    drop(tmp_path / "inbox" / "first.jpg", photo_bytes(0))
+    drop(tmp_path / "inbox" / XSS_NAME, photo_bytes(1))
+    daemon = daemons.start(config)
+    url = daemon.web_url()
+    daemon.wait_ready()
+
+    def progress() -> dict | None:
+        running = _status(url)["running"]
+        return running[0]["progress"] if running else None
+
+    wait_for(lambda: progress() is not None, "a running job's progress", daemon=daemon)
+    first = progress()
+    wait_for(
+        lambda: (progress() or {"evaluation": 0})["evaluation"] > first["evaluation"],
+        "its progress to move on",
+        daemon=daemon,
+    )
+    assert first["budget"] == 300 and first["objective"] > 0
+    # another process reads the same from the journal
+    cli = json.loads(stylebox("status", "--config", config, "--json").stdout)
+    assert set(cli) == set(_status(url))
+    assert re.search(r"running: .+ \(swirl\) evaluation \d+ of at most 300", _text_status(config))
+
+    code, headers, page = _get(url + "/")
+    assert code == 200 and b"<progress" in page
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+
+    wait_for(
+        lambda: _status(url)["counts"]["done"] == 2, "both photos done", daemon=daemon, timeout=120
+    )
+    _, _, gallery = _get(url + "/gallery")
+    assert XSS_NAME.encode() not in gallery  # shown as text, escaped
+    assert b"&lt;img src=x onerror=alert(1)&gt;.jpg" in gallery
+    jobs = {
+        Path(row["source_path"]).name: row
+        for row in journal_rows(tmp_path / "state/journal.sqlite3")
+    }
+    job = jobs["first.jpg"]
+    for kind in ("result", "original"):
+        assert f"/thumbs/{job['id']}/{kind}.jpg".encode() in gallery
+    code, headers, thumbnail = _get(f"{url}/thumbs/{job['id']}/result.jpg")
+    assert code == 200 and headers["content-type"] == "image/jpeg"
+    cached = list((tmp_path / "state" / "thumbnails").iterdir())
+    assert _get(f"{url}/thumbs/{job['id']}/result.jpg")[2] == thumbnail
+    assert list((tmp_path / "state" / "thumbnails").iterdir()) == cached  # made once
+    result = Path(json.loads(job["outputs"])[0])
+    assert _get(f"{url}/files/{job['id']}/result")[2] == result.read_bytes()
+    original = tmp_path / "outbox" / "originals" / "first.jpg"
+    assert _get(f"{url}/files/{job['id']}/original")[2] == original.read_bytes()
+    assert _get(url + "/gallery?preset=glass")[2].count(b'class="card"') == 0
+
+
+def test_nothing_outside_the_outbox_and_the_caches_is_served(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    config = _config(tmp_path)
+    drop(tmp_path / "inbox" / "photo.jpg", photo_bytes(0))
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(photo_bytes(2))
+    daemon = daemons.start(config)
+    url = daemon.web_url()
+    wait_for(lambda: _status(url)["counts"]["done"] == 1, "the photo done", daemon=daemon)
+    (job,) = journal_rows(tmp_path / "state/journal.sqlite3")
+    assert _get(f"{url}/files/{job['id']}/result")[0] == 200
+    escapes = [
+        "/files/../../etc/passwd",
+        "/files/%2e%2e/%2e%2e/etc/passwd",
+        "/static/..%2f..%2fconfig.yaml",
+        "/static/%2e%2e/app.py",
+        "/static/" + "%2F".join(["", "etc", "passwd"]),
+        "//etc/passwd",
+        "/previews/../journal.sqlite3",
+        "/previews/%2e%2e%2fjournal.sqlite3",
+        f"/thumbs/{job['id']}/..%2f..%2fjournal.sqlite3.jpg",
+        f"/files/{job['id']}/sidecar",
+        f"/files/{job['id']}/%2e%2e",
+        "/thumbs/preset/swirl/7.jpg",
+        "/thumbs/preset/..%2f..%2fsecret/0.jpg",
+        f"/files/{job['id'] + 1}/result",
+    ]
+    for path in escapes:
+        code, _, body = _get(url + path)
+        assert code == 404, (path, code, body[:80])
+    # a result swapped for a link out of the outbox is not followed
+    result = Path(json.loads(job["outputs"])[0])
+    result.unlink()
+    result.symlink_to(secret)
+    assert _get(f"{url}/files/{job['id']}/result")[0] == 404
+    assert _get(f"{url}/thumbs/{job['id']}/result.jpg")[0] == 404
+    # and a request for a rebound DNS name is refused
+    assert _get(url + "/", host="evil.example:80")[0] == 400
+
+
+def test_actions_need_the_token_and_refuse_other_sites(tmp_path: Path, daemons: Daemons) -> None:
+    daemon = daemons.start(_config(tmp_path))
+    url = daemon.web_url()
+    paused = tmp_path / "state" / "paused"
+    for headers in ({}, {"authorization": "Bearer wrong-token-0123456789"}):
+        assert _post(url + "/pause", {}, **headers)[0] == 401
+    assert _post(url + "/login", {"token": "wrong"})[0] == 401
+    assert not paused.exists()
+
+    cookie, csrf = _login(url)
+    assert _post(url + "/pause", {}, cookie=cookie)[0] == 403  # no CSRF value
+    host = url.removeprefix("http://")
+    for other_site in ({"origin": "http://evil.example"}, {"sec-fetch-site": "cross-site"}):
+        assert _post(url + "/pause", {"csrf": csrf}, cookie=cookie, **other_site)[0] == 403
+    assert not paused.exists()
+    same_site = {"origin": f"http://{host}", "sec-fetch-site": "same-origin"}
+    code, headers, _ = _post(url + "/pause", {"csrf": csrf}, cookie=cookie, **same_site)
+    assert (code, headers["location"]) == (303, "/")
+    assert paused.exists()
+    assert b"Resume" in _get(url + "/", cookie=cookie)[2]
+    code, _, body = _post(url + "/resume", {}, authorization=f"Bearer {TOKEN}")
+    assert (code, json.loads(body)) == (200, {"ok": True, "paused": False})
+    assert not paused.exists()
+    assert b"Pause" not in _get(url + "/")[2]  # no buttons without the token
+
+
+def test_without_a_token_the_page_is_read_only(tmp_path: Path, daemons: Daemons) -> None:
+    daemon = daemons.start(write_config(tmp_path))
+    url = daemon.web_url()
+    assert "(read-only: no web.token_file)" in daemon.log()
+    for headers in ({}, {"authorization": f"Bearer {TOKEN}"}):
+        code, _, body = _post(url + "/pause", {}, **headers)
+        assert code == 403 and b"read-only" in body
+    assert _post(url + "/login", {"token": TOKEN})[0] == 403
+    assert not (tmp_path / "state" / "paused").exists()
+
+
+def test_a_paused_worker_starts_nothing_until_resumed(tmp_path: Path, daemons: Daemons) -> None:
+    daemon = daemons.start(_config(tmp_path))
+    url = daemon.web_url()
+    daemon.wait_ready()
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    assert _post(url + "/pause", {}, **bearer)[0] == 200
+    daemon.wait_for_log("paused: no new job starts")
+    drop(tmp_path / "inbox" / "photo.jpg", photo_bytes(0))
+    daemon.wait_for_log("queued photo.jpg")
+    time.sleep(2)  # more than the worker's idle wait: it would have claimed the job by now
+    (job,) = journal_rows(tmp_path / "state/journal.sqlite3")
+    assert (job["state"], job["attempts"]) == ("queued", 0)
+    assert _status(url)["paused"] is True
+    assert "paused: no new job starts" in _text_status(tmp_path / "config.yaml")
+    assert _post(url + "/resume", {}, **bearer)[0] == 200
+    wait_for(lambda: _status(url)["counts"]["done"] == 1, "the photo done", daemon=daemon)
+
+
+def test_retry_puts_a_failed_photo_back_into_the_inbox(tmp_path: Path, daemons: Daemons) -> None:
+    """Too many pixels for max_input_pixels (the paintings have fewer): quarantined; the limit
+    raised (SIGHUP) and the photo retried from /failed, it is done."""
+    config = _config(tmp_path, max_input_pixels=300_000)
+    drop(tmp_path / "inbox" / "swirl" / XSS_NAME, photo_bytes(0, size=(640, 480)))
+    daemon = daemons.start(config)
+    url = daemon.web_url()
+    wait_for(
+        lambda: _status(url)["counts"]["quarantined"] == 1, "the photo quarantined", daemon=daemon
+    )
+    _, _, page = _get(url + "/failed", authorization=f"Bearer {TOKEN}")
+    assert XSS_NAME.encode() not in page and b"over the limit of 300,000" in page
+    assert b"&lt;img src=x onerror=alert(1)&gt;.jpg" in page
+    _config(tmp_path)  # the default max_input_pixels
+    daemon.send(signal.SIGHUP)
+    daemon.wait_for_log("config reloaded")
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    assert _post(url + "/failed/retry", {"name": "../config.yaml"}, **bearer)[0] == 404
+    code, _, body = _post(url + "/failed/retry", {"name": XSS_NAME}, **bearer)
+    assert (code, json.loads(body)) == (200, {"ok": True, "retried": f"swirl/{XSS_NAME}"})
+    assert not (tmp_path / "outbox" / "failed" / (XSS_NAME + ".error.json")).exists()
+    wait_for(lambda: _status(url)["counts"]["done"] == 1, "the photo done", daemon=daemon)
+    (job,) = journal_rows(tmp_path / "state/journal.sqlite3")
+    assert job["state"] == "done" and job["preset"] == "swirl"
+    assert (tmp_path / "outbox" / "swirl" / XSS_NAME).exists()
+    assert b"None." in _get(url + "/failed")[2]
+
+
+def test_metrics_parse_and_count_the_jobs(tmp_path: Path, daemons: Daemons) -> None:
+    config = _config(tmp_path)
+    for index in range(2):
+        drop(tmp_path / "inbox" / f"photo{index}.jpg", photo_bytes(index))
+    drop(tmp_path / "inbox" / "broken.jpg", b"\xff\xd8 not a jpeg")
+    daemon = daemons.start(config)
+    url = daemon.web_url()
+    wait_for(
+        lambda: _status(url)["counts"]["done"] == 2 and _status(url)["counts"]["quarantined"] == 1,
+        "two done, one quarantined",
+        daemon=daemon,
+    )
+    code, headers, body = _get(url + "/metrics")
+    assert code == 200 and headers["content-type"].startswith("text/plain")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+    jobs = {
+        labels: value for (name, labels), value in samples.items() if name == "stylebox_jobs_total"
+    }
+    assert jobs[(("outcome", "done"), ("preset", "swirl"))] == 2
+    assert jobs[(("outcome", "quarantined"), ("preset", "swirl"))] == 1
+    assert jobs[(("outcome", "done"), ("preset", "glass"))] == 0
+    assert samples[("stylebox_queue_jobs", (("state", "done"),))] == 2
+    assert samples[("stylebox_job_duration_seconds_count", (("preset", "swirl"),))] == 2
+    evaluations = samples[("stylebox_evaluations_total", ())]
+    assert evaluations == sum(
+        json.loads(row["details"])["evaluations"]
+        for row in journal_rows(tmp_path / "state/journal.sqlite3")
+        if row["state"] == "done"
+    )
+    (build,) = [labels for name, labels in samples if name == "stylebox_build_info"]
+    assert dict(build) == {"version": "0.1.0", "device": "cpu"}
+    label_values = {value for _, labels in samples for _, value in labels}
+    assert not any("photo" in value or "broken" in value for value in label_values)
+
+
+def test_healthz_says_starting_then_ok(tmp_path: Path, daemons: Daemons) -> None:
+    daemon = daemons.start(_config(tmp_path))
+    url = daemon.web_url()
+    code, _, body = _get(url + "/healthz")
+    if "outputs go to" not in daemon.log():  # still loading VGG-19, as it is for seconds
+        assert (code, body) == (503, b"starting: loading VGG-19 and scanning the inbox\n")
+    daemon.wait_ready()
+    wait_for(lambda: _get(url + "/healthz")[:3:2] == (200, b"ok\n"), "healthy", daemon=daemon)
+
+
+def test_a_port_in_use_leaves_the_daemon_working_without_its_page(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, web={"listen": f"127.0.0.1:{port}"})
+        drop(tmp_path / "inbox" / "photo.jpg", photo_bytes(0))
+        daemon = daemons.start(config)
+        daemon.wait_for_log(f"web page: cannot listen on 127.0.0.1:{port}")
+        wait_for(
+            lambda: (
+                [r["state"] for r in journal_rows(tmp_path / "state/journal.sqlite3")] == ["done"]
+            ),
+            "the photo done",
+            daemon=daemon,
+        )
+
+
+@pytest.mark.parametrize(
+    ("web", "expected"),
+    [
+        ({"listen": "8750"}, "web.listen: expected host:port"),
+        ({"listen": "nas.local:8750"}, "expected an IP address"),
+        ({"listen": "::1:8750"}, "an IPv6 address goes in brackets"),
+        ({"listen": "127.0.0.1:99999"}, "web.listen: expected host:port"),
+        ({"token_file": "missing-token"}, "missing-token: no such file"),
+        ({"token_file": "short"}, "at least 16 characters"),
+        ({"enabled": "yes"}, "web.enabled"),
+    ],
+)
+def test_check_refuses_a_bad_web_section_with_its_line(
+    tmp_path: Path, web: dict, expected: str
+) -> None:
+    (tmp_path / "short").write_text("abc\n")
+    config = write_config(tmp_path, web=web)
+    run = stylebox("check", "--config", config)
+    assert run.returncode == 2
+    (line,) = [line for line in run.stderr.splitlines() if expected in line]
+    assert re.search(r"config\.yaml:\d+: web\.", line), line
+
+
+def test_check_accepts_a_token_file_and_an_ipv6_loopback(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, web={"listen": "[::1]:0", "token_file": str(_token_file(tmp_path))}
+    )
+    run = stylebox("check", "--config", config)
+    assert run.returncode == 0, run.stderr
+
+
+def test_the_templates_have_no_inline_script_or_style() -> None:
+    """The CSP forbids inline scripts and styles: none may be in the templates either."""
+    templates = Path(__file__).resolve().parents[1] / "daemon" / "web" / "templates"
+    for template in templates.iterdir():
+        text = template.read_text(encoding="utf-8")
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), template.name
+        assert not re.search(r"\son[a-z]+=|\sstyle=|<style", text), template.name
