@@ -102,6 +102,10 @@ def test_running_jobs_show_their_progress_and_results_reach_the_gallery(
 
     wait_for(lambda: progress() is not None, "a running job's progress", daemon=daemon)
     first = progress()
+    code, headers, page = _get(url + "/")
+    assert code == 200 and b"<progress" in page
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
     wait_for(
         lambda: (progress() or {"evaluation": 0})["evaluation"] > first["evaluation"],
         "its progress to move on",
@@ -112,11 +116,6 @@ def test_running_jobs_show_their_progress_and_results_reach_the_gallery(
     cli = json.loads(stylebox("status", "--config", config, "--json").stdout)
     assert set(cli) == set(_status(url))
     assert re.search(r"running: .+ \(swirl\) evaluation \d+ of at most 300", _text_status(config))
-
-    code, headers, page = _get(url + "/")
-    assert code == 200 and b"<progress" in page
-    assert "script-src 'self'" in headers["content-security-policy"]
-    assert headers["x-content-type-options"] == "nosniff"
 
     wait_for(
         lambda: _status(url)["counts"]["done"] == 2, "both photos done", daemon=daemon, timeout=120
@@ -174,14 +173,42 @@ def test_nothing_outside_the_outbox_and_the_caches_is_served(
     for path in escapes:
         code, _, body = _get(url + path)
         assert code == 404, (path, code, body[:80])
-    # a result swapped for a link out of the outbox is not followed
+    # a result swapped for a link out of the outbox is not followed, nor is a linked folder
     result = Path(json.loads(job["outputs"])[0])
     result.unlink()
     result.symlink_to(secret)
     assert _get(f"{url}/files/{job['id']}/result")[0] == 404
     assert _get(f"{url}/thumbs/{job['id']}/result.jpg")[0] == 404
+    elsewhere = tmp_path / "elsewhere"
+    (outbox := tmp_path / "outbox" / "swirl").rename(elsewhere)
+    (elsewhere / result.name).unlink()
+    (elsewhere / result.name).write_bytes(photo_bytes(3))
+    outbox.symlink_to(elsewhere, target_is_directory=True)
+    assert _get(f"{url}/files/{job['id']}/result")[0] == 404
+    assert _get(f"{url}/thumbs/{job['id']}/result.jpg")[0] == 404
     # and a request for a rebound DNS name is refused
     assert _get(url + "/", host="evil.example:80")[0] == 400
+
+
+def test_files_are_sent_as_what_they_are_not_as_their_names_say(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    """A photo called page.html (a JPEG, as intake checks) is moved into the outbox with that
+    name: it must come back as a JPEG, sandboxed, never as HTML that runs on the page's origin."""
+    daemon = daemons.start(_config(tmp_path))
+    url = daemon.web_url()
+    drop(tmp_path / "inbox" / "page.html", photo_bytes(0))
+    wait_for(lambda: _status(url)["counts"]["done"] == 1, "the photo done", daemon=daemon)
+    (job,) = journal_rows(tmp_path / "state/journal.sqlite3")
+    code, headers, body = _get(f"{url}/files/{job['id']}/original")
+    assert code == 200 and body == (tmp_path / "outbox" / "originals" / "page.html").read_bytes()
+    assert headers["content-type"] == "image/jpeg"
+    assert "sandbox" in headers["content-security-policy"]
+    original = tmp_path / "outbox" / "originals" / "page.html"
+    original.write_bytes(b"<script>alert(1)</script>")  # replaced by hand with something else
+    code, headers, _ = _get(f"{url}/files/{job['id']}/original")
+    assert code == 200 and headers["content-type"] == "application/octet-stream"
+    assert headers["content-disposition"].startswith("attachment")
 
 
 def test_actions_need_the_token_and_refuse_other_sites(tmp_path: Path, daemons: Daemons) -> None:
@@ -208,6 +235,19 @@ def test_actions_need_the_token_and_refuse_other_sites(tmp_path: Path, daemons: 
     assert (code, json.loads(body)) == (200, {"ok": True, "paused": False})
     assert not paused.exists()
     assert b"Pause" not in _get(url + "/")[2]  # no buttons without the token
+    assert _post(url + "/logout", {}, cookie=cookie, **same_site)[0] == 303
+    assert _post(url + "/pause", {"csrf": csrf}, cookie=cookie, **same_site)[0] == 401
+    assert not paused.exists()  # the session ended with the logout
+
+
+def test_on_the_lan_only_the_listed_host_names_are_answered(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    web = {"listen": "0.0.0.0:0", "hosts": ["nas.local"], "token_file": str(_token_file(tmp_path))}
+    daemon = daemons.start(write_config(tmp_path, web=web))
+    url = daemon.web_url().replace("0.0.0.0", "127.0.0.1")
+    assert _get(url + "/", host="nas.local:8750")[0] == 200
+    assert _get(url + "/", host="evil.example:8750")[0] == 400
 
 
 def test_without_a_token_the_page_is_read_only(tmp_path: Path, daemons: Daemons) -> None:

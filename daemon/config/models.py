@@ -72,6 +72,7 @@ _PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _DEVICE = re.compile(r"auto|cpu|cuda|cuda:[0-9]+")
 _FILE_MODE = re.compile(r"0?[0-7]{3}")
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "tiff": "tif"}
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\]")
 
 
 def _vgg19_layer_names() -> tuple[str, ...]:
@@ -562,13 +563,26 @@ def _token_file(value: Any, info: ValidationInfo) -> Path:
     return path
 
 
+def _host_name(name: str) -> str:
+    """A name the page may be reached by, as a browser sends it in Host (without the port)."""
+    if not _HOST_NAME.fullmatch(name):
+        raise ValueError(f"{name!r}: expected a host name or address, such as nas.local")
+    return name.lower()
+
+
 class WebSettings(BaseModel):
-    """The web page inside `stylebox run`; without a token file it is read-only."""
+    """The web page inside `stylebox run`; without a token file it is read-only. `hosts`: the
+    names it answers to besides loopback ones and the listen address (a page elsewhere can
+    reach it through a DNS name rebound to this machine otherwise); empty with a non-loopback
+    listen: any name, with a warning."""
 
     model_config = STRICT
     enabled: bool = True
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:8750"
     token_file: Annotated[Path, BeforeValidator(_token_file)] | None = None
+    hosts: Annotated[
+        tuple[Annotated[str, Strict(), AfterValidator(_host_name)], ...], Strict(False)
+    ] = ()
 
     @property
     def host(self) -> str:

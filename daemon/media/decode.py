@@ -170,6 +170,20 @@ def is_whole(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
     return is_complete(path)
 
 
+def image_type(file: BinaryIO) -> str | None:
+    """The MIME type of the image in an open file, from its content, never its name; None when
+    it is not an image Pillow knows. The file is left at its start."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(file) as image:  # the header only: no pixel is decoded
+                return Image.MIME.get(image.format or "")
+    except (*_DECODE_ERRORS, Image.DecompressionBombError):
+        return None
+    finally:
+        file.seek(0)
+
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -79,10 +79,11 @@ def _tag_job(record: dict) -> None:
 
 @dataclass(frozen=True)
 class Running:
-    """What an add-on started with the daemon (the web page) may see and use. `journal` is the
-    daemon's own (its writes are the daemon's); `health` is None while healthy, else why not."""
+    """What an add-on started with the daemon (the web page) may see and use: `config()` is the
+    config in force (a reload may change it), `journal` the daemon's own (its writes are the
+    daemon's), `health()` None while healthy, else why not."""
 
-    config: Config
+    config: Callable[[], Config]
     journal: Journal
     metrics: Metrics
     health: Callable[[], str | None]
@@ -112,6 +113,7 @@ class Service:
         self._reload = threading.Event()
         self._worker: Worker | None = None
         self._watcher: Watcher | None = None
+        self._config: Config | None = None  # the config in force, for the add-ons
 
     def run(self) -> int:
         """Start, loop until stopped (or, with --once, until the inbox is done), stop."""
@@ -172,12 +174,17 @@ class Service:
                 metrics = Metrics(
                     device=str(models.device), presets=config.presets, counts=journal.counts
                 )
-                running = Running(config, journal, metrics, self.health)
+                self._config = config
+                running = Running(self._current_config, journal, metrics, self.health)
                 for addon in self.addons:
                     addons.enter_context(addon(running))
                 return self._serve(config, journal, models, metrics)
         finally:
             journal.close()
+
+    def _current_config(self) -> Config:
+        assert self._config is not None, "set before any add-on starts"
+        return self._config
 
     def health(self) -> str | None:
         """None while the watcher and the worker are healthy (what the watchdog pings for),
@@ -198,10 +205,12 @@ class Service:
             logger.warning(
                 "{} job(s) were running when the daemon last stopped; requeued", recovered
             )
-        for folder in {config.outbox, config.originals_dir, config.state_dir / PREVIEWS_DIR}:
+        for folder in {config.outbox, config.originals_dir}:
             removed = remove_stale_temps(folder) if folder.exists() else 0
             if removed:
                 logger.info("removed {} temporary file(s) left in {} by a crash", removed, folder)
+        for left in (config.state_dir / PREVIEWS_DIR).glob("*"):  # a crash's: no job runs now
+            left.unlink(missing_ok=True)
         if pause.is_paused(config):
             logger.warning(
                 "paused since the last run: resume from the web page, or remove {}",
@@ -220,10 +229,10 @@ class Service:
         worker.start()
         try:  # the watcher's first scan writes the journal: a failure there stops the worker too
             watcher.start()
-            self._worker, self._watcher = worker, watcher
             logger.info(
                 "watching {} ({} mode); outputs go to {}", config.inbox, watcher.mode, config.outbox
             )
+            self._worker, self._watcher = worker, watcher  # healthy from here on
             self.notifier.ready(f"watching {config.inbox}")
             return self._main_loop(config, journal, worker, intake, watcher)
         finally:
@@ -255,7 +264,7 @@ class Service:
                 raise worker.fatal
             if self._reload.is_set():
                 self._reload.clear()
-                config = self._reload_config(config, worker, intake)
+                config = self._config = self._reload_config(config, worker, intake)
             healthy = self.health() is None
             if watchdog_every and healthy and time.monotonic() - last_ping >= watchdog_every:
                 self.notifier.watchdog()

@@ -399,8 +399,9 @@ class Outbox:
         return path
 
     def restore(self, name: str, inbox: Path) -> Path:
-        """Move a quarantined photo back into the inbox, where it came from when its error file
-        says so (its preset folder kept), else to the inbox's top; then drop its error file.
+        """Move a quarantined photo back into the inbox, into the folder it came from when its
+        error file says so and that folder is still there (a preset's), else to the inbox's top;
+        then drop its error file.
         Never overwrites: a photo with its name waiting there makes this one `-1`."""
         photo = self.quarantined(name)
         error_file = photo.with_name(photo.name + ERROR_SUFFIX)
@@ -410,10 +411,13 @@ class Outbox:
         except (OSError, ValueError, AttributeError):
             source = Path()
         came_from = Path(os.path.normpath(source.parent))  # no `..` walks out of the inbox
-        if source.is_absolute() and came_from.is_relative_to(inbox):
-            came_from.mkdir(parents=True, exist_ok=True)
-            if came_from.resolve().is_relative_to(inbox.resolve()):  # nor a link inside it
-                folder = came_from
+        if (
+            source.is_absolute()
+            and came_from.is_relative_to(inbox)
+            and came_from.is_dir()  # never made here: a folder of its own, not a link out
+            and came_from.resolve().is_relative_to(inbox.resolve())
+        ):
+            folder = came_from
         target = _free_target(folder, name)
         if not move_no_overwrite(photo, target):
             raise FileNotFoundError(errno.ENOENT, "gone before it could be moved", str(photo))

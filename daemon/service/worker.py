@@ -12,6 +12,7 @@ threads alive (logged) and turn anything unexpected into exit code 1 (cli.py).
 
 from __future__ import annotations
 
+import math
 import platform
 import threading
 import time
@@ -111,6 +112,8 @@ class Worker:
         self._paused = False
         self._running: list[_Task] = []  # the batch in the engine, for its progress reports
         self._latest: dict[int, transfer.Progress] = {}  # the last report per batch place
+        self._best: dict[int, float] = {}  # the lowest objective so far per batch place
+        self._side_failed = False  # a progress report or preview failed in this batch
         self._reported_at = self._previewed_at = self._engine_started = 0.0
         self._thread = threading.Thread(target=self._run, name="worker", daemon=True)
 
@@ -207,7 +210,7 @@ class Worker:
             task.log.info(
                 "{} -> preset {} (attempt {}){}", task.source, preset.name, task.job.attempts, batch
             )
-        self._running, self._latest = tasks, {}
+        self._running, self._latest, self._best, self._side_failed = tasks, {}, {}, False
         self._reported_at = self._previewed_at = 0.0
         self._engine_started = time.monotonic()
         try:
@@ -238,8 +241,8 @@ class Worker:
                 self.journal.release(task.job.id)
                 self._alone.add(task.job.id)
             return
-        finally:
-            self._running = []
+        finally:  # the reports hold the images on the device: not kept past the batch
+            self._running, self._latest, self._best = [], {}, {}
             self._remove_previews(tasks, config)
         for task, result in zip(tasks, results, strict=True):
             deliver = partial(self._deliver, task, result, preset, config, outbox, len(tasks))
@@ -404,13 +407,26 @@ class Worker:
         if self._stop.is_set():
             raise StopRequested
         self.metrics.evaluated()
-        self._latest[progress.item] = progress
+        item, total = progress.item, progress.losses.total
+        self._latest[item] = progress
+        if math.isfinite(total) and total < self._best.get(item, math.inf):
+            self._best[item] = total  # a line search's probe may be worse than the best
         if now - self._reported_at >= PROGRESS_SECONDS:
             self._reported_at = now
-            self._report_progress(now)
+            self._on_the_side(self._report_progress, now)
         if now - self._previewed_at >= PREVIEW_SECONDS:
             self._previewed_at = now
-            self._write_previews()
+            self._on_the_side(self._write_previews)
+
+    def _on_the_side(self, report: Callable[..., None], *args: Any) -> None:
+        """Run a report for the page, which must never fail the job: a failure is logged (once
+        a batch) and the job goes on."""
+        try:
+            report(*args)
+        except Exception as exc:
+            if not self._side_failed:
+                self._side_failed = True
+                logger.opt(exception=exc).warning("progress for the web page: {}", exc)
 
     def _report_progress(self, now: float) -> None:
         """How far each photo of the batch is, into the journal for other processes to read."""
@@ -420,7 +436,7 @@ class Worker:
                 self._running[item].job.id: {
                     "evaluation": p.evaluation,
                     "budget": p.budget,
-                    "objective": p.losses.total,
+                    "objective": self._best.get(item),  # None while every value is inf or NaN
                     "elapsed_seconds": round(elapsed, 3),
                     "updated_at": self.clock(),
                 }
@@ -429,15 +445,12 @@ class Worker:
         )
 
     def _write_previews(self) -> None:
-        """Each photo as painted so far; a preview that cannot be written is only a log line."""
+        """Each photo as painted so far, for the page (atomically: never half a file)."""
         folder = self.config.state_dir / PREVIEWS_DIR
-        try:
-            folder.mkdir(exist_ok=True)
-            for item, progress in self._latest.items():
-                path = folder / f"{self._running[item].job.id}.jpg"
-                atomic_write(path, pipeline.preview_writer(progress), replace=True)
-        except OSError as exc:
-            logger.debug("no preview this time: {}", exc)
+        folder.mkdir(exist_ok=True)
+        for item, progress in self._latest.items():
+            path = folder / f"{self._running[item].job.id}.jpg"
+            atomic_write(path, pipeline.preview_writer(progress), replace=True)
 
     @staticmethod
     def _remove_previews(tasks: list[_Task], config: Config) -> None:

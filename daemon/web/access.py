@@ -1,38 +1,44 @@
-"""Who may act: the token (a Bearer header, or the cookie a login sets) and the checks that keep
+"""Who may act: the token (a Bearer header, or a session a login opens) and the checks that keep
 another site's pages from acting with the user's cookie.
 
-Without a token the page is read-only. The cookie holds an HMAC of the token, never the token,
-and is SameSite=Strict; a form action also needs the page's CSRF value and, when the browser
-sends them, an Origin of this host and a Sec-Fetch-Site of same-origin. Bearer requests carry
-no ambient credentials, so they need neither.
+Without a token the page is read-only. A login opens a random session kept in memory (a
+restart or a logout ends it; it lasts SESSION_SECONDS at most), sent as an HttpOnly,
+SameSite=Strict cookie; the token itself never leaves the login form. A form action also needs
+its session's CSRF value and, when the browser sends them, an Origin of this host and a
+Sec-Fetch-Site of same-origin. Bearer requests carry no ambient credentials, so they need
+neither. Every comparison is of bytes in constant time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 COOKIE = "stylebox_session"
+SESSION_SECONDS = 30 * 24 * 3600
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
 
 
 class Access:
-    """The token's checks; `token` None: read-only."""
+    """The token's checks and the open sessions; `token` None: read-only."""
 
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, *, clock: Callable[[], float] = time.time) -> None:
         self.token = token
-        self.session = self._derived(b"session")
-        self.csrf = self._derived(b"csrf")
-
-    def _derived(self, purpose: bytes) -> str:
-        """A value made from the token for one purpose; "" without a token (never matched:
-        every check asks for a token first)."""
-        if self.token is None:
-            return ""
-        return hmac.new(self.token.encode(), b"stylebox " + purpose, hashlib.sha256).hexdigest()
+        self._clock = clock
+        self._secret = secrets.token_bytes(32)  # for CSRF values: new at each start
+        self._sessions: dict[str, float] = {}  # session id -> when it ends
+        self._lock = threading.Lock()  # logins on the event loop, pages in the thread pool
 
     @property
     def read_only(self) -> bool:
@@ -42,24 +48,43 @@ class Access:
     def by_bearer(self, request: Request) -> bool:
         """An `Authorization: Bearer <token>` header with the token."""
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return (
-            self.token is not None
-            and scheme.lower() == "bearer"
-            and hmac.compare_digest(given.strip().encode(), self.token.encode())
-        )
+        return self.token is not None and scheme.lower() == "bearer" and _same(given, self.token)
 
-    def by_cookie(self, request: Request) -> bool:
-        """The session cookie a login set."""
+    def session(self, request: Request) -> str | None:
+        """The request's session id, while that session is open."""
         given = request.cookies.get(COOKIE, "")
-        return self.token is not None and hmac.compare_digest(given, self.session)
+        with self._lock:  # ids are 256 random bits: a lookup's timing tells nothing of them
+            ends = self._sessions.get(given)
+        return given if ends is not None and ends > self._clock() else None
 
     def logged_in(self, request: Request) -> bool:
         """Whether this request may act (the page shows its buttons)."""
-        return self.by_bearer(request) or self.by_cookie(request)
+        return self.by_bearer(request) or self.session(request) is not None
 
     def check_token(self, given: str) -> bool:
         """The login form's token."""
-        return self.token is not None and hmac.compare_digest(given.encode(), self.token.encode())
+        return self.token is not None and _same(given, self.token)
+
+    def open_session(self) -> str:
+        """A new session's id, for the cookie; sessions that have ended are forgotten."""
+        session, now = secrets.token_urlsafe(32), self._clock()
+        with self._lock:
+            self._sessions = {s: e for s, e in self._sessions.items() if e > now}
+            self._sessions[session] = now + SESSION_SECONDS
+        return session
+
+    def close_session(self, request: Request) -> None:
+        """Log out: the session's cookie is worth nothing from now on."""
+        session = self.session(request)
+        with self._lock:
+            self._sessions.pop(session or "", None)
+
+    def csrf_for(self, request: Request) -> str:
+        """The CSRF value a page gives its forms: its session's, "" without one."""
+        session = self.session(request)
+        if session is None:
+            return ""
+        return hmac.new(self._secret, session.encode(), hashlib.sha256).hexdigest()
 
     def require(self, request: Request, form: dict[str, str]) -> None:
         """Refuse an action (403 or 401, with why) unless the token allows it."""
@@ -67,15 +92,16 @@ class Access:
             raise HTTPException(403, "read-only: set web.token_file in the config to allow actions")
         if self.by_bearer(request):
             return
-        if not self.by_cookie(request):
+        if self.session(request) is None:
             raise HTTPException(401, "log in first (or send Authorization: Bearer <token>)")
         require_same_origin(request)
-        if not hmac.compare_digest(form.get("csrf", ""), self.csrf):
+        if not _same(form.get("csrf", ""), self.csrf_for(request)):
             raise HTTPException(403, "this form is stale or from another site: reload the page")
 
 
 def require_same_origin(request: Request) -> None:
-    """403 when the browser says the request comes from another site."""
+    """403 when the browser says the request comes from another site (behind a reverse proxy,
+    have it pass the Host header on)."""
     fetch_site = request.headers.get("sec-fetch-site")
     if fetch_site is not None and fetch_site not in ("same-origin", "none"):
         raise HTTPException(403, "cross-site request refused")

@@ -3,8 +3,8 @@ swaps the live part of the dashboard every few seconds, and the JSON, metrics an
 machines read.
 
 Files are served by job id or preset name, never by a path taken from the URL, and each one's
-real path must lie inside the outbox, the thumbnail cache or the previews folder: a `..`, an
-encoded `%2e%2e`, an absolute path or a link out of those folders reaches nothing.
+real path must lie inside the outbox, the thumbnail cache or the previews folder (web/files.py):
+a `..`, an encoded `%2e%2e`, an absolute path or a link out of those folders reaches nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import stat
 import time
 from importlib import resources
 from pathlib import Path
@@ -29,7 +28,6 @@ from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import (
-    FileResponse,
     HTMLResponse,
     JSONResponse,
     PlainTextResponse,
@@ -40,13 +38,16 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon import __version__
+from daemon.config import Config
 from daemon.engine.settings import StyleSettings
 from daemon.service import failed, pause
 from daemon.service.journal import Job, JobState, Journal
 from daemon.service.loop import Running
+from daemon.service.outbox import OutsideOutbox
 from daemon.service.status import read_status
 from daemon.service.worker import PREVIEWS_DIR
-from daemon.web.access import COOKIE, Access, require_same_origin
+from daemon.web.access import COOKIE, SESSION_SECONDS, Access, require_same_origin
+from daemon.web.files import file_response, open_inside
 from daemon.web.thumbnails import Thumbnails
 
 PAGE_SIZE = 24  # gallery cards per page
@@ -131,15 +132,13 @@ def _environment() -> jinja2.Environment:
     return environment
 
 
-def inside(path: Path, folder: Path) -> Path | None:
-    """`path` resolved, if it is a regular file whose real path lies inside `folder`."""
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path` is a file whose real path lies inside `folder` (for the gallery's links;
+    serving checks again, on the open file)."""
     try:
-        resolved = path.resolve(strict=True)
-        if not resolved.is_relative_to(folder.resolve()):
-            return None
-        return resolved if stat.S_ISREG(os.stat(resolved).st_mode) else None
+        return path.resolve(strict=True).is_relative_to(folder.resolve()) and path.is_file()
     except (OSError, RuntimeError):  # gone, unreadable, a link loop
-        return None
+        return False
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -159,12 +158,16 @@ class Site:
 
     def __init__(self, running: Running, journal: Journal, access: Access) -> None:
         self.running = running
-        self.config = running.config
         self.journal = journal
         self.access = access
-        self.thumbnails = Thumbnails(self.config.state_dir, self.config.max_input_pixels)
+        self.thumbnails = Thumbnails(self.config.state_dir)
         self.static = _static_files()
         self.templates = _environment()
+
+    @property
+    def config(self) -> Config:
+        """The daemon's config now: a reload may have changed its presets."""
+        return self.running.config()
 
     def routes(self) -> list[Route]:
         """Every URL the page answers."""
@@ -197,7 +200,7 @@ class Site:
             "version": __version__,
             "read_only": self.access.read_only,
             "logged_in": self.access.logged_in(request),
-            "csrf": self.access.csrf,
+            "csrf": self.access.csrf_for(request),
             "paused": pause.is_paused(self.config),
             **values,
         }
@@ -229,14 +232,15 @@ class Site:
         preset = request.query_params.get("preset") or None
         if preset is not None and preset not in self.config.presets:
             preset = None
+        total = self.journal.finished(JobState.DONE, preset=preset, limit=0)[0]
+        pages = max(1, math.ceil(total / PAGE_SIZE))
         try:
-            page = max(1, int(request.query_params.get("page", "1")))
+            page = min(max(1, int(request.query_params.get("page", "1"))), pages)
         except ValueError:
             page = 1
         total, jobs = self.journal.finished(
             JobState.DONE, preset=preset, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
         )
-        pages = max(1, math.ceil(total / PAGE_SIZE))
 
         def link(number: int) -> str:
             query = {"page": number, **({"preset": preset} if preset else {})}
@@ -265,8 +269,7 @@ class Site:
             "seconds": job.details.get("seconds"),
             "finished_at": job.finished_at,
             "has_original": original is not None and os.path.lexists(original),
-            "original_full": original is not None
-            and inside(Path(original), self.config.outbox) is not None,
+            "original_full": original is not None and _inside(Path(original), self.config.outbox),
         }
 
     def failed(self, request: Request) -> Response:
@@ -306,7 +309,8 @@ class Site:
         response = RedirectResponse("/", 303)
         response.set_cookie(
             COOKIE,
-            self.access.session,
+            self.access.open_session(),
+            max_age=SESSION_SECONDS,
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
@@ -315,6 +319,7 @@ class Site:
 
     async def logout(self, request: Request) -> Response:
         require_same_origin(request)
+        self.access.close_session(request)
         response = RedirectResponse("/", 303)
         response.delete_cookie(COOKIE, httponly=True, samesite="strict")
         return response
@@ -339,6 +344,8 @@ class Site:
             )
         except FileNotFoundError:
             raise HTTPException(404, "no such photo in failed/") from None
+        except (OSError, OutsideOutbox, ValueError) as exc:  # it stays in failed/
+            raise HTTPException(409, f"could not move it back into the inbox: {exc}") from None
         return self._done(request, "/failed", retried=str(moved.relative_to(self.config.inbox)))
 
     def _done(self, request: Request, page: str, **result: Any) -> Response:
@@ -377,25 +384,38 @@ class Site:
 
     def preview(self, request: Request) -> Response:
         folder = self.config.state_dir / PREVIEWS_DIR
-        path = inside(folder / f"{request.path_params['job_id']}.jpg", folder)
-        return self._file(path, cache="no-cache")
+        path = folder / f"{request.path_params['job_id']}.jpg"
+        return self._send(path, (folder,), cache="no-cache")
 
     def job_thumbnail(self, request: Request) -> Response:
         job, source = self._job_source(request)
-        return self._file(self.thumbnails.of(f"{job.id}-{request.path_params['kind']}", source))
+        config = self.config
+        # results lie in the outbox; originals there, in move_to, or (kept) in the inbox
+        folders = (config.outbox, config.originals_dir, config.inbox)
+        if request.path_params["kind"] == "result":
+            folders = (config.outbox,)
+        key = f"{job.id}-{request.path_params['kind']}"
+        return self._thumbnail(self.thumbnails.of(key, source, folders, config.max_input_pixels))
 
     def painting_thumbnail(self, request: Request) -> Response:
         preset = self.config.presets.get(request.path_params["name"])
         index = request.path_params["index"]
         if preset is None or index >= len(preset.styles):
             raise HTTPException(404)
+        painting = preset.styles[index].path  # named by the config, wherever it lies
         key = f"preset-{preset.name}-{index}"
-        return self._file(self.thumbnails.of(key, preset.styles[index].path))
+        made = self.thumbnails.of(key, painting, (painting.parent,), self.config.max_input_pixels)
+        return self._thumbnail(made)
+
+    def _thumbnail(self, path: Path | None) -> Response:
+        if path is None:
+            raise HTTPException(404)
+        return self._send(path, (self.thumbnails.folder,), cache="max-age=86400")
 
     def job_file(self, request: Request) -> Response:
         """A result, or an original moved into the outbox, at full size."""
         _, source = self._job_source(request)
-        return self._file(inside(source, self.config.outbox))
+        return self._send(source, (self.config.outbox,), cache="max-age=3600")
 
     def _job_source(self, request: Request) -> tuple[Job, Path]:
         """A done job's result or original, as the URL's id and kind name them."""
@@ -410,17 +430,29 @@ class Site:
         raise HTTPException(404)
 
     @staticmethod
-    def _file(path: Path | None, cache: str = "max-age=3600") -> Response:
-        if path is None:
+    def _send(path: Path, folders: tuple[Path, ...], *, cache: str) -> Response:
+        file = open_inside(path, folders)
+        if file is None:
             raise HTTPException(404)
-        return FileResponse(path, headers={"cache-control": cache})
+        return file_response(file, name=path.name, cache=cache)
+
+
+def allowed_hosts(config: Config) -> list[str]:
+    """The Host names answered: loopback ones, the listen address and `web.hosts`, so that a
+    page elsewhere cannot read this one through a DNS name rebound to this machine; any name
+    for a non-loopback listen without `web.hosts` (the server warns)."""
+    web = config.web
+    if not web.loopback and not web.hosts:
+        return ["*"]
+    return [*LOOPBACK_HOSTS, web.host, f"[{web.host}]", *web.hosts]
 
 
 def build_app(running: Running, journal: Journal, access: Access) -> Starlette:
-    """The ASGI app. On a loopback address only loopback Host names are answered, so a web
-    page elsewhere cannot reach it through a rebound DNS name."""
+    """The ASGI app."""
     site = Site(running, journal, access)
-    middleware = [Middleware(SecurityHeaders)]
-    if running.config.web.loopback:
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS))
+    hosts = allowed_hosts(running.config())
+    middleware = [
+        Middleware(SecurityHeaders),
+        Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False),
+    ]
     return Starlette(routes=site.routes(), middleware=middleware)

@@ -39,58 +39,80 @@ def _bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=64)
 
 
+class _Page:
+    """The server's parts, to stop in order."""
+
+    def __init__(self, running: Running) -> None:
+        web = running.config().web
+        token = web.token_file.read_text(encoding="utf-8").strip() if web.token_file else None
+        try:
+            self.sock = _bind(web.host, web.port)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {web.listen}: {exc.strerror}") from exc
+        try:
+            self.journal = Journal.open_readonly(running.config().journal_path)
+            uvicorn_log = logging.getLogger("uvicorn.error")
+            uvicorn_log.handlers, uvicorn_log.propagate = [_ToLoguru()], False
+            app = build_app(running, self.journal, Access(token))
+        except BaseException:
+            self.sock.close()
+            raise
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                loop="asyncio",
+                http="h11",
+                timeout_graceful_shutdown=STOP_SECONDS,
+            )
+        )
+        # a daemon thread: a page stuck on a request must never hold up the daemon's exit
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="web", daemon=True
+        )
+        self.thread.start()
+        host, port = self.sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        mode = "read-only: no web.token_file" if token is None else "actions need the token"
+        logger.info("web page at http://{}:{}/ ({})", shown, port, mode)
+        if not web.loopback and token is None:
+            logger.warning(
+                "web page: {} is reachable from other machines and has no token: anyone who "
+                "can reach it sees the photos' names and results (it stays read-only); set "
+                "web.token_file, or listen on 127.0.0.1",
+                web.listen,
+            )
+        if not web.loopback and not web.hosts:
+            logger.warning(
+                "web page: no web.hosts for {}: it answers to any host name, so a page "
+                "elsewhere could read it through a DNS name rebound to this machine; list the "
+                "names it is reached by (e.g. nas.local) in web.hosts",
+                web.listen,
+            )
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(STOP_SECONDS + 1)
+        self.sock.close()
+        self.journal.close()
+
+
 @contextmanager
 def serving(running: Running) -> Iterator[None]:
-    """Serve the page while the daemon runs (an add-on of service.loop.Service)."""
-    web = running.config.web
-    if not web.enabled:
+    """Serve the page while the daemon runs (an add-on of service.loop.Service). A page that
+    cannot start is one error line: the daemon carries on without it."""
+    if not running.config().web.enabled:
         yield
         return
-    token = web.token_file.read_text(encoding="utf-8").strip() if web.token_file else None
     try:
-        sock = _bind(web.host, web.port)
-    except OSError as exc:
-        logger.error(
-            "web page: cannot listen on {}: {}; the daemon runs without it",
-            web.listen,
-            exc.strerror,
-        )
-        yield
-        return
-    journal = Journal.open_readonly(running.config.journal_path)
-    uvicorn_log = logging.getLogger("uvicorn.error")
-    uvicorn_log.handlers, uvicorn_log.propagate = [_ToLoguru()], False
-    server = uvicorn.Server(
-        uvicorn.Config(
-            build_app(running, journal, Access(token)),
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            loop="asyncio",
-            http="h11",
-            timeout_graceful_shutdown=STOP_SECONDS,
-        )
-    )
-    # a daemon thread: a page stuck on a request must never hold up the daemon's exit
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="web", daemon=True
-    )
-    thread.start()
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    mode = "read-only: no web.token_file" if token is None else "actions need the token"
-    logger.info("web page at http://{}:{}/ ({})", shown, port, mode)
-    if token is None and not web.loopback:
-        logger.warning(
-            "web page: {} is reachable from other machines and has no token: anyone who can "
-            "reach it sees the photos' names and results (it stays read-only); set "
-            "web.token_file, or listen on 127.0.0.1",
-            web.listen,
-        )
+        page = _Page(running)
+    except Exception as exc:  # a port in use, the token file gone since the check, ...
+        logger.error("web page: {}; the daemon runs without it", exc)
+        page = None
     try:
         yield
     finally:
-        server.should_exit = True
-        thread.join(STOP_SECONDS + 1)
-        sock.close()
-        journal.close()
+        if page is not None:
+            page.stop()
