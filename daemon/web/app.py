@@ -70,8 +70,9 @@ _DEFAULTS = StyleSettings()
 
 
 class SecurityHeaders:
-    """Adds SECURITY_HEADERS to every response, errors included; pure ASGI, so it never buffers
-    a response the way Starlette's BaseHTTPMiddleware does."""
+    """Adds SECURITY_HEADERS to every response that does not set its own (a file's stricter
+    policy), errors included; pure ASGI, so it never buffers a response the way Starlette's
+    BaseHTTPMiddleware does."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -79,7 +80,10 @@ class SecurityHeaders:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)

@@ -5,7 +5,7 @@ the open file, from /proc) checked to lie inside the allowed folder: a link swap
 check cannot send anything else. Its type comes from its content, never its name, and only the
 image types a browser shows are sent inline; a photo named `x.html` or `x.js` that is also an
 image is sent as an image, which nosniff keeps from running, and anything else as a download.
-Every file response also carries `Content-Security-Policy: sandbox`.
+Every file response also carries `Content-Security-Policy: sandbox; default-src 'none'`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def file_response(file: BinaryIO, *, name: str, cache: str) -> StreamingResponse
     headers = {
         "cache-control": cache,
         "content-length": str(os.fstat(file.fileno()).st_size),
-        "content-security-policy": "sandbox",
+        "content-security-policy": "sandbox; default-src 'none'",
     }
     if media_type not in INLINE_TYPES:
         media_type = "application/octet-stream"
