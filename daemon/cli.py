@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, required=True)
     run.add_argument("--once", action="store_true", help="process what is there, then exit 0")
 
+    notify_test = sub.add_parser(
+        "notify-test", help="send a test event to every notify: channel and say how each went"
+    )
+    notify_test.add_argument("--config", type=Path, required=True)
+
     status = sub.add_parser("status", help="what the daemon has done and is doing")
     status.add_argument("--config", type=Path, required=True)
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -252,4 +257,30 @@ def _running_line(job: dict[str, Any]) -> str:
     return line
 
 
-_COMMANDS = {"stylize": _stylize, "check": _check, "run": _run, "status": _status}
+def _notify_test(args: argparse.Namespace) -> int:
+    from daemon.config import load_config
+    from daemon.service import events
+    from daemon.service.channels import channels_for
+    from daemon.service.journal import DeliveryState
+
+    config = load_config(args.config)
+    channels = channels_for(config)
+    if not channels:
+        print(f"{config.path}: no notify: channels configured")
+        return ExitCode.OK
+    failures = 0
+    for channel in channels:
+        outcome = channel.deliver([events.event("test", inbox=str(config.inbox))])
+        ok = outcome.state is DeliveryState.SENT
+        failures += not ok
+        print(f"{channel.label}: {'ok' if ok else 'FAILED'} ({outcome.detail})")
+    return ExitCode.FAILURE if failures else ExitCode.OK
+
+
+_COMMANDS = {
+    "stylize": _stylize,
+    "check": _check,
+    "run": _run,
+    "status": _status,
+    "notify-test": _notify_test,
+}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.service.journal import JobState, Journal, JournalError
+from daemon.service.journal import Event, JobState, Journal, JournalError
 
 FINGERPRINT = "f" * 16
 
@@ -411,3 +411,20 @@ def test_file_memo(journal: Journal) -> None:
     assert journal.remembered_paths() == ["/srv/inbox/b.jpg"]
     journal.forget_files([])  # nothing gone: no transaction at all
     assert journal.known_hash("/srv/inbox/b.jpg", 7, 8_000) == _hash(3)
+
+
+def test_a_journal_of_version_1_gains_the_events_tables_and_keeps_its_jobs(tmp_path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    with Journal(path) as journal:
+        journal.add("ab" * 32, "swirl", "f" * 64, "/inbox/a.jpg")
+    with sqlite3.connect(path) as conn:  # what stylebox wrote before it had events
+        conn.execute("DROP TABLE deliveries")
+        conn.execute("DROP TABLE events")
+        conn.execute("PRAGMA user_version = 1")
+    with Journal(path) as journal:
+        assert [job.source_path for job in journal.pending()] == ["/inbox/a.jpg"]
+        journal.event_routes = lambda event_type: ("events_log",)
+        journal.record_events([Event("e1", "daemon.started", 1.0, {"id": "e1"})])
+        assert [(d["id"], d["state"]) for d in journal.deliveries()] == [("e1", "pending")]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2

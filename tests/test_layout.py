@@ -54,7 +54,7 @@ def test_the_check_sees_a_library_the_engine_may_not_use(graph: grimp.ImportGrap
 
 def test_the_service_knows_files_not_tensors(graph: grimp.ImportGraph) -> None:
     found = _imports_beyond(
-        graph, "daemon.service", {"daemon", "loguru", "watchdog", "prometheus_client"}
+        graph, "daemon.service", {"daemon", "loguru", "watchdog", "prometheus_client", "apprise"}
     )
     assert found == {}
 

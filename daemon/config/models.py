@@ -15,10 +15,12 @@ import dataclasses
 import difflib
 import fnmatch
 import hashlib
+import importlib.util
 import ipaddress
 import json
 import re
 import tempfile
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -600,6 +602,87 @@ class WebSettings(BaseModel):
         return self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
 
 
+EventType = Literal[
+    "photo.done",
+    "photo.quarantined",
+    "photo.failed",
+    "photo.duplicate",
+    "daemon.started",
+    "daemon.stopped",
+]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+EventTypes = Annotated[tuple[EventType, ...], Strict(False), _at_least_one("event type")]
+
+
+def _webhook_url(url: str) -> str:
+    """An http(s) URL with a host, as urllib sends it."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {url!r}")
+    return url
+
+
+def _secret_file(value: Any, info: ValidationInfo) -> Path:
+    """A readable file holding a non-empty secret."""
+    path = _existing_file(value, info)
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read it: {error.strerror}") from error
+    if not secret:
+        raise ValueError(f"{path}: empty; put the shared secret in it")
+    return path
+
+
+def _apprise_urls(value: Any) -> Any:
+    """`apprise:` may be just its list of URLs."""
+    return {"urls": value} if isinstance(value, list) else value
+
+
+def _apprise_installed(urls: tuple[str, ...]) -> tuple[str, ...]:
+    if urls and importlib.util.find_spec("apprise") is None:
+        raise ValueError("needs Apprise: pip install 'stylebox[notify]'")
+    return urls
+
+
+class WebhookSettings(BaseModel):
+    """POST each event as JSON; signed with HMAC-SHA256 when `secret_file` is set."""
+
+    model_config = STRICT
+    url: Annotated[str, AfterValidator(_webhook_url)]
+    events: EventTypes = EVENT_TYPES
+    secret_file: Annotated[Path, BeforeValidator(_secret_file)] | None = None
+    timeout_seconds: Seconds = 10.0
+
+
+class AppriseSettings(BaseModel):
+    """Apprise URLs (ntfy://, tgram://, mailto://, json://, ...); `digest_minutes` > 0 sends
+    one message per batch of events, at most one per that many minutes."""
+
+    model_config = STRICT
+    urls: Annotated[
+        tuple[Annotated[str, Strict(), AfterValidator(_not_blank)], ...],
+        Strict(False),
+        AfterValidator(_apprise_installed),
+    ] = ()
+    events: EventTypes = ("photo.done", "photo.quarantined", "photo.failed")
+    digest_minutes: NonNegative = 0.0
+
+
+class NotifySettings(BaseModel):
+    """Where events go; each is delivered at least once (receivers de-duplicate by its id),
+    retried with a growing wait for up to `give_up_after_hours`."""
+
+    model_config = STRICT
+    events_log: bool = False  # <outbox>/events.jsonl
+    events_log_max_mb: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 10.0
+    webhooks: Annotated[tuple[WebhookSettings, ...], Strict(False)] = ()
+    apprise: Annotated[AppriseSettings, BeforeValidator(_apprise_urls), Section] = Field(
+        default_factory=AppriseSettings
+    )
+    give_up_after_hours: Seconds = 24.0
+
+
 # --- the whole file -------------------------------------------------------------------------------
 
 
@@ -624,6 +707,7 @@ class _Common:
     batch_size: Annotated[int, Strict(), Field(ge=1)] = 1
     logging: Annotated[LogSettings, Section] = field(default_factory=LogSettings)
     web: Annotated[WebSettings, Section] = field(default_factory=WebSettings)
+    notify: Annotated[NotifySettings, Section] = field(default_factory=NotifySettings)
 
     @field_validator("batch_size")
     @classmethod

@@ -16,7 +16,8 @@ from loguru import logger
 
 from daemon.config import Config
 from daemon.media.files import sha256_file
-from daemon.service.journal import JobState, Journal
+from daemon.service import events
+from daemon.service.journal import Job, JobState, Journal
 from daemon.service.outbox import Outbox, OutsideOutbox, open_outbox
 
 
@@ -81,6 +82,7 @@ class Intake:
                 outbox,
                 path,
                 f"{relative}: same photo as job {job.id}, quarantined before: {job.error}",
+                job,
             )
         elif job.source_path != str(path):
             logger.bind(job=job.id).info(
@@ -90,6 +92,7 @@ class Intake:
                 job.id,
                 job.state,
             )
+            self.journal.record_events([events.photo_duplicate(config, path, job)])
             if job.state is JobState.DONE or config.originals.policy == "move":
                 dispose_original(config, self.journal, outbox, path)
         elif job.state is JobState.DONE:
@@ -103,6 +106,8 @@ class Intake:
         self.journal.forget_files(gone)
         return len(gone)
 
-    def _quarantine(self, outbox: Outbox, path: Path, reason: str) -> None:
+    def _quarantine(self, outbox: Outbox, path: Path, reason: str, job: Job | None = None) -> None:
         outbox.quarantine(path, {"reason": reason})
         logger.warning("quarantined: {}", reason)
+        given_up = events.photo_given_up(self.config, job, path, reason, kind="quarantined")
+        self.journal.record_events([given_up])

@@ -26,7 +26,7 @@ from typing import Any, Self
 
 from daemon.errors import JournalError, JournalUnusable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_SECONDS = 5.0
 
 # Each statement is run on its own: executescript() would COMMIT the surrounding transaction.
@@ -61,8 +61,38 @@ _SCHEMA = (
         content_hash TEXT NOT NULL
     ) WITHOUT ROWID
     """,
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
+    "PRAGMA user_version = 1",
 )
+# Version 2: the transactional outbox of events (notify:). An event is inserted in the same
+# transaction as the state change it reports, with one delivery row per channel it goes to; the
+# sender marks each row sent or given up. A journal of version 1 gains these when opened.
+_MIGRATIONS = {
+    2: (
+        """
+        CREATE TABLE events (
+            seq      INTEGER PRIMARY KEY AUTOINCREMENT,  -- the order they happened in
+            id       TEXT NOT NULL UNIQUE,               -- what receivers de-duplicate by
+            type     TEXT NOT NULL,
+            time     REAL NOT NULL,
+            payload  TEXT NOT NULL                       -- the event as sent, JSON
+        )
+        """,
+        """
+        CREATE TABLE deliveries (
+            seq       INTEGER NOT NULL REFERENCES events (seq),
+            channel   TEXT NOT NULL,
+            state     TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'given_up')),
+            attempts  INTEGER NOT NULL DEFAULT 0,
+            next_try  REAL NOT NULL,
+            done_at   REAL,
+            error     TEXT,
+            PRIMARY KEY (channel, seq)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX deliveries_due ON deliveries (channel, state, next_try)",
+        "PRAGMA user_version = 2",
+    ),
+}
 
 
 class JobState(StrEnum):
@@ -99,6 +129,35 @@ class Job:
     outputs: tuple[str, ...]
     error: str | None
     details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the notify: channels are told; `payload` is the whole event as sent (its id,
+    type and time included)."""
+
+    id: str
+    type: str
+    time: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An event still to be delivered to one channel."""
+
+    seq: int
+    channel: str
+    attempts: int  # tries so far
+    event: Event
+
+
+class DeliveryState(StrEnum):
+    """Where one event stands with one channel."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    GIVEN_UP = "given_up"
 
 
 @dataclass(frozen=True)
@@ -143,6 +202,10 @@ class Journal:
         self.path = Path(path)
         self._now = now
         self._readonly = readonly
+        # Which channels an event of a type goes to (the service sets it from notify:); an
+        # event no channel wants is not recorded at all.
+        self.event_routes: Callable[[str], Sequence[str]] = lambda event_type: ()
+        self.on_events: Callable[[], None] = lambda: None  # told once events are committed
         self._lock = threading.Lock()
         self._conn = self._connect()
         try:
@@ -202,10 +265,13 @@ class Journal:
         # IMMEDIATE so two daemons starting at once cannot both create the schema.
         with self._transaction():
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            self._check_version(version)
             if version == 0:
                 for statement in _SCHEMA:
                     conn.execute(statement)
-            self._check_version(version)
+            for target in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    conn.execute(statement)
         # The original photo is deleted on the journal's word: refuse to start on a damaged file
         # rather than find out halfway through a job. It reads the whole file, which stays small.
         problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
@@ -421,13 +487,20 @@ class Journal:
                 (JobState.FAILED, content_hash, JobState.QUARANTINED),
             ).rowcount
 
-    def mark_done(self, job_id: int, outputs: Sequence[str], details: dict[str, Any]) -> None:
+    def mark_done(
+        self,
+        job_id: int,
+        outputs: Sequence[str],
+        details: dict[str, Any],
+        events: Sequence[Event] = (),
+    ) -> None:
         """Record the delivered files; once this returns, the commit is on disk."""
         self._update_running(
             job_id,
             "mark it done",
             "state = ?, finished_at = ?, outputs = ?, details = ?, error = NULL",
             (JobState.DONE, self._now(), json.dumps(list(outputs)), json.dumps(details)),
+            events,
         )
 
     def mark_retry(self, job_id: int, error: str, not_before: float) -> None:
@@ -439,22 +512,24 @@ class Journal:
             (JobState.QUEUED, error, not_before),
         )
 
-    def mark_failed(self, job_id: int, error: str) -> None:
+    def mark_failed(self, job_id: int, error: str, events: Sequence[Event] = ()) -> None:
         """Give up on the job: its retries are spent."""
         self._update_running(
             job_id,
             "mark it failed",
             "state = ?, error = ?, finished_at = ?",
             (JobState.FAILED, error, self._now()),
+            events,
         )
 
-    def mark_quarantined(self, job_id: int, error: str) -> None:
+    def mark_quarantined(self, job_id: int, error: str, events: Sequence[Event] = ()) -> None:
         """Give up on the job for good: the photo itself is bad, so retrying cannot help."""
         self._update_running(
             job_id,
             "quarantine it",
             "state = ?, error = ?, finished_at = ?",
             (JobState.QUARANTINED, error, self._now()),
+            events,
         )
 
     def release(self, job_id: int) -> None:
@@ -475,10 +550,17 @@ class Journal:
             ).rowcount
 
     def _update_running(
-        self, job_id: int, action: str, assignments: str, params: tuple[Any, ...]
+        self,
+        job_id: int,
+        action: str,
+        assignments: str,
+        params: tuple[Any, ...],
+        events: Sequence[Event] = (),
     ) -> None:
-        """Apply `assignments` to a running job; anything else means two workers or a bug."""
+        """Apply `assignments` to a running job, with the `events` that report it in the same
+        transaction; anything else than a running job means two workers or a bug."""
         with self._write() as conn:
+            inserted = self._insert_events(conn, events)
             updated = conn.execute(
                 f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ?",
                 (*params, job_id, JobState.RUNNING),
@@ -490,6 +572,8 @@ class Journal:
                     f"cannot {action}: job {job_id} in the journal at {self.path} is not running "
                     f"({found}); is another stylebox daemon using the same state_dir?"
                 )
+        if inserted:
+            self.on_events()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -575,6 +659,118 @@ class Journal:
             return conn.execute(
                 "SELECT MIN(not_before) FROM jobs WHERE state = ?", (JobState.QUEUED,)
             ).fetchone()[0]
+
+    # -- events: the transactional outbox of notify: ----------------------------------------
+
+    def _insert_events(self, conn: sqlite3.Connection, events: Sequence[Event]) -> int:
+        """Within an open write transaction: each event, pending for each channel it goes to;
+        how many were wanted by a channel."""
+        inserted = 0
+        for event in events:
+            channels = self.event_routes(event.type)
+            if not channels:
+                continue
+            inserted += 1
+            seq = conn.execute(
+                "INSERT INTO events (id, type, time, payload) VALUES (?, ?, ?, ?)",
+                (event.id, event.type, event.time, json.dumps(event.payload)),
+            ).lastrowid
+            conn.executemany(
+                "INSERT INTO deliveries (seq, channel, state, next_try) VALUES (?, ?, ?, ?)",
+                [(seq, channel, DeliveryState.PENDING, event.time) for channel in channels],
+            )
+        return inserted
+
+    def record_events(self, events: Sequence[Event]) -> None:
+        """Events that change no job (a duplicate skipped, the daemon started), on their own."""
+        with self._write() as conn:
+            inserted = self._insert_events(conn, events)
+        if inserted:
+            self.on_events()
+
+    def due(self, channel: str, limit: int = 50) -> list[Pending]:
+        """The channel's pending events whose next try is due, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT d.seq, d.attempts, e.id, e.type, e.time, e.payload FROM deliveries d"
+                " JOIN events e ON e.seq = d.seq WHERE d.channel = ? AND d.state = ?"
+                " AND d.next_try <= ? ORDER BY d.seq LIMIT ?",
+                (channel, DeliveryState.PENDING, self._now(), limit),
+            ).fetchall()
+        return [
+            Pending(
+                row["seq"],
+                channel,
+                row["attempts"],
+                Event(row["id"], row["type"], row["time"], json.loads(row["payload"])),
+            )
+            for row in rows
+        ]
+
+    def try_now(self, channels: Sequence[str]) -> None:
+        """Make the channels' pending events due now (at a start: the outage that held them
+        back may be over, as a restart often follows a fix)."""
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE deliveries SET next_try = ? WHERE channel = ? AND state = ?",
+                [(self._now(), channel, DeliveryState.PENDING) for channel in channels],
+            )
+
+    def next_try(self, channel: str) -> float | None:
+        """When the channel's next pending event is due, if it has one."""
+        with self._read() as conn:
+            return conn.execute(
+                "SELECT MIN(next_try) FROM deliveries WHERE channel = ? AND state = ?",
+                (channel, DeliveryState.PENDING),
+            ).fetchone()[0]
+
+    def last_delivered(self, channel: str) -> float | None:
+        """When the channel last had an event delivered (a digest's clock)."""
+        with self._read() as conn:
+            return conn.execute(
+                "SELECT MAX(done_at) FROM deliveries WHERE channel = ? AND state = ?",
+                (channel, DeliveryState.SENT),
+            ).fetchone()[0]
+
+    def settle(
+        self,
+        pending: Sequence[Pending],
+        state: DeliveryState,
+        *,
+        error: str | None = None,
+        next_try: float | None = None,
+    ) -> None:
+        """After a try: delivered (sent), given up, or pending again from `next_try`."""
+        now = self._now()
+        done_at = None if state is DeliveryState.PENDING else now
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE deliveries SET state = ?, attempts = attempts + 1, done_at = ?,"
+                " error = ?, next_try = ? WHERE channel = ? AND seq = ?",
+                [
+                    (state, done_at, error, next_try or now, item.channel, item.seq)
+                    for item in pending
+                ],
+            )
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Every delivery row with its event's id and type (for `stylebox status`, tests)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT e.id, e.type, d.channel, d.state, d.attempts, d.error FROM deliveries d"
+                " JOIN events e ON e.seq = d.seq ORDER BY d.seq, d.channel"
+            )
+            return [dict(row) for row in rows]
+
+    def prune_events(self, before: float) -> int:
+        """Forget events older than `before` that no channel still waits for; how many."""
+        with self._write() as conn:
+            old = "SELECT seq FROM events WHERE time < ? AND seq NOT IN" + (
+                " (SELECT seq FROM deliveries WHERE state = ?)"
+            )
+            params = (before, DeliveryState.PENDING)
+            conn.execute(f"DELETE FROM deliveries WHERE seq IN ({old})", params)
+            return conn.execute(f"DELETE FROM events WHERE seq IN ({old})", params).rowcount
 
     # -- file memo: periodic rescans skip re-hashing originals kept in the inbox --------------
 

@@ -26,20 +26,30 @@ from loguru import logger
 
 from daemon.config import Config, layout_problems, load_config
 from daemon.engine import device
-from daemon.errors import AlreadyRunning, ConfigError, ExitCode, StateDirError, StyleboxError
+from daemon.errors import (
+    AlreadyRunning,
+    ConfigError,
+    ExitCode,
+    JournalError,
+    StateDirError,
+    StyleboxError,
+)
 from daemon.media import decode
-from daemon.service import pause
+from daemon.service import events, pause
+from daemon.service.channels import channels_for
 from daemon.service.intake import Intake
 from daemon.service.journal import JobState, Journal
 from daemon.service.metrics import Metrics
 from daemon.service.outbox import folder_mode_for, make_folder, remove_stale_temps
 from daemon.service.sd_notify import Notifier
+from daemon.service.sender import Sender
 from daemon.service.watcher import Watcher
 from daemon.service.worker import PREVIEWS_DIR, Worker
 
 LOCK_NAME = "stylebox.lock"
 MAIN_LOOP_SECONDS = 0.25
 STOP_GRACE_SECONDS = 8.0  # systemd and users expect an exit within 10 s of SIGTERM
+NOTIFY_GRACE_SECONDS = 0.5  # for "stopped" to go out; what is left goes at the next start
 LOG_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss}</green> <level>{level: <7}</level> {extra[job_tag]}{message}"
 )
@@ -168,6 +178,13 @@ class Service:
 
     def _run_locked(self, config: Config) -> int:
         journal = Journal(config.journal_path)
+        sender = Sender(
+            journal,
+            channels_for(config),
+            give_up_after_seconds=config.notify.give_up_after_hours * 3600,
+        )
+        journal.event_routes, journal.on_events = sender.routes, sender.wake
+        sender.start()  # what a crash left undelivered goes out now
         try:
             with contextlib.ExitStack() as addons:
                 models = device.Models(device.resolve_device(config.device))
@@ -180,6 +197,7 @@ class Service:
                     addons.enter_context(addon(running))
                 return self._serve(config, journal, models, metrics)
         finally:
+            sender.stop(NOTIFY_GRACE_SECONDS)
             journal.close()
 
     def _current_config(self) -> Config:
@@ -234,8 +252,12 @@ class Service:
             )
             self._worker, self._watcher = worker, watcher  # healthy from here on
             self.notifier.ready(f"watching {config.inbox}")
+            journal.record_events([events.daemon_event("started", config)])
             return self._main_loop(config, journal, worker, intake, watcher)
         finally:
+            if self._worker is not None:  # it started: say it stops, unless the journal is why
+                with contextlib.suppress(JournalError):
+                    journal.record_events([events.daemon_event("stopped", config)])
             self.notifier.stopping()
             logger.info("stopping")
             worker.request_stop()  # first: its job needs the most time to wind down
@@ -290,7 +312,7 @@ class Service:
         except ConfigError as exc:
             logger.error("config reload refused, keeping the running config:\n{}", exc)
             return old
-        fixed = ("inbox", "outbox", "state_dir", "device", "watch", "web")
+        fixed = ("inbox", "outbox", "state_dir", "device", "watch", "web", "notify")
         changed = [name for name in fixed if getattr(new, name) != getattr(old, name)]
         if changed:
             logger.warning(

@@ -30,7 +30,7 @@ from daemon.engine import device, transfer
 from daemon.errors import InputError
 from daemon.media import decode
 from daemon.media.files import sha256_file
-from daemon.service import pause
+from daemon.service import events, pause
 from daemon.service.intake import dispose_original
 from daemon.service.journal import Job, Journal, JournalError
 from daemon.service.metrics import Metrics
@@ -280,7 +280,8 @@ class Worker:
             # An operator's link: the photo is not to blame, and retries would meet the same
             # link. Failed at once, left in the inbox: offered again (touched, or at a restart)
             # once the link is gone, it is queued afresh.
-            self.journal.mark_failed(job.id, str(exc))
+            failed = events.photo_given_up(self.config, job, source, str(exc), kind="failed")
+            self.journal.mark_failed(job.id, str(exc), events=[failed])
             self.metrics.finished(job.preset, "failed")
             log.error("{}: {}; left in the inbox", source.name, exc)
         elif device.is_poisoned(exc):
@@ -389,6 +390,7 @@ class Worker:
         )
         sidecar = self._sidecar(job, preset, result, source, batch)
         delivery = outbox.deliver(task.planned, writer, sidecar)
+        done = events.photo_done(config, job, delivery.image, delivery.sidecar, sidecar)
         h, w = result.image.shape[-2:]
         details = {
             "size": [w, h],
@@ -398,7 +400,8 @@ class Worker:
             "device": result.device,
             "batch": batch,
         }
-        self.journal.mark_done(job.id, [str(delivery.image), str(delivery.sidecar)], details)
+        outputs = [str(delivery.image), str(delivery.sidecar)]
+        self.journal.mark_done(job.id, outputs, details, events=[done])
         self.metrics.finished(preset.name, "done", self.clock() - (job.started_at or self.clock()))
         return str(delivery.image)
 
@@ -527,7 +530,12 @@ class Worker:
                 exc,
             )
         mark = self.journal.mark_failed if gave_up else self.journal.mark_quarantined
-        mark(job.id, reason)
+        kind = "failed" if gave_up else "quarantined"
+        mark(
+            job.id,
+            reason,
+            events=[events.photo_given_up(self.config, job, source, reason, kind=kind)],
+        )
         self.metrics.finished(job.preset, "failed" if gave_up else "quarantined")
         log.warning("{}: {}", "failed" if gave_up else "quarantined", reason)
         self.on_status("idle")

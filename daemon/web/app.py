@@ -45,10 +45,10 @@ from daemon.service.journal import Job, JobState, Journal
 from daemon.service.loop import Running
 from daemon.service.outbox import OutsideOutbox
 from daemon.service.status import read_status
+from daemon.service.thumbnails import Thumbnails
 from daemon.service.worker import PREVIEWS_DIR
 from daemon.web.access import COOKIE, SESSION_SECONDS, Access, require_same_origin
 from daemon.web.files import file_response, open_inside
-from daemon.web.thumbnails import Thumbnails
 
 PAGE_SIZE = 24  # gallery cards per page
 FORM_LIMIT_BYTES = 16 * 1024
