@@ -280,7 +280,8 @@ def journal_rows(journal: Path, table: Literal["jobs", "files"] = "jobs") -> lis
     """Every row of a journal table (jobs in id order, or the hash memo of files by path), read
     through a read-only connection.
 
-    The daemon keeps WAL on, so this never blocks it; a journal not yet created reads as no rows.
+    The daemon keeps WAL on, so this never blocks it; a journal not yet created (no file, or
+    its schema not yet committed) reads as no rows.
     """
     if not journal.is_file():
         return []
@@ -288,7 +289,12 @@ def journal_rows(journal: Path, table: Literal["jobs", "files"] = "jobs") -> lis
     try:
         conn.row_factory = sqlite3.Row
         query = f"SELECT * FROM {table} ORDER BY {_TABLE_ORDER[table]}"
-        return [dict(row) for row in conn.execute(query)]
+        try:
+            return [dict(row) for row in conn.execute(query)]
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                return []
+            raise
     finally:
         conn.close()
 

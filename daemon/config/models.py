@@ -615,10 +615,17 @@ EventTypes = Annotated[tuple[EventType, ...], Strict(False), _at_least_one("even
 
 
 def _webhook_url(url: str) -> str:
-    """An http(s) URL with a host, as urllib sends it."""
-    parts = urllib.parse.urlsplit(url)
+    """An http(s) URL with a host, as urllib sends it; no user or password in it (urllib would
+    not send them, and they would reach the log): put a secret in the path or use secret_file."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError as error:
+        raise ValueError(f"not a URL: {error}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http:// or https:// URL with a host, got {url!r}")
+    if "@" in parts.netloc:
+        raise ValueError("no user or password in the URL: urllib does not send them")
     return url
 
 
@@ -639,9 +646,17 @@ def _apprise_urls(value: Any) -> Any:
     return {"urls": value} if isinstance(value, list) else value
 
 
-def _apprise_installed(urls: tuple[str, ...]) -> tuple[str, ...]:
-    if urls and importlib.util.find_spec("apprise") is None:
+def _apprise_urls_usable(urls: tuple[str, ...]) -> tuple[str, ...]:
+    """Apprise installed, and each URL one it knows (not shown: they hold passwords)."""
+    if not urls:
+        return urls
+    if importlib.util.find_spec("apprise") is None:
         raise ValueError("needs Apprise: pip install 'stylebox[notify]'")
+    import apprise
+
+    for index, url in enumerate(urls):
+        if not apprise.Apprise().add(url):
+            raise ValueError(f"URL {index + 1} is not one Apprise knows (see its wiki's list)")
     return urls
 
 
@@ -663,7 +678,7 @@ class AppriseSettings(BaseModel):
     urls: Annotated[
         tuple[Annotated[str, Strict(), AfterValidator(_not_blank)], ...],
         Strict(False),
-        AfterValidator(_apprise_installed),
+        AfterValidator(_apprise_urls_usable),
     ] = ()
     events: EventTypes = ("photo.done", "photo.quarantined", "photo.failed")
     digest_minutes: NonNegative = 0.0
@@ -681,6 +696,15 @@ class NotifySettings(BaseModel):
         default_factory=AppriseSettings
     )
     give_up_after_hours: Seconds = 24.0
+
+    @field_validator("webhooks")
+    @classmethod
+    def _one_of_each(cls, webhooks: tuple[WebhookSettings, ...]) -> tuple[WebhookSettings, ...]:
+        """A URL once: its deliveries are kept under it."""
+        urls = [hook.url for hook in webhooks]
+        if len(set(urls)) < len(urls):
+            raise ValueError("a URL is listed twice; give it once, with all its events")
+        return webhooks
 
 
 # --- the whole file -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import urllib.error
@@ -30,6 +31,7 @@ EVENTS_LOG = "events.jsonl"
 EVENTS_LOG_KEPT = 5  # rotated files: events.jsonl.1 (newest) .. .5
 RETRIED_STATUSES = frozenset({408, 429})  # 4xx that mean "later", not "never"
 _TAIL_BYTES = 1 << 16  # far longer than any event's line
+DIGEST_LINES = 20  # a digest names this many events, then counts the rest
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Channel(Protocol):
     label: str
     events: Sequence[str]
     digest_seconds: float  # > 0: deliver() gets every due event at once, this often at most
+    expires: bool  # events tried and refused give_up_after_hours are given up
 
     def deliver(self, events: Sequence[Event]) -> Outcome: ...
 
@@ -62,6 +65,7 @@ class EventsLog:
 
     name = "events_log"
     digest_seconds = 0.0
+    expires = False  # a full disk holds events back for as long as it takes, never drops them
     events: Sequence[str] = EVENT_TYPES
 
     def __init__(self, path: Path, *, max_bytes: int, file_mode: int) -> None:
@@ -80,32 +84,46 @@ class EventsLog:
         return Outcome(DeliveryState.SENT, "written")
 
     def _append(self, line: bytes) -> None:
+        """One whole line, durable, or none: a short write (a full disk) is cut back off."""
         if not self._checked:
             self._drop_a_torn_line()
         size = self.path.stat().st_size if self.path.exists() else 0
         if size and size + len(line) > self.max_bytes:
             self._rotate()
+            size = 0
+        created = size == 0 and not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             os.fchmod(fd, self.file_mode)
-            os.write(fd, line)
-            os.fsync(fd)
+            start = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(line):
+                    written += os.write(fd, line[written:])
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
         finally:
             os.close(fd)
+        if created:  # its name must outlast a power cut, as the lines in it do
+            fsync_dir(self.path.parent)
 
     def _drop_a_torn_line(self) -> None:
         """A crash in the middle of a write leaves part of a line: cut it off (its event was
-        not marked delivered, so it is written whole again)."""
-        self._checked = True
+        not marked delivered, so it is written whole again). Once per process, when it
+        succeeds: a share not there yet is looked at again next time."""
         with contextlib.suppress(FileNotFoundError), open(self.path, "rb+") as file:
             start = max(0, file.seek(0, os.SEEK_END) - _TAIL_BYTES)
             file.seek(start)
             tail = file.read()
             cut = tail.rfind(b"\n")
-            if not tail or tail.endswith(b"\n") or (cut < 0 and start > 0):
-                return  # whole, or a line longer than any of ours: not ours to cut
-            file.truncate(start + cut + 1)
-            os.fsync(file.fileno())
+            torn = tail and not tail.endswith(b"\n") and (cut >= 0 or start == 0)
+            if torn:  # else whole, or a line longer than any of ours: not ours to cut
+                file.truncate(start + cut + 1)
+                os.fsync(file.fileno())
+        self._checked = True
 
     def _rotate(self) -> None:
         for index in range(EVENTS_LOG_KEPT - 1, 0, -1):
@@ -129,12 +147,14 @@ class Webhook:
     else (3xx, 408, 429, 5xx, no answer within the timeout) is tried again later."""
 
     digest_seconds = 0.0
+    expires = True
 
     def __init__(self, settings: WebhookSettings) -> None:
         self.url = settings.url
         self.name = "webhook:" + hashlib.sha256(settings.url.encode()).hexdigest()[:16]
         parts = urllib.parse.urlsplit(settings.url)
-        self.label = f"webhook {parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+        # no path: Slack, Discord and Home Assistant put their secret in it
+        self.label = f"webhook {parts.scheme}://{parts.netloc} ({self.name[8:16]})"
         self.events = settings.events
         self.timeout = settings.timeout_seconds
         self.secret = settings.secret_file.read_bytes().strip() if settings.secret_file else None
@@ -160,8 +180,8 @@ class Webhook:
             final = 400 <= exc.code < 500 and exc.code not in RETRIED_STATUSES
             state = DeliveryState.GIVEN_UP if final else DeliveryState.PENDING
             return Outcome(state, f"HTTP {exc.code} {exc.reason}")
-        except (OSError, ValueError) as exc:  # refused, timed out, DNS, TLS
-            reason = getattr(exc, "reason", exc)
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, timed out,
+            reason = getattr(exc, "reason", exc)  # DNS, TLS, not HTTP at all
             return Outcome(DeliveryState.PENDING, f"{type(exc).__name__}: {reason}")
 
 
@@ -172,6 +192,7 @@ class AppriseChannel:
 
     name = "apprise"
     label = "apprise"
+    expires = True
 
     def __init__(self, settings: AppriseSettings, thumbnails: Thumbnails, config: Config) -> None:
         import apprise  # the optional extra: `stylebox check` says so when it is missing
@@ -210,7 +231,10 @@ def message(events: Sequence[Event]) -> tuple[str, str]:
     failed = [e for e in events if e.type in ("photo.quarantined", "photo.failed")]
     parts = [f"{len(done)} done" if done else "", f"{len(failed)} failed" if failed else ""]
     title = "stylebox: " + ", ".join(part for part in parts if part) if done or failed else ""
-    return title or f"stylebox: {len(events)} events", "\n".join(_one(e)[1] for e in events)
+    lines = [_one(e)[1] for e in events[:DIGEST_LINES]]
+    if len(events) > DIGEST_LINES:
+        lines.append(f"and {len(events) - DIGEST_LINES} more")
+    return title or f"stylebox: {len(events)} events", "\n".join(lines)
 
 
 def _one(event: Event) -> tuple[str, str]:

@@ -6,6 +6,9 @@ de-duplicate by it), `type`, `time` (ISO 8601 UTC) and `timestamp` (seconds sinc
 `stylebox` (the version), and per type the photo (its name and its path below the inbox), the
 preset, the input's sha256, outputs and sidecars (paths below the outbox), the sidecar's losses
 and timings, and for a failure its reason.
+
+A job whose photo changed before it was done (superseded) has no event of its own: nothing is
+given up, and the new content's job reports its own end.
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ from daemon.config import Config
 from daemon.service.journal import Event, Job
 
 
-def event(event_type: str, **fields: Any) -> Event:
-    """A new event of `event_type`, now."""
+def event(event_type: str, *, event_id: str | None = None, **fields: Any) -> Event:
+    """A new event of `event_type`, now; a random id unless given one."""
     now = time.time()
     moment = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(timespec="milliseconds")
     payload = {
-        "id": str(uuid.uuid4()),
+        "id": event_id or str(uuid.uuid4()),
         "type": event_type,
         "time": moment.replace("+00:00", "Z"),
         "timestamp": now,
@@ -85,9 +88,13 @@ def photo_given_up(config: Config, job: Job | None, path: Path, reason: str, *, 
 
 
 def photo_duplicate(config: Config, path: Path, of: Job) -> Event:
-    """A photo already done (or under way) for its preset, under this name or another."""
+    """A photo already done (or under way) for its preset, under this name or another. A copy
+    kept in the inbox is met again at each start: its id comes from what it reports, so it is
+    told once (the journal ignores an id it has)."""
+    name = f"{of.content_hash}:{of.fingerprint}:{path}"
     return event(
         "photo.duplicate",
+        event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, "stylebox:duplicate:" + name)),
         photo=_photo(config, path),
         preset=of.preset,
         input_sha256=of.content_hash,

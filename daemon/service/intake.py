@@ -107,7 +107,9 @@ class Intake:
         return len(gone)
 
     def _quarantine(self, outbox: Outbox, path: Path, reason: str, job: Job | None = None) -> None:
-        outbox.quarantine(path, {"reason": reason})
-        logger.warning("quarantined: {}", reason)
+        # told first: a crash after the move would leave the photo in failed/, never offered
+        # again, and its event unsaid; the other way round costs one event told twice at most
         given_up = events.photo_given_up(self.config, job, path, reason, kind="quarantined")
         self.journal.record_events([given_up])
+        outbox.quarantine(path, {"reason": reason})
+        logger.warning("quarantined: {}", reason)

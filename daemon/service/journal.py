@@ -670,15 +670,18 @@ class Journal:
             channels = self.event_routes(event.type)
             if not channels:
                 continue
-            inserted += 1
-            seq = conn.execute(
-                "INSERT INTO events (id, type, time, payload) VALUES (?, ?, ?, ?)",
+            added = conn.execute(
+                "INSERT OR IGNORE INTO events (id, type, time, payload) VALUES (?, ?, ?, ?)",
                 (event.id, event.type, event.time, json.dumps(event.payload)),
-            ).lastrowid
+            )
+            if not added.rowcount:
+                continue  # told already (an id made from what it reports: a duplicate's)
+            seq = added.lastrowid
             conn.executemany(
                 "INSERT INTO deliveries (seq, channel, state, next_try) VALUES (?, ?, ?, ?)",
                 [(seq, channel, DeliveryState.PENDING, event.time) for channel in channels],
             )
+            inserted += 1
         return inserted
 
     def record_events(self, events: Sequence[Event]) -> None:
@@ -707,14 +710,22 @@ class Journal:
             for row in rows
         ]
 
-    def try_now(self, channels: Sequence[str]) -> None:
-        """Make the channels' pending events due now (at a start: the outage that held them
-        back may be over, as a restart often follows a fix)."""
+    def abandon_channels_but(self, channels: Sequence[str]) -> int:
+        """Give up the pending events of every channel not in `channels` (one taken out of the
+        config, or a webhook whose URL changed): nothing would ever deliver them."""
+        marks = ", ".join("?" * len(channels))
         with self._write() as conn:
-            conn.executemany(
-                "UPDATE deliveries SET next_try = ? WHERE channel = ? AND state = ?",
-                [(self._now(), channel, DeliveryState.PENDING) for channel in channels],
-            )
+            return conn.execute(
+                f"UPDATE deliveries SET state = ?, done_at = ?, error = ? WHERE state = ?"
+                f" AND channel NOT IN ({marks})",
+                (
+                    DeliveryState.GIVEN_UP,
+                    self._now(),
+                    "the channel is no longer in notify:",
+                    DeliveryState.PENDING,
+                    *channels,
+                ),
+            ).rowcount
 
     def next_try(self, channel: str) -> float | None:
         """When the channel's next pending event is due, if it has one."""

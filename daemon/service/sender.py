@@ -2,7 +2,9 @@
 for a receiver and a receiver that hangs delays only its own channel, by its timeout.
 
 A try that fails is tried again after a growing wait (5 s, 10 s, ... up to an hour), across
-restarts (the wait is in the journal), until the event is `give_up_after_hours` old. An event
+restarts (the wait is in the journal); a receiver that has refused an event until it is
+`give_up_after_hours` old is given up on (the events log never: a full disk holds its events
+back until there is room). Events of a channel taken out of the config are given up. An event
 is marked delivered only after its channel said so: a crash in between delivers it again, so
 receivers see each event at least once and de-duplicate by its id.
 """
@@ -15,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from loguru import logger
 
-from daemon.service.channels import Channel
+from daemon.service.channels import Channel, Outcome
 from daemon.service.journal import DeliveryState, Journal, Pending
 
 FIRST_RETRY_SECONDS = 5.0
@@ -24,6 +26,7 @@ IDLE_SECONDS = 1.0  # how often an idle channel looks for new events, if not wok
 PRUNE_EVERY_SECONDS = 3600.0
 KEEP_EVENTS_SECONDS = 7 * 24 * 3600.0  # delivered events stay this long, for `status`
 ROUND = 50  # pending events read at a time
+DIGEST_ROUND = 100_000  # a digest takes every due event
 
 
 class Sender:
@@ -55,8 +58,10 @@ class Sender:
         return tuple(c.name for c in self.channels if event_type in c.events)
 
     def start(self) -> None:
-        """Deliver from now on, what an earlier run left pending first, without its wait."""
-        self.journal.try_now([channel.name for channel in self.channels])
+        """Deliver from now on, what an earlier run left pending first."""
+        dropped = self.journal.abandon_channels_but([channel.name for channel in self.channels])
+        if dropped:
+            logger.warning("{} event(s) for channels no longer in notify: given up", dropped)
         for thread in self._threads:
             thread.start()
 
@@ -87,6 +92,8 @@ class Sender:
                 if not self._round(channel):
                     self._idle(channel)
             except Exception as exc:  # the journal failing, a bug: the worker will say more
+                if self._stop.is_set():
+                    return  # the journal closed under a delivery that outlasted the stop
                 logger.opt(exception=exc).error("{}: cannot deliver events: {}", channel.label, exc)
                 self._stop.wait(IDLE_SECONDS * 10)
 
@@ -99,13 +106,18 @@ class Sender:
 
     def _round(self, channel: Channel) -> bool:
         """Try what is due; False when nothing was."""
-        due = self.journal.due(channel.name, limit=ROUND)
+        limit = DIGEST_ROUND if channel.digest_seconds else ROUND
+        due = self.journal.due(channel.name, limit=limit)
         if not due:
             return False
         now = self.clock()
-        expired = [item for item in due if now - item.event.time > self.give_up_after]
-        for item in expired:
-            self._give_up(channel, [item], "too old: its receiver did not take it in time")
+        expired = [
+            item
+            for item in due
+            if channel.expires and item.attempts and now - item.event.time > self.give_up_after
+        ]
+        if expired:
+            self._give_up(channel, expired, "too old: its receiver did not take it in time")
         due = [item for item in due if item not in expired]
         if channel.digest_seconds:
             last = self.journal.last_delivered(channel.name)
@@ -122,7 +134,10 @@ class Sender:
         return True
 
     def _try(self, channel: Channel, items: list[Pending]) -> None:
-        outcome = channel.deliver([item.event for item in items])
+        try:
+            outcome = channel.deliver([item.event for item in items])
+        except Exception as exc:  # a channel's bug or a library's surprise: a failed try
+            outcome = Outcome(DeliveryState.PENDING, f"{type(exc).__name__}: {exc}")
         if outcome.state is DeliveryState.SENT:
             self.journal.settle(items, DeliveryState.SENT, error=None)
         elif outcome.state is DeliveryState.GIVEN_UP:
