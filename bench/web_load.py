@@ -1,31 +1,39 @@
-"""Photos per minute with the dashboard open against closed: what looking costs the worker.
+"""What looking at the dashboard costs the worker: the same photo done with the page open and
+with it closed, in one daemon run, photo by photo.
 
-    python -m bench.web_load [--photos 6] [--size 128] [--rounds 3] [--client browser|poller]
+    python -m bench.web_load [--photos 8] [--size 128] [--client browser|poller]
 
-Each run is the real daemon (`stylebox run --once`, as tests/daemon_harness.py starts it) on a
-fresh folder with --photos distinct photos and the default preset at --size. Photos per minute
-come from its journal: photos / (last finished_at - first started_at), so the model's load is
-left out. "open" runs have a client on the dashboard for the whole run:
+The real daemon (`stylebox run`, as tests/daemon_harness.py starts it) on a fresh folder with
+two presets that do the same work, `closed` and `open` (the default preset at --size; they
+differ in `seed` alone, which the default `init: content` does not use, so only their
+fingerprints differ), and each of --photos photos dropped into both preset folders. The page is
+opened the moment an `open` job starts and closed when a `closed` one does (seen in the
+journal). Each photo's pair of jobs took the same evaluations (checked), so the ratio of their
+times (finished_at - started_at: load, stylise, publish) is what the page cost that photo, and
+a drift of the shared machine falls on both halves of a pair alike. Whole runs, one with the
+page and one without, differ by more than the effect (DECISIONS.md, "The web page").
 
-- browser: Debian's headless Chromium on `/`, started before the daemon (its own start-up is not
-  the page's cost), refreshing itself every 2 s through the page's script, previews included;
-- poller: this process fetching `/` and each preview it names every 2 s, as that script does,
-  without a browser's own CPU (a phone or another PC looking at the page).
+- browser: Debian's headless Chromium, on the dashboard when open (refreshing itself every 2 s
+  through the page's script, previews included), on about:blank when closed: its own CPU on
+  these 2 cores counts, as it would for a user looking on the same machine;
+- poller: this process fetching `/` and each preview it names every 2 s when open, as that
+  script does, without a browser (a phone or another PC looking at the page).
 
-Closed and open alternate (closed, open, then open, closed, ...) so a drift of the shared machine
-falls on both. Prints the ratio of the medians, writes web_load_<stamp>.json.
+Prints the median over photos of open/closed (above 1: the page costs that much; photos per
+minute fall by as much), writes web_load_<stamp>.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import re
-import socket
 import statistics
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,91 +53,112 @@ REFRESH_SECONDS = 2.0  # daemon/web/static/app.js
 _PREVIEW = re.compile(rb'src="(/previews/[^"]+)"')
 
 
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return probe.getsockname()[1]
+class Poller:
+    """Fetches the dashboard and its previews every REFRESH_SECONDS while `open`."""
 
+    def __init__(self, url: str) -> None:
+        self.url, self.open = url, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
-@contextlib.contextmanager
-def poller(url: str) -> Iterator[None]:
-    """Fetch the dashboard and its previews every REFRESH_SECONDS until the block ends."""
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.wait(REFRESH_SECONDS):
+    def _run(self) -> None:
+        while not self._stop.wait(REFRESH_SECONDS):
+            if not self.open:
+                continue
             with contextlib.suppress(OSError):
-                _, _, page = http_request("GET", url + "/")
+                _, _, page = http_request("GET", self.url + "/")
                 for preview in _PREVIEW.findall(page):
-                    http_request("GET", url + preview.decode())
+                    http_request("GET", self.url + preview.decode())
 
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
-def photos_per_minute(folder: Path, size: int, photos: int, client: str | None) -> float:
-    port = free_port()
+def run(folder: Path, size: int, photos: int, client: str) -> list[dict[str, Any]]:
+    """Each photo's two jobs: their seconds and evaluations, page closed and open."""
     preset = {"style": str(STYLES / "swirl.png"), "size": size}
     config = write_config(
         folder,
-        presets={"swirl": preset},
-        web={"listen": f"127.0.0.1:{port}"},
+        presets={"closed": {**preset, "seed": 0}, "open": {**preset, "seed": 1}},
+        routing={"default_preset": "closed"},
         logging={"level": "INFO", "file": False},
     )
-    for index in range(photos):
-        drop(folder / "inbox" / f"photo{index}.jpg", photo_bytes(index, size=(size * 4 // 3, size)))
-    url = f"http://127.0.0.1:{port}"
-    with contextlib.ExitStack() as looking:
+    journal = folder / "state" / "journal.sqlite3"
+    with contextlib.ExitStack() as stack:
+        daemon = Daemon(config)
+        stack.callback(daemon.kill)
+        url = daemon.web_url()
+        daemon.wait_ready()
         if client == "browser":
-            driver = looking.enter_context(chromium(folder / "profile"))
-            driver.get("about:blank")
-        daemon = Daemon(config, once=True)
-        daemon.web_url()
-        if client == "browser":
-            driver.get(url + "/")
-        elif client == "poller":
-            looking.enter_context(poller(url))
-        code = daemon.process.wait(timeout=60 * 60)
-        assert code == 0, daemon.log_tail()
-    rows = journal_rows(folder / "state" / "journal.sqlite3")
-    assert [row["state"] for row in rows] == ["done"] * photos, rows
-    span = max(row["finished_at"] for row in rows) - min(row["started_at"] for row in rows)
-    return photos / span * 60
+            driver = stack.enter_context(chromium(folder / "profile"))
+
+            def look(open_: bool) -> None:
+                driver.get(url + "/" if open_ else "about:blank")
+        else:
+            poller = Poller(url)
+            stack.callback(poller.close)
+
+            def look(open_: bool) -> None:
+                poller.open = open_
+
+        look(False)
+        for index in range(photos):
+            data = photo_bytes(index, size=(size * 4 // 3, size))
+            first, second = ("closed", "open") if index % 2 == 0 else ("open", "closed")
+            for kind in (first, second):  # each kind first for half the photos
+                drop(folder / "inbox" / kind / f"photo{index:02d}.jpg", data)
+        _follow(journal, 2 * photos, look)
+    rows = journal_rows(journal)
+    pairs = []
+    for name in sorted({Path(row["source_path"]).name for row in rows}):
+        jobs = {row["preset"]: row for row in rows if Path(row["source_path"]).name == name}
+        seconds = {k: jobs[k]["finished_at"] - jobs[k]["started_at"] for k in jobs}
+        evaluations = {k: json.loads(jobs[k]["details"])["evaluations"] for k in jobs}
+        pairs.append({"photo": name, "seconds": seconds, "evaluations": evaluations})
+    return pairs
+
+
+def _follow(journal: Path, jobs: int, look: Callable[[bool], None]) -> None:
+    """Open the page as each `open` job starts and close it as each `closed` one does."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + 60 * 60
+    while time.monotonic() < deadline:
+        rows = journal_rows(journal)
+        for row in rows:
+            if row["state"] == "running" and row["id"] not in seen:
+                seen.add(row["id"])
+                look(row["preset"] == "open")
+        if len(rows) == jobs and all(row["state"] == "done" for row in rows):
+            return
+        time.sleep(0.05)
+    raise TimeoutError("the daemon did not finish within an hour")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=int, default=6)
+    parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--client", choices=("browser", "poller"), default="browser")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    rates: dict[str, list[float]] = {"closed": [], "open": []}
-    for round_ in range(args.rounds):
-        order = ("closed", "open") if round_ % 2 == 0 else ("open", "closed")
-        for kind in order:
-            with tempfile.TemporaryDirectory(prefix="stylebox-load-") as temp:
-                client = args.client if kind == "open" else None
-                rate = photos_per_minute(Path(temp), args.size, args.photos, client)
-            rates[kind].append(rate)
-            print(f"round {round_ + 1}, page {kind}: {rate:.2f} photos/min", flush=True)
-    closed, opened = statistics.median(rates["closed"]), statistics.median(rates["open"])
+    with tempfile.TemporaryDirectory(prefix="stylebox-load-") as temp:
+        pairs = run(Path(temp), args.size, args.photos, args.client)
+    same = all(p["evaluations"]["open"] == p["evaluations"]["closed"] for p in pairs)
+    ratios = [p["seconds"]["open"] / p["seconds"]["closed"] for p in pairs]
     report: dict[str, Any] = {
         **vars(args),
         "out": str(args.out),
-        "photos_per_minute": rates,
-        "median_closed": closed,
-        "median_open": opened,
-        "open_over_closed": opened / closed,
+        "pairs": pairs,
+        "same_evaluations": same,
+        "open_over_closed": ratios,
+        "median_open_over_closed": statistics.median(ratios),
     }
     print(
-        f"{args.photos} photos at {args.size} px, {args.rounds} rounds, client {args.client}: "
-        f"closed {closed:.2f}, open {opened:.2f} photos/min: open/closed {opened / closed:.3f}"
+        f"{args.photos} photos at {args.size} px, each with the page closed and open, client "
+        f"{args.client}: open/closed median {statistics.median(ratios):.3f} "
+        f"(from {min(ratios):.3f} to {max(ratios):.3f}); same evaluations: {same}"
     )
     print(f"wrote {save_report(args.out, 'web_load', report)}")
 
