@@ -246,6 +246,12 @@ def _status(args: argparse.Namespace) -> int:
         print(f"queued: {job['source']} ({job['preset']})")
     for job in report["recent_failures"]:
         print(f"{job['state']}: {job['source']} ({job['preset']}): {job['error']}")
+    for channel in report["events"]:
+        line = f"events to {channel['channel']}: {channel['sent']} sent"
+        line += f", {channel['pending']} pending, {channel['given_up']} given up"
+        if channel["last_error"]:
+            line += f" (last try: {channel['last_error']})"
+        print(line)
     return ExitCode.OK
 
 

@@ -154,6 +154,39 @@ def tree(root: Path, *, skip: tuple[str, ...] = ()) -> dict[str, str | None]:
 # -- 1. the outbox's disk fills up ------------------------------------------------------------
 
 
+def test_events_wait_out_a_full_outbox_and_are_logged_once_space_returns(
+    tmp_path, tmpfs, daemons
+) -> None:
+    """notify.events_log on a full disk: the event waits in the journal, nothing is half
+    written, and it is appended once there is room. (The log rotates at every event, so each
+    is written to a new file, which needs a page the full disk has not: an append to the last
+    page of an old one could still fit.)"""
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    disk = tmpfs(outbox, size="1m")
+    notify = {"events_log": True, "events_log_max_mb": 0.0001}
+    daemon = daemons.start(
+        write_config(tmp_path, **FAULT_SETTINGS, notify=notify, originals={"policy": "keep"})
+    )
+    log = outbox / "events.jsonl"
+
+    def logged() -> list[str]:
+        files = [log.with_name(f"events.jsonl.{n}") for n in range(5, 0, -1)] + [log]
+        lines = [line for f in files if f.exists() for line in f.read_text().splitlines()]
+        return [json.loads(line)["type"] for line in lines]
+
+    drop(inbox / "photo.jpg", photo_bytes(0))
+    wait_for(lambda: log.exists() and "photo.done" in logged(), "the photo's event", daemon=daemon)
+    filler = disk.fill(leave_bytes=0)
+    drop(inbox / "again.jpg", photo_bytes(0))  # a duplicate: an event, and no result to write
+    daemon.wait_for_log("No space left on device")
+    with Journal.open_readonly(tmp_path / "state" / JOURNAL_NAME) as journal:
+        assert journal.delivery_counts()["events_log"]["pending"] == 1
+    assert logged() == ["daemon.started", "photo.done"]  # nothing half written
+    filler.unlink()
+    wait_for(lambda: logged()[-1] == "photo.duplicate", "the duplicate's event", daemon=daemon)
+    assert logged() == ["daemon.started", "photo.done", "photo.duplicate"]
+
+
 @pytest.mark.parametrize(
     "free_bytes",
     [

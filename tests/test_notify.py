@@ -205,6 +205,9 @@ def test_events_outlast_a_receiver_that_is_down_and_a_sigkill(
     daemon.wait_exit(10)
     hook = [d for d in _deliveries(tmp_path) if d["channel"].startswith("webhook:")]
     assert [d["state"] for d in hook] == ["pending"] * 3
+    status = stylebox("status", "--config", config).stdout
+    assert f"events to webhook http://127.0.0.1:{receiver.port} (" in status
+    assert "0 sent, 3 pending, 0 given up (last try: URLError: [Errno 111]" in status
     receiver.start()
     try:
         daemons.start(config)

@@ -141,6 +141,18 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def webhook_name(url: str) -> str:
+    """A webhook's key in the journal: no secret of its URL in it."""
+    return "webhook:" + hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def webhook_label(url: str) -> str:
+    """How logs and `status` name a webhook: without its path, where Slack, Discord and Home
+    Assistant put their secret; the key's start tells two of one host apart."""
+    parts = urllib.parse.urlsplit(url)
+    return f"webhook {parts.scheme}://{parts.netloc} ({webhook_name(url)[8:16]})"
+
+
 class Webhook:
     """POST each event as JSON, with `X-Stylebox-Signature: sha256=<hex HMAC-SHA256 of the
     body>` when a secret is set. 2xx is delivered; 4xx but 408 and 429 is given up; anything
@@ -151,10 +163,7 @@ class Webhook:
 
     def __init__(self, settings: WebhookSettings) -> None:
         self.url = settings.url
-        self.name = "webhook:" + hashlib.sha256(settings.url.encode()).hexdigest()[:16]
-        parts = urllib.parse.urlsplit(settings.url)
-        # no path: Slack, Discord and Home Assistant put their secret in it
-        self.label = f"webhook {parts.scheme}://{parts.netloc} ({self.name[8:16]})"
+        self.name, self.label = webhook_name(settings.url), webhook_label(settings.url)
         self.events = settings.events
         self.timeout = settings.timeout_seconds
         self.secret = settings.secret_file.read_bytes().strip() if settings.secret_file else None
@@ -253,6 +262,18 @@ def _one(event: Event) -> tuple[str, str]:
         return "stylebox: a test", "stylebox notify-test: this channel works"
     kind = event.type.removeprefix("daemon.")
     return f"stylebox {kind}", f"stylebox {kind} on {payload.get('host', '?')}"
+
+
+def channel_labels(config: Config) -> dict[str, str]:
+    """Each configured channel's journal key and label, without starting any of them."""
+    notify = config.notify
+    labels = (
+        {EventsLog.name: f"events log {config.outbox / EVENTS_LOG}"} if notify.events_log else {}
+    )
+    labels |= {webhook_name(hook.url): webhook_label(hook.url) for hook in notify.webhooks}
+    if notify.apprise.urls:
+        labels[AppriseChannel.name] = AppriseChannel.label
+    return labels
 
 
 def channels_for(config: Config) -> list[Channel]:

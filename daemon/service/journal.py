@@ -764,14 +764,28 @@ class Journal:
                 ],
             )
 
-    def deliveries(self) -> list[dict[str, Any]]:
-        """Every delivery row with its event's id and type (for `stylebox status`, tests)."""
+    def delivery_counts(self) -> dict[str, dict[str, Any]]:
+        """Per channel: how many events are pending, sent and given up, and the last error of
+        one still pending (for `stylebox status`); {} for a journal older than events."""
+        found: dict[str, dict[str, Any]] = {}
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT e.id, e.type, d.channel, d.state, d.attempts, d.error FROM deliveries d"
-                " JOIN events e ON e.seq = d.seq ORDER BY d.seq, d.channel"
-            )
-            return [dict(row) for row in rows]
+            try:
+                rows = conn.execute(
+                    "SELECT channel, state, COUNT(*) AS n FROM deliveries GROUP BY channel, state"
+                ).fetchall()
+            except sqlite3.OperationalError:  # version 1: no deliveries table
+                return {}
+            for row in rows:
+                counts = found.setdefault(row["channel"], dict.fromkeys(DeliveryState, 0))
+                counts[DeliveryState(row["state"])] = row["n"]
+            for channel, counts in found.items():
+                last = conn.execute(
+                    "SELECT error FROM deliveries WHERE channel = ? AND state = ?"
+                    " AND error IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                    (channel, DeliveryState.PENDING),
+                ).fetchone()
+                counts["last_error"] = last[0] if last else None
+        return {c: {str(k): v for k, v in counts.items()} for c, counts in found.items()}
 
     def prune_events(self, before: float) -> int:
         """Forget events older than `before` that no channel still waits for; how many."""

@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
+from daemon.service.channels import channel_labels
 from daemon.service.journal import Job, Journal
 from daemon.service.pause import is_paused
 
 
 def read_status(config: Config, journal: Journal | None = None) -> dict[str, Any]:
-    """Counts per state, the queue, the jobs running (with how far each is) and recent
-    failures, as plain data; from `journal` if given (the web page keeps one open), else from
-    a read-only connection of its own."""
+    """Counts per state, the queue, the jobs running (with how far each is), recent failures
+    and each notify: channel's deliveries, as plain data; from `journal` if given (the web page
+    keeps one open), else from a read-only connection of its own."""
     if journal is None:
         with Journal.open_readonly(config.journal_path) as own:
             return read_status(config, own)
@@ -26,7 +27,18 @@ def read_status(config: Config, journal: Journal | None = None) -> dict[str, Any
         "running": [_job(job, progress=True) for job in journal.running()],
         "queue": [_job(job) for job in journal.pending(limit=20)],
         "recent_failures": [_job(job) for job in journal.recent_failures(limit=10)],
+        "events": _events(config, journal),
     }
+
+
+def _events(config: Config, journal: Journal) -> list[dict[str, Any]]:
+    """Each notify: channel's deliveries: pending, sent, given up, and the last error."""
+    labels = channel_labels(config)
+    return [
+        {"channel": labels.get(channel, channel), **counts}
+        for channel, counts in journal.delivery_counts().items()
+        if channel in labels or counts["pending"]
+    ]
 
 
 def _job(job: Job, *, progress: bool = False) -> dict[str, Any]:
