@@ -25,7 +25,10 @@ from daemon_harness import (
     wait_for,
     write_config,
 )
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+
+from daemon.service.thumbnails import Thumbnails
 
 TOKEN = "test-token-0123456789abcdef"
 XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
@@ -412,3 +415,26 @@ def test_the_templates_have_no_inline_script_or_style() -> None:
         text = template.read_text(encoding="utf-8")
         assert not re.search(r"<script(?![^>]*\bsrc=)", text), template.name
         assert not re.search(r"\son[a-z]+=|\sstyle=|<style", text), template.name
+
+
+def test_the_thumbnail_cache_keeps_the_ones_used_last(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (tmp_path / "state").mkdir()  # the daemon's state_dir: always there
+    cache = Thumbnails(tmp_path / "state", max_files=3)
+    made = {}
+    for index in range(3):
+        drop(photos / f"{index}.jpg", photo_bytes(index))
+        made[index] = cache.of(f"p{index}", photos / f"{index}.jpg", (photos,), 10**6)
+    time.sleep(0.01)
+    assert cache.of("p0", photos / "0.jpg", (photos,), 10**6) == made[0]  # used: kept
+    for index in range(3, 5):
+        time.sleep(0.01)
+        drop(photos / f"{index}.jpg", photo_bytes(index))
+        made[index] = cache.of(f"p{index}", photos / f"{index}.jpg", (photos,), 10**6)
+    kept = {path.name for path in (tmp_path / "state" / "thumbnails").iterdir()}
+    assert len(kept) <= 4  # the cap, and the one made since the last trim
+    assert made[0].name in kept and made[4].name in kept
+    assert made[1].name not in kept
+    with Image.open(made[4]) as thumbnail:
+        assert max(thumbnail.size) <= 240 and thumbnail.format == "JPEG"
