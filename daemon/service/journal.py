@@ -776,8 +776,8 @@ class Journal:
             except sqlite3.OperationalError:  # version 1: no deliveries table
                 return {}
             for row in rows:
-                counts = found.setdefault(row["channel"], dict.fromkeys(DeliveryState, 0))
-                counts[DeliveryState(row["state"])] = row["n"]
+                counts = found.setdefault(row["channel"], dict.fromkeys(map(str, DeliveryState), 0))
+                counts[row["state"]] = row["n"]
             for channel, counts in found.items():
                 last = conn.execute(
                     "SELECT error FROM deliveries WHERE channel = ? AND state = ?"
@@ -785,7 +785,7 @@ class Journal:
                     (channel, DeliveryState.PENDING),
                 ).fetchone()
                 counts["last_error"] = last[0] if last else None
-        return {c: {str(k): v for k, v in counts.items()} for c, counts in found.items()}
+        return found
 
     def prune_events(self, before: float) -> int:
         """Forget events older than `before` that no channel still waits for; how many."""

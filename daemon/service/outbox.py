@@ -163,6 +163,19 @@ def move_no_overwrite(source: Path, target: Path) -> bool:
     return True
 
 
+def real_file_within(path: Path, folders: Collection[Path]) -> Path | None:
+    """`path` resolved, if it is a regular file whose real path lies in one of `folders`; None
+    if not (gone, a link loop, outside, not a file). For reading: what the daemon writes is
+    checked by `Outbox._inside`."""
+    try:
+        real = path.resolve(strict=True)
+        if not stat.S_ISREG(os.stat(real).st_mode):
+            return None
+    except (OSError, RuntimeError):
+        return None
+    return real if any(real.is_relative_to(f.resolve()) for f in folders) else None
+
+
 class OutsideOutbox(StyleboxError):
     """A folder of the outbox resolves outside it: a symlink someone with write access put there.
     Neither the photo's fault nor a passing one: the photo stays where it is, and no retry comes

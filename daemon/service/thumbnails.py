@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import stat
 import threading
 from pathlib import Path
 
 from daemon.errors import InputError
 from daemon.media import decode, encode
-from daemon.service.outbox import atomic_write
+from daemon.service.outbox import atomic_write, real_file_within
 
 SIDE = 240  # px, the long side: sharp at the gallery's size on a phone's screen
 QUALITY = 80
@@ -38,13 +37,12 @@ class Thumbnails:
     def of(self, key: str, source: Path, folders: tuple[Path, ...], max_pixels: int) -> Path | None:
         """The thumbnail of `source`, made if not yet cached; None unless `source` is a regular
         file whose real path lies in one of `folders` and an image we can read."""
-        try:
-            real = source.resolve(strict=True)
-            info = os.lstat(real)
-        except (OSError, RuntimeError):
+        real = real_file_within(source, folders)
+        if real is None:
             return None
-        inside = any(real.is_relative_to(folder.resolve()) for folder in folders)
-        if not inside or not stat.S_ISREG(info.st_mode):
+        try:
+            info = os.stat(real)
+        except OSError:  # gone since
             return None
         version = hashlib.sha256(f"{real}:{info.st_size}:{info.st_mtime_ns}".encode())
         path = self.folder / f"{key}-{version.hexdigest()[:16]}.jpg"

@@ -449,16 +449,15 @@ class Worker:
 
     def _write_previews(self) -> None:
         """Each photo as painted so far, for the page (atomically: never half a file)."""
-        folder = self.config.state_dir / PREVIEWS_DIR
-        folder.mkdir(exist_ok=True)
+        (self.config.state_dir / PREVIEWS_DIR).mkdir(exist_ok=True)
         for item, progress in self._latest.items():
-            path = folder / f"{self._running[item].job.id}.jpg"
+            path = preview_path(self.config.state_dir, self._running[item].job.id)
             atomic_write(path, pipeline.preview_writer(progress), replace=True)
 
     @staticmethod
     def _remove_previews(tasks: list[_Task], config: Config) -> None:
         for task in tasks:
-            (config.state_dir / PREVIEWS_DIR / f"{task.job.id}.jpg").unlink(missing_ok=True)
+            preview_path(config.state_dir, task.job.id).unlink(missing_ok=True)
 
     def _styles_for(
         self, preset: Preset, config: Config
@@ -536,8 +535,8 @@ class Worker:
             reason,
             events=[events.photo_given_up(self.config, job, source, reason, kind=kind)],
         )
-        self.metrics.finished(job.preset, "failed" if gave_up else "quarantined")
-        log.warning("{}: {}", "failed" if gave_up else "quarantined", reason)
+        self.metrics.finished(job.preset, kind)
+        log.warning("{}: {}", kind, reason)
         self.on_status("idle")
 
     def _retry_or_fail(
@@ -573,6 +572,11 @@ class Worker:
             log.debug("original moved to {}", moved)
         if config.originals.policy != "delete":  # where the gallery finds it
             self.journal.note_original(job.id, str(moved or source))
+
+
+def preview_path(state_dir: Path, job_id: int) -> Path:
+    """Where a running job's picture so far is, for the web page."""
+    return state_dir / PREVIEWS_DIR / f"{job_id}.jpg"
 
 
 def _holds(source: Path, content_hash: str) -> bool:

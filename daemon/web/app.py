@@ -43,10 +43,10 @@ from daemon.engine.settings import StyleSettings
 from daemon.service import failed, pause
 from daemon.service.journal import Job, JobState, Journal
 from daemon.service.loop import Running
-from daemon.service.outbox import OutsideOutbox
+from daemon.service.outbox import OutsideOutbox, real_file_within
 from daemon.service.status import read_status
 from daemon.service.thumbnails import Thumbnails
-from daemon.service.worker import PREVIEWS_DIR
+from daemon.service.worker import preview_path
 from daemon.web.access import COOKIE, SESSION_SECONDS, Access, require_same_origin
 from daemon.web.files import file_response, open_inside
 
@@ -136,15 +136,6 @@ def _environment() -> jinja2.Environment:
     return environment
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """Whether `path` is a file whose real path lies inside `folder` (for the gallery's links;
-    serving checks again, on the open file)."""
-    try:
-        return path.resolve(strict=True).is_relative_to(folder.resolve()) and path.is_file()
-    except (OSError, RuntimeError):  # gone, unreadable, a link loop
-        return False
-
-
 async def read_form(request: Request) -> dict[str, str]:
     """An urlencoded form's fields (the first of each), at most FORM_LIMIT_BYTES of it."""
     body = b""
@@ -227,7 +218,7 @@ class Site:
             per_evaluation = progress["elapsed_seconds"] / max(1, progress["evaluation"])
             view["elapsed"] = elapsed
             view["left"] = per_evaluation * (progress["budget"] - progress["evaluation"])
-        preview = self.config.state_dir / PREVIEWS_DIR / f"{job['id']}.jpg"
+        preview = preview_path(self.config.state_dir, job["id"])
         with contextlib.suppress(OSError):  # the URL changes with the file: fetched once each
             view["preview"] = f"/previews/{job['id']}.jpg?v={preview.stat().st_mtime_ns}"
         return view
@@ -273,7 +264,9 @@ class Site:
             "seconds": job.details.get("seconds"),
             "finished_at": job.finished_at,
             "has_original": original is not None and os.path.lexists(original),
-            "original_full": original is not None and _inside(Path(original), self.config.outbox),
+            # a link, if it can be served (serving checks again, on the open file)
+            "original_full": original is not None
+            and real_file_within(Path(original), (self.config.outbox,)) is not None,
         }
 
     def failed(self, request: Request) -> Response:
@@ -387,9 +380,8 @@ class Site:
         return Response(content, media_type=media_type, headers={"cache-control": "max-age=86400"})
 
     def preview(self, request: Request) -> Response:
-        folder = self.config.state_dir / PREVIEWS_DIR
-        path = folder / f"{request.path_params['job_id']}.jpg"
-        return self._send(path, (folder,), cache="no-cache")
+        path = preview_path(self.config.state_dir, request.path_params["job_id"])
+        return self._send(path, (path.parent,), cache="no-cache")
 
     def job_thumbnail(self, request: Request) -> Response:
         job, source = self._job_source(request)
