@@ -143,6 +143,9 @@ def test_running_jobs_show_their_progress_and_results_reach_the_gallery(
     original = tmp_path / "outbox" / "originals" / "first.jpg"
     assert _get(f"{url}/files/{job['id']}/original")[2] == original.read_bytes()
     assert _get(url + "/gallery?preset=glass")[2].count(b'class="card"') == 0
+    for page in ("99999999999999999999", "abc", "-3"):  # past the last, or no page at all
+        code, _, body = _get(url + f"/gallery?page={page}")
+        assert code == 200 and b"page 1 of 1" in body and body.count(b'class="card"') == 2
 
 
 def test_nothing_outside_the_outbox_and_the_caches_is_served(

@@ -264,12 +264,17 @@ def _one(event: Event) -> tuple[str, str]:
     return f"stylebox {kind}", f"stylebox {kind} on {payload.get('host', '?')}"
 
 
+def _events_log(config: Config) -> EventsLog:
+    """The events log the config asks for (making one opens nothing)."""
+    max_bytes = int(config.notify.events_log_max_mb * 1024 * 1024)
+    path = config.outbox / EVENTS_LOG
+    return EventsLog(path, max_bytes=max_bytes, file_mode=config.output.file_mode)
+
+
 def channel_labels(config: Config) -> dict[str, str]:
     """Each configured channel's journal key and label, without starting any of them."""
     notify = config.notify
-    labels = (
-        {EventsLog.name: f"events log {config.outbox / EVENTS_LOG}"} if notify.events_log else {}
-    )
+    labels = {EventsLog.name: _events_log(config).label} if notify.events_log else {}
     labels |= {webhook_name(hook.url): webhook_label(hook.url) for hook in notify.webhooks}
     if notify.apprise.urls:
         labels[AppriseChannel.name] = AppriseChannel.label
@@ -279,11 +284,7 @@ def channel_labels(config: Config) -> dict[str, str]:
 def channels_for(config: Config) -> list[Channel]:
     """The channels the config asks for."""
     notify = config.notify
-    found: list[Channel] = []
-    if notify.events_log:
-        max_bytes = int(notify.events_log_max_mb * 1024 * 1024)
-        path = config.outbox / EVENTS_LOG
-        found.append(EventsLog(path, max_bytes=max_bytes, file_mode=config.output.file_mode))
+    found: list[Channel] = [_events_log(config)] if notify.events_log else []
     found.extend(Webhook(hook) for hook in notify.webhooks)
     if notify.apprise.urls:
         found.append(AppriseChannel(notify.apprise, Thumbnails(config.state_dir), config))

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 COOKIE = "stylebox_session"
+READ_ONLY = "read-only: set web.token_file in the config to allow actions"
 SESSION_SECONDS = 30 * 24 * 3600
 
 
@@ -89,7 +90,7 @@ class Access:
     def require(self, request: Request, form: dict[str, str]) -> None:
         """Refuse an action (403 or 401, with why) unless the token allows it."""
         if self.read_only:
-            raise HTTPException(403, "read-only: set web.token_file in the config to allow actions")
+            raise HTTPException(403, READ_ONLY)
         if self.by_bearer(request):
             return
         if self.session(request) is None:

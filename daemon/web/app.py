@@ -47,7 +47,13 @@ from daemon.service.outbox import OutsideOutbox, real_file_within
 from daemon.service.status import read_status
 from daemon.service.thumbnails import Thumbnails
 from daemon.service.worker import preview_path
-from daemon.web.access import COOKIE, SESSION_SECONDS, Access, require_same_origin
+from daemon.web.access import (
+    COOKIE,
+    READ_ONLY,
+    SESSION_SECONDS,
+    Access,
+    require_same_origin,
+)
 from daemon.web.files import file_response, open_inside
 
 PAGE_SIZE = 24  # gallery cards per page
@@ -229,7 +235,7 @@ class Site:
             preset = None
         total = self.journal.finished(JobState.DONE, preset=preset, limit=0)[0]
         pages = max(1, math.ceil(total / PAGE_SIZE))
-        try:
+        try:  # clamped before it becomes an offset: past the last page shows the last
             page = min(max(1, int(request.query_params.get("page", "1"))), pages)
         except ValueError:
             page = 1
@@ -300,7 +306,7 @@ class Site:
         require_same_origin(request)
         form = await read_form(request)
         if self.access.read_only:
-            raise HTTPException(403, "read-only: set web.token_file in the config to allow actions")
+            raise HTTPException(403, READ_ONLY)
         if not self.access.check_token(form.get("token", "").strip()):
             return self._page(request, "login.html", 401, error="That is not the token.")
         response = RedirectResponse("/", 303)
