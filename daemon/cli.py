@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, required=True)
     run.add_argument("--once", action="store_true", help="process what is there, then exit 0")
 
+    worker = sub.add_parser(
+        "worker", help="stylise for a coordinator's queue (queue.url) on this host's devices"
+    )
+    worker.add_argument("--config", type=Path, required=True)
+
     notify_test = sub.add_parser(
         "notify-test", help="send a test event to every notify: channel and say how each went"
     )
@@ -222,10 +227,20 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from daemon.cluster.serve import stylist_for
     from daemon.service.loop import Service
     from daemon.web.server import serving
 
-    return Service(args.config, once=args.once, verbose=args.verbose, addons=(serving,)).run()
+    service = Service(
+        args.config, once=args.once, verbose=args.verbose, addons=(serving,), stylist=stylist_for
+    )
+    return service.run()
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from daemon.cluster.serve import run_worker
+
+    return run_worker(args.config, verbose=args.verbose)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -287,6 +302,7 @@ _COMMANDS = {
     "stylize": _stylize,
     "check": _check,
     "run": _run,
+    "worker": _worker,
     "status": _status,
     "notify-test": _notify_test,
 }

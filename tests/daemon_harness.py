@@ -176,16 +176,25 @@ def daemon_env(**extra: str) -> dict[str, str]:
 
 
 class Daemon:
-    """One `stylebox run` process, its stdout and stderr in files next to the config."""
+    """One `stylebox run` process (or `stylebox worker`, with `command`), its stdout and stderr
+    in files next to the config."""
 
     _serial = itertools.count(1)
 
-    def __init__(self, config: Path, *, once: bool = False, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        config: Path,
+        *,
+        once: bool = False,
+        env: dict[str, str] | None = None,
+        command: str = "run",
+    ):
         serial = next(self._serial)
         self.config = config
-        self.stdout_path = config.parent / f"daemon-{serial}.stdout"
-        self.stderr_path = config.parent / f"daemon-{serial}.stderr"
-        command = [sys.executable, "-m", "daemon", "run", "--config", str(config)]
+        name = "daemon" if command == "run" else command
+        self.stdout_path = config.parent / f"{name}-{serial}.stdout"
+        self.stderr_path = config.parent / f"{name}-{serial}.stderr"
+        command = [sys.executable, "-m", "daemon", command, "--config", str(config)]
         if once:
             command.append("--once")
         with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:

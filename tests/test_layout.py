@@ -11,7 +11,7 @@ import sys
 import grimp
 import pytest
 
-LAYERS = ("cli", "web", "service", "pipeline", "config", {"engine", "media"}, "errors")
+LAYERS = ("cli", "web", "cluster", "service", "pipeline", "config", {"engine", "media"}, "errors")
 ALLOWED_OUTSIDE = {
     "daemon.engine": {"torch", "torchvision", "numpy", "daemon.engine", "daemon.errors"},
     "daemon.media": {"PIL", "numpy", "daemon.media", "daemon.errors"},

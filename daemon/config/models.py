@@ -707,6 +707,57 @@ class NotifySettings(BaseModel):
         return webhooks
 
 
+def _queue_url(url: str) -> str:
+    """redis://, rediss:// (TLS) or unix:// with a host (or socket path), as redis-py reads it.
+    A password may be in it (redis://:secret@host:6379/0): it is never logged (`shown_url`)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError as error:
+        raise ValueError(f"not a URL: {error}") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {parts.scheme!r}")
+    if not (parts.hostname if parts.scheme != "unix" else parts.path):
+        raise ValueError("expected a host, such as redis://nas.local:6379/0")
+    return url
+
+
+def _absolute(value: Any) -> Any:
+    """A path prefix in a `paths:` map: absolute, so it matches the coordinator's paths."""
+    if not isinstance(value, str) or not PurePath(value).is_absolute():
+        raise ValueError(f"expected an absolute path, got {describe(value)}")
+    return str(PurePath(value))
+
+
+AbsolutePath = Annotated[str, Strict(), AfterValidator(_absolute)]
+
+
+class QueueSettings(BaseModel):
+    """Several hosts on one inbox (Dramatiq on Redis). Without `url`, one process does it all.
+
+    With it, `stylebox run` is the coordinator (watcher, journal, outbox records, originals) and
+    `stylebox worker` on each GPU host stylises. `paths` maps the coordinator's folders to where
+    this host mounts the same share (for `stylebox worker`); `heartbeat_seconds` is how long a
+    worker may go unheard before its job is given to another."""
+
+    model_config = STRICT
+    url: Annotated[str, AfterValidator(_queue_url)] | None = None
+    local_worker: bool = True
+    heartbeat_seconds: Annotated[float, Field(ge=2, le=3600, allow_inf_nan=False)] = 60.0
+    paths: Annotated[dict[AbsolutePath, AbsolutePath], Strict(False)] = Field(default_factory=dict)
+
+    @property
+    def shown_url(self) -> str:
+        """The URL without its password, for logs and pages."""
+        if self.url is None:
+            return "none"
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{netloc}"))
+
+
 # --- the whole file -------------------------------------------------------------------------------
 
 
@@ -732,6 +783,7 @@ class _Common:
     logging: Annotated[LogSettings, Section] = field(default_factory=LogSettings)
     web: Annotated[WebSettings, Section] = field(default_factory=WebSettings)
     notify: Annotated[NotifySettings, Section] = field(default_factory=NotifySettings)
+    queue: Annotated[QueueSettings, Section] = field(default_factory=QueueSettings)
 
     @field_validator("batch_size")
     @classmethod

@@ -464,9 +464,20 @@ class Journal:
         (stopped, done) is left as it is."""
         with self._write() as conn:
             conn.executemany(
-                "UPDATE jobs SET details = json_object('progress', json(?)) WHERE id = ?"
+                "UPDATE jobs SET details = json_set(details, '$.progress', json(?)) WHERE id = ?"
                 " AND state = ?",
                 [(json.dumps(p), job_id, JobState.RUNNING) for job_id, p in progress.items()],
+            )
+
+    def note_dispatch(self, job_ids: Sequence[int], message_id: str) -> None:
+        """Which broker message carries these running jobs (several hosts): the coordinator
+        sends again what Redis no longer holds. A job settled meanwhile is left as it is."""
+        dispatch = json.dumps({"message": message_id, "sent_at": self._now()})
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE jobs SET details = json_set(details, '$.dispatch', json(?)) WHERE id = ?"
+                " AND state = ?",
+                [(dispatch, job_id, JobState.RUNNING) for job_id in job_ids],
             )
 
     def note_original(self, job_id: int, path: str) -> None:

@@ -21,10 +21,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 from loguru import logger
 
-from daemon.config import Config, layout_problems, load_config
+from daemon.config import Config, Preset, layout_problems, load_config
 from daemon.engine import device
 from daemon.errors import (
     AlreadyRunning,
@@ -102,9 +103,29 @@ class Running:
 Addon = Callable[[Running], AbstractContextManager[object]]
 
 
+class Stylist(Protocol):
+    """What takes and finishes the jobs: the Worker here, or a coordinator that sends them to
+    worker hosts (daemon/cluster); `config` is swapped on reload."""
+
+    config: Config
+    fatal: BaseException | None
+
+    def recover(self) -> None: ...
+    def warm_up(self, preset: Preset) -> None: ...
+    def start(self) -> None: ...
+    def wake(self) -> None: ...
+    def request_stop(self) -> None: ...
+    def join(self, timeout: float) -> bool: ...
+    def problem(self) -> str | None: ...
+
+
+StylistFactory = Callable[..., Stylist]  # (config, journal, models, *, metrics, on_status)
+
+
 class Service:
     """One daemon process: `run()` returns its exit code. Each of `addons` runs from the
-    journal's opening (before the model loads, so a page can say "starting") to the stop."""
+    journal's opening (before the model loads, so a page can say "starting") to the stop.
+    `stylist` makes what takes the jobs (the Worker by default)."""
 
     def __init__(
         self,
@@ -113,15 +134,17 @@ class Service:
         once: bool = False,
         verbose: bool = False,
         addons: Sequence[Addon] = (),
+        stylist: StylistFactory = Worker,
     ) -> None:
         self.config_path = config_path
         self.once = once
         self.verbose = verbose
         self.addons = addons
+        self.stylist = stylist
         self.notifier = Notifier()
         self._stop_signals = 0
         self._reload = threading.Event()
-        self._worker: Worker | None = None
+        self._worker: Stylist | None = None
         self._watcher: Watcher | None = None
         self._config: Config | None = None  # the config in force, for the add-ons
 
@@ -218,11 +241,10 @@ class Service:
     def _serve(
         self, config: Config, journal: Journal, models: device.Models, metrics: Metrics
     ) -> int:
-        recovered = journal.requeue_running()
-        if recovered:
-            logger.warning(
-                "{} job(s) were running when the daemon last stopped; requeued", recovered
-            )
+        worker = self.stylist(
+            config, journal, models, metrics=metrics, on_status=self.notifier.status
+        )
+        worker.recover()
         for folder in {config.outbox, config.originals_dir}:
             removed = remove_stale_temps(folder) if folder.exists() else 0
             if removed:
@@ -234,7 +256,6 @@ class Service:
                 "paused since the last run: resume from the web page, or remove {}",
                 config.state_dir / pause.PAUSE_NAME,
             )
-        worker = Worker(config, journal, models, metrics=metrics, on_status=self.notifier.status)
         logger.info(
             "loading VGG-19 on {}; arithmetic {}: {}",
             models.device,
@@ -305,14 +326,14 @@ class Service:
         counts = journal.counts()
         return counts[JobState.QUEUED] == 0 and counts[JobState.RUNNING] == 0
 
-    def _reload_config(self, old: Config, worker: Worker, intake: Intake) -> Config:
+    def _reload_config(self, old: Config, worker: Stylist, intake: Intake) -> Config:
         """SIGHUP: take the new config if it is valid, else keep the old one and say why."""
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
             logger.error("config reload refused, keeping the running config:\n{}", exc)
             return old
-        fixed = ("inbox", "outbox", "state_dir", "device", "watch", "web", "notify")
+        fixed = ("inbox", "outbox", "state_dir", "device", "watch", "web", "notify", "queue")
         changed = [name for name in fixed if getattr(new, name) != getattr(old, name)]
         if changed:
             logger.warning(

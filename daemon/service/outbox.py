@@ -299,6 +299,18 @@ class Delivery:
     sidecar: Path
 
 
+def published(image: Path, content_hash: str) -> dict[str, Any] | None:
+    """The sidecar of a result made from these bytes at `image`, if both are there: a job whose
+    result is published is done, whoever published it (a worker host redelivered the job)."""
+    try:
+        sidecar = json.loads(image.with_suffix(".json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(sidecar, dict) or sidecar.get("input_sha256") != content_hash:
+        return None
+    return sidecar if image.is_file() else None
+
+
 class Outbox:
     """The output tree: outbox/<preset>/<name>.<ext> + <name>.json, and outbox/failed/."""
 

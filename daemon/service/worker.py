@@ -3,9 +3,9 @@
 A job's life: claim (running) -> load -> stylise -> outbox.deliver -> journal.mark_done -> original
 disposed. Photos of one preset with one output size may share the stylise step (`batch_size`),
 each still its own job from end to end. A job's errors, of whatever type, are sorted at its edge
-(`_settle`): a bad photo is quarantined at once, a transient fault is retried with backoff, a
-stop releases the job untouched, and a CUDA error that poisons the process stops the daemon so
-systemd restarts it. What fails outside a job's steps (the journal itself, a bug) ends the
+(`_settle`, then finish.py): a bad photo is quarantined at once, a transient fault is retried with
+backoff, a stop releases the job untouched, and a CUDA error that poisons the process stops the
+daemon so systemd restarts it. What fails outside a job's steps (the journal itself, a bug) ends the
 thread and, through `fatal`, the daemon. The daemon's other broad excepts keep the watcher's
 threads alive (logged) and turn anything unexpected into exit code 1 (cli.py).
 """
@@ -13,7 +13,9 @@ threads alive (logged) and turn anything unexpected into exit code 1 (cli.py).
 from __future__ import annotations
 
 import math
+import os
 import platform
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -29,12 +31,11 @@ from daemon.config import Config, Preset
 from daemon.engine import device, transfer
 from daemon.errors import InputError
 from daemon.media import decode
-from daemon.media.files import sha256_file
-from daemon.service import events, pause
-from daemon.service.intake import dispose_original
+from daemon.service import pause
+from daemon.service.finish import Finisher, Outcome, Superseded, classify, holds
 from daemon.service.journal import Job, Journal, JournalError
 from daemon.service.metrics import Metrics
-from daemon.service.outbox import Outbox, OutsideOutbox, atomic_write, open_outbox
+from daemon.service.outbox import Outbox, atomic_write, open_outbox
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -57,17 +58,8 @@ class StopRequested(BaseException):
     `except Exception` can record a shutdown as a failure."""
 
 
-class Superseded(Exception):
-    """The photo's bytes changed after it was queued; the new content is a job of its own."""
-
-
 class DevicePoisoned(Exception):
     """A CUDA error after which the process cannot use the device again."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth another attempt: I/O trouble and a device that ran out of memory this time."""
-    return isinstance(exc, OSError) or device.is_out_of_memory(exc)
 
 
 @dataclass(frozen=True)
@@ -103,6 +95,7 @@ class Worker:
         )
         self.on_status = on_status
         self.clock = clock
+        self.finish = Finisher(journal, self.metrics, on_status=on_status, clock=clock)
         self.fatal: BaseException | None = None  # set when the daemon must exit non-zero
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -152,6 +145,14 @@ class Worker:
             return f"the worker has made no progress for {quiet:.0f} s"
         return None
 
+    def recover(self) -> None:
+        """At start-up: the jobs a crash left running are queued again."""
+        recovered = self.journal.requeue_running()
+        if recovered:
+            logger.warning(
+                "{} job(s) were running when the daemon last stopped; requeued", recovered
+            )
+
     def warm_up(self, preset: Preset) -> None:
         """Load the model (and this preset's styles) before the daemon says it is ready."""
         self.models.for_settings(preset.settings)
@@ -199,7 +200,7 @@ class Worker:
         """Stylise the claimed `head` job, with the queued photos that can share its batch."""
         config = self.config  # one config for the whole batch, even if a reload swaps it
         outbox = open_outbox(config)
-        first = self._guarded(head, outbox, partial(self._start, head, config, outbox))
+        first = self._guarded(head, partial(self._start, head, config, outbox))
         if first is None:
             return
         preset = config.presets[head.preset]
@@ -232,7 +233,7 @@ class Worker:
             if len(tasks) == 1 or device.is_poisoned(exc):
                 for task in tasks[1:]:  # the device poisoned: back in the queue, as after a crash
                     self.journal.mark_retry(task.job.id, f"device error: {exc}", self.clock())
-                self._settle(first.job, outbox, exc)
+                self._settle(first.job, exc)
                 return
             # Not one photo's failure until one fails alone: an out-of-memory, or a photo
             # the engine cannot take, must not cost its batch-mates an attempt.
@@ -246,50 +247,33 @@ class Worker:
             self._remove_previews(tasks, config)
         for task, result in zip(tasks, results, strict=True):
             deliver = partial(self._deliver, task, result, preset, config, outbox, len(tasks))
-            delivered = self._guarded(task.job, outbox, deliver)
-            if delivered is not None:
-                task.log.success("done: {}", delivered)
-                self._dispose_original(task.source, task.job, config, outbox, task.log)
+            self._guarded(task.job, deliver)
         self.on_status("idle")
 
-    def _guarded(self, job: Job, outbox: Outbox, step: Callable[[], T]) -> T | None:
+    def _guarded(self, job: Job, step: Callable[[], T]) -> T | None:
         """One step of a job; None when it failed, the failure settled (see `_settle`)."""
         try:
             return step()
         except JournalError:
             raise  # the journal itself failing is not the photo's fault: the worker stops
         except Exception as exc:
-            self._settle(job, outbox, exc)
+            self._settle(job, exc)
             return None
 
-    def _settle(self, job: Job, outbox: Outbox, exc: Exception) -> None:
-        """Sort a job's failure, whatever its type: a bad photo is quarantined, a changed one left
-        for its new job, a folder linked out of the outbox fails it in place, a transient fault is
-        retried with backoff (anything else fails it), and a device that cannot be used again
-        raises DevicePoisoned so that the daemon exits."""
+    def _settle(self, job: Job, exc: Exception) -> None:
+        """Sort a job's failure, whatever its type (finish.classify), and end it there; a device
+        that cannot be used again raises DevicePoisoned so that the daemon exits."""
         log = logger.bind(job=job.id)
-        source = Path(job.source_path)
-        if isinstance(exc, Superseded):
-            # Leave the file alone: the watcher has seen the change and queues the new content.
-            self.journal.mark_failed(job.id, str(exc))
-            self.metrics.finished(job.preset, "failed")
-            log.info("{}; its new content is queued on its own", exc)
-        elif isinstance(exc, InputError):
-            self._quarantine(job, source, outbox, str(exc), log)
-        elif isinstance(exc, OutsideOutbox):
-            # An operator's link: the photo is not to blame, and retries would meet the same
-            # link. Failed at once, left in the inbox: offered again (touched, or at a restart)
-            # once the link is gone, it is queued afresh.
-            failed = events.photo_given_up(self.config, job, source, str(exc), kind="failed")
-            self.journal.mark_failed(job.id, str(exc), events=[failed])
-            self.metrics.finished(job.preset, "failed")
-            log.error("{}: {}; left in the inbox", source.name, exc)
-        elif device.is_poisoned(exc):
+        if device.is_poisoned(exc):
             self.journal.mark_retry(job.id, f"device error: {exc}", self.clock())
             log.critical("the device is unusable ({}); exiting so the service restarts", exc)
             raise DevicePoisoned(str(exc)) from exc
-        else:
-            self._retry_or_fail(job, source, outbox, exc, log)
+        outcome, reason = classify(exc, Path(job.source_path).name)
+        if device.is_out_of_memory(exc):
+            device.release_cached_memory()  # give the next attempt the memory this one held
+        if outcome is Outcome.FAILED:
+            log.opt(exception=exc).error("unexpected error")
+        self.finish.ended(self.config, job, outcome, reason)
 
     def _start(self, job: Job, config: Config, outbox: Outbox) -> _Task | None:
         """The job's photo, checked and loaded; None when the job is settled here already."""
@@ -299,29 +283,16 @@ class Worker:
             # Only a crash gets here (other failures are counted where they happen): a photo
             # that kills the daemon every time must not do so forever under Restart=.
             reason = f"gave up after {job.attempts - 1} attempt(s): the daemon died during each"
-            self._quarantine(job, source, outbox, reason, log, gave_up=True)
+            self.finish.quarantine(config, job, reason, gave_up=True)
             return None
-        preset = config.presets.get(job.preset)
-        if preset is None:
-            raise InputError(f"{source.name}: preset {job.preset!r} is no longer configured")
-        if not source.exists() and not source.is_symlink():
-            raise InputError(f"{source}: the photo vanished before it could be processed")
-        if source.is_symlink() or not source.is_file():
-            raise InputError(f"{source.name}: not a regular file (symlinks are never followed)")
-        if not _holds(source, job.content_hash):
-            raise Superseded(f"{source.name} changed after it was queued")
-        planned = job.planned_output
-        if planned is None:
-            # Recorded before writing: an attempt after a crash overwrites this same name, and
-            # no other unfinished job (a batch-mate called IMG_1.jpg too) is given it.
-            taken = self.journal.planned_outputs()
-            ext = config.output.ext
-            planned = str(outbox.plan(preset.name, source.name, job.content_hash, ext, taken))
-            self.journal.set_planned_output(job.id, planned)
+        planned = checked_and_planned(job, config, outbox, self.journal)
         photo = pipeline.load_photo(
-            source, preset.settings, max_pixels=config.max_input_pixels, follow_symlinks=False
+            source,
+            config.presets[job.preset].settings,
+            max_pixels=config.max_input_pixels,
+            follow_symlinks=False,
         )
-        return _Task(job, source, Path(planned), photo, log)
+        return _Task(job, source, planned, photo, log)
 
     def _mates(self, first: _Task, preset: Preset, config: Config, outbox: Outbox) -> list[_Task]:
         """Queued photos to stylise with `first`, claimed and loaded: of its preset, with its
@@ -356,7 +327,7 @@ class Worker:
             claimed = self.journal.claim(job.id)
             if claimed is None:
                 continue
-            task = self._guarded(claimed, outbox, partial(self._start, claimed, config, outbox))
+            task = self._guarded(claimed, partial(self._start, claimed, config, outbox))
             if task is None:
                 continue
             if transfer.output_size(*task.photo.pixels.shape[:2], preset.settings) != size:
@@ -373,10 +344,10 @@ class Worker:
         config: Config,
         outbox: Outbox,
         batch: int,
-    ) -> str:
-        """Publish the result and its sidecar and mark the job done; returns the image's path."""
+    ) -> None:
+        """Publish the result and its sidecar, then mark the job done."""
         job, source = task.job, task.source
-        if source.exists() and not _holds(source, job.content_hash):
+        if source.exists() and not holds(source, job.content_hash):
             # Replaced mid-job: its owner wants the new content, which is a job of its own; a
             # result for the old one would be a second output under one name. (Deleted mid-job:
             # the photo was whole when the job began, so its result is kept.)
@@ -388,22 +359,9 @@ class Worker:
             quality=config.output.quality,
             bit_depth=config.output.bit_depth,
         )
-        sidecar = self._sidecar(job, preset, result, source, batch)
+        sidecar = sidecar_for(job, preset, result, source.name, batch, self.clock())
         delivery = outbox.deliver(task.planned, writer, sidecar)
-        done = events.photo_done(config, job, delivery.image, delivery.sidecar, sidecar)
-        h, w = result.image.shape[-2:]
-        details = {
-            "size": [w, h],
-            "losses": asdict(result.losses),
-            "seconds": result.seconds,
-            "evaluations": result.evaluations,
-            "device": result.device,
-            "batch": batch,
-        }
-        outputs = [str(delivery.image), str(delivery.sidecar)]
-        self.journal.mark_done(job.id, outputs, details, events=[done])
-        self.metrics.finished(preset.name, "done", self.clock() - (job.started_at or self.clock()))
-        return str(delivery.image)
+        self.finish.done(config, job, delivery, sidecar, details_for(sidecar))
 
     def _on_progress(self, progress: transfer.Progress) -> None:
         now = self._heartbeat = time.monotonic()
@@ -471,107 +429,28 @@ class Worker:
             self._styles[key] = (styles, transfer.StyleTargets())
         return self._styles[key]
 
-    def _sidecar(
-        self, job: Job, preset: Preset, result: transfer.Result, source: Path, batch: int
-    ) -> dict[str, Any]:
-        h, w = result.image.shape[-2:]
-        return {
-            "source": source.name,
-            "input_sha256": job.content_hash,
-            "preset": preset.name,
-            "preset_fingerprint": preset.fingerprint,
-            "parameters": asdict(preset.settings),
-            "styles": [{"image": s.path.name, "weight": s.weight} for s in preset.styles],
-            "size": [w, h],
-            "evaluations": result.evaluations,
-            "budget": result.budget,
-            "losses": asdict(result.losses),
-            "seconds": {
-                "stylise": round(result.seconds, 3),
-                "queued": round(self.clock() - job.enqueued_at, 3),
-            },
-            "device": result.device,
-            "precision": result.precision,
-            "batch": batch,  # photos stylised together, this one included
-            "attempt": job.attempts,
-            "versions": {
-                "stylebox": __version__,
-                "torch": device.TORCH_VERSION,
-                "python": platform.python_version(),
-            },
-        }
 
-    def _quarantine(
-        self,
-        job: Job,
-        source: Path,
-        outbox: Outbox,
-        reason: str,
-        log: Logger,
-        *,
-        gave_up: bool = False,
-    ) -> None:
-        """Move the photo to outbox/failed with its reason; `gave_up`: retries ran out (state
-        failed: dropping it again retries), else the photo itself is bad (quarantined)."""
-        details = {
-            "reason": reason,
-            "attempts": job.attempts,
-            "preset": job.preset,
-            "input_sha256": job.content_hash,
-        }
-        try:
-            outbox.quarantine(source, details)
-        except (OSError, OutsideOutbox) as exc:  # failed/ on a full or read-only disk, or a link
-            log.error(
-                "could not move {} to {} ({}); it stays where it is",
-                source.name,
-                outbox.root / "failed",
-                exc,
-            )
-        mark = self.journal.mark_failed if gave_up else self.journal.mark_quarantined
-        kind = "failed" if gave_up else "quarantined"
-        mark(
-            job.id,
-            reason,
-            events=[events.photo_given_up(self.config, job, source, reason, kind=kind)],
-        )
-        self.metrics.finished(job.preset, kind)
-        log.warning("{}: {}", kind, reason)
-        self.on_status("idle")
-
-    def _retry_or_fail(
-        self, job: Job, source: Path, outbox: Outbox, exc: Exception, log: Logger
-    ) -> None:
-        reason = f"{source.name}: {type(exc).__name__}: {exc}"
-        if device.is_out_of_memory(exc):
-            device.release_cached_memory()  # give the next attempt the memory this one held
-        retries = self.config.retries
-        if is_transient(exc) and job.attempts < retries.max_attempts:
-            delay = retries.backoff_seconds * 2 ** (job.attempts - 1)
-            self.journal.mark_retry(job.id, reason, self.clock() + delay)
-            log.warning("attempt {} failed ({}); retrying in {:g} s", job.attempts, reason, delay)
-            return
-        if not is_transient(exc):
-            log.opt(exception=exc).error("unexpected error")
-        # Out of the inbox, so that a restart does not fail it again; dropping it back retries.
-        reason = f"gave up after {job.attempts} attempt(s): {reason}"
-        self._quarantine(job, source, outbox, reason, log, gave_up=True)
-
-    def _dispose_original(
-        self, source: Path, job: Job, config: Config, outbox: Outbox, log: Logger
-    ) -> None:
-        try:
-            if source.exists() and not _holds(source, job.content_hash):
-                log.debug("{} changed since its job began; left for its own job", source.name)
-                return
-            moved = dispose_original(config, self.journal, outbox, source)
-        except (OSError, OutsideOutbox) as exc:  # the output is safe; a stuck original is untidy
-            log.warning("could not {} the original {}: {}", config.originals.policy, source, exc)
-            return
-        if moved is not None:
-            log.debug("original moved to {}", moved)
-        if config.originals.policy != "delete":  # where the gallery finds it
-            self.journal.note_original(job.id, str(moved or source))
+def checked_and_planned(job: Job, config: Config, outbox: Outbox, journal: Journal) -> Path:
+    """The claimed job's output path, planned now if it is not yet; raises InputError (a photo
+    to quarantine) or Superseded when the photo cannot be stylised as it was queued."""
+    source = Path(job.source_path)
+    preset = config.presets.get(job.preset)
+    if preset is None:
+        raise InputError(f"{source.name}: preset {job.preset!r} is no longer configured")
+    if not source.exists() and not source.is_symlink():
+        raise InputError(f"{source}: the photo vanished before it could be processed")
+    if source.is_symlink() or not source.is_file():
+        raise InputError(f"{source.name}: not a regular file (symlinks are never followed)")
+    if not holds(source, job.content_hash):
+        raise Superseded(f"{source.name} changed after it was queued")
+    if job.planned_output is not None:
+        return Path(job.planned_output)
+    # Recorded before writing: an attempt after a crash overwrites this same name, and no
+    # other unfinished job (a batch-mate called IMG_1.jpg too) is given it.
+    taken = journal.planned_outputs()
+    planned = str(outbox.plan(preset.name, source.name, job.content_hash, config.output.ext, taken))
+    journal.set_planned_output(job.id, planned)
+    return Path(planned)
 
 
 def preview_path(state_dir: Path, job_id: int) -> Path:
@@ -579,6 +458,40 @@ def preview_path(state_dir: Path, job_id: int) -> Path:
     return state_dir / PREVIEWS_DIR / f"{job_id}.jpg"
 
 
-def _holds(source: Path, content_hash: str) -> bool:
-    """Whether `source` is still the regular file, with these bytes, that its job was made for."""
-    return not source.is_symlink() and sha256_file(source) == content_hash
+def sidecar_for(
+    job: Job, preset: Preset, result: transfer.Result, source_name: str, batch: int, now: float
+) -> dict[str, Any]:
+    """The result's JSON companion: what made it, from what, how, where and by whom."""
+    h, w = result.image.shape[-2:]
+    return {
+        "source": source_name,
+        "input_sha256": job.content_hash,
+        "preset": preset.name,
+        "preset_fingerprint": preset.fingerprint,
+        "parameters": asdict(preset.settings),
+        "styles": [{"image": s.path.name, "weight": s.weight} for s in preset.styles],
+        "size": [w, h],
+        "evaluations": result.evaluations,
+        "budget": result.budget,
+        "losses": asdict(result.losses),
+        "seconds": {
+            "stylise": round(result.seconds, 3),
+            "queued": round(now - job.enqueued_at, 3),
+        },
+        "device": result.device,
+        "precision": result.precision,
+        "batch": batch,  # photos stylised together, this one included
+        "attempt": job.attempts,
+        "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+        "versions": {
+            "stylebox": __version__,
+            "torch": device.TORCH_VERSION,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def details_for(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """What the journal keeps of a done job's result, from its sidecar."""
+    kept = {key: sidecar[key] for key in ("size", "losses", "evaluations", "device", "batch")}
+    return {**kept, "seconds": sidecar["seconds"]["stylise"], "worker": sidecar.get("worker")}

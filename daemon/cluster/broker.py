@@ -1,0 +1,116 @@
+"""The Redis broker both sides talk through (Dramatiq's), its two queues, and the roster: each
+worker host's line in a Redis hash, written every few seconds, saying what it runs.
+
+Dramatiq acknowledges a message only after its actor returns, and requeues the unacknowledged
+messages of a broker whose heartbeat has stopped for `heartbeat_timeout`, during "maintenance"
+that runs on a random share of commands; here every command does it (the work is one sorted-set
+read), so a dead worker's job goes to another within about `queue.heartbeat_seconds`. None of
+Dramatiq's middleware is used: stylebox retries, limits and records jobs in its own journal, and
+a job must never be dead-lettered or cut off by a time limit while it is still being painted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+from dramatiq import Message
+from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
+from loguru import logger
+
+from daemon.config.models import QueueSettings
+
+NAMESPACE = "stylebox"
+JOBS = "stylebox.jobs"
+RESULTS = "stylebox.results"
+STYLISE = "stylise"  # the worker hosts' actor, on JOBS
+FINISHED = "finished"  # the coordinator's actor, on RESULTS
+ROSTER = f"{NAMESPACE}:workers"
+ROSTER_SECONDS = 2.0  # how often a worker host writes its line
+FORGET_WORKERS_SECONDS = 7 * 86400  # a host gone this long leaves the roster
+SOCKET_SECONDS = 10.0  # no command waits longer on a Redis that stopped answering
+
+BrokerError = redis.RedisError  # what every call here may raise while Redis is away
+
+
+def connect(settings: QueueSettings) -> RedisBroker:
+    """A broker of its own (each side of a process declares its own actors on one)."""
+    assert settings.url is not None, "only with queue.url"
+    client = redis.Redis.from_url(
+        settings.url,
+        socket_timeout=SOCKET_SECONDS,
+        socket_connect_timeout=SOCKET_SECONDS,
+        health_check_interval=30,
+    )
+    _log_dramatiq_through_loguru()
+    return RedisBroker(
+        client=client,
+        namespace=NAMESPACE,
+        middleware=[],
+        heartbeat_timeout=int(settings.heartbeat_seconds * 1000),
+        maintenance_chance=MAINTENANCE_SCALE,
+    )
+
+
+def send(broker: RedisBroker, queue: str, actor: str, payload: dict[str, Any]) -> str:
+    """Enqueue `payload` for `actor`; returns the id the message has in Redis."""
+    message = Message(queue_name=queue, actor_name=actor, args=(payload,), kwargs={}, options={})
+    return broker.enqueue(message).options["redis_message_id"]
+
+
+def carried(broker: RedisBroker, queue: str, message_id: str) -> bool:
+    """Whether Redis still holds the message: queued, or taken and not yet acknowledged."""
+    return bool(broker.client.hexists(f"{NAMESPACE}:{queue}.msgs", message_id))
+
+
+def report_in(broker: RedisBroker, name: str, line: dict[str, Any]) -> None:
+    """A worker host's roster line, stamped with the time."""
+    broker.client.hset(ROSTER, name, json.dumps({**line, "seen": time.time()}))
+
+
+def sign_off(broker: RedisBroker, name: str) -> None:
+    """A worker host that stops leaves the roster."""
+    broker.client.hdel(ROSTER, name)
+
+
+def roster(broker: RedisBroker) -> dict[str, dict[str, Any]]:
+    """Every worker host's latest line; those not heard from in a week are dropped."""
+    lines: dict[str, dict[str, Any]] = {}
+    for name, raw in broker.client.hgetall(ROSTER).items():
+        try:
+            line = json.loads(raw)
+            seen = float(line["seen"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if time.time() - seen > FORGET_WORKERS_SECONDS:
+            broker.client.hdel(ROSTER, name)
+            continue
+        lines[name.decode() if isinstance(name, bytes) else name] = line
+    return lines
+
+
+def live(lines: dict[str, dict[str, Any]], heartbeat_seconds: float) -> dict[str, dict[str, Any]]:
+    """The roster's hosts heard from within the heartbeat."""
+    now = time.time()
+    return {name: line for name, line in lines.items() if now - line["seen"] < heartbeat_seconds}
+
+
+class _ToLoguru(logging.Handler):
+    """Dramatiq logs through the standard library; its warnings (a lost connection to Redis,
+    a consumer restarting) belong in the daemon's log with the rest, without tracebacks."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Warnings at most: Dramatiq says CRITICAL for a Redis that restarts, which it rides out.
+        level = "WARNING" if record.levelno >= logging.WARNING else "DEBUG"
+        logger.log(level, "dramatiq: {}", record.getMessage())
+
+
+def _log_dramatiq_through_loguru() -> None:
+    dramatiq_logger = logging.getLogger("dramatiq")
+    if not any(isinstance(handler, _ToLoguru) for handler in dramatiq_logger.handlers):
+        dramatiq_logger.addHandler(_ToLoguru())
+        dramatiq_logger.setLevel(logging.WARNING)
+        dramatiq_logger.propagate = False

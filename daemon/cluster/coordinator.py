@@ -1,0 +1,362 @@
+"""The coordinator: what takes the local worker's place in `stylebox run` when queue.url is set.
+
+The journal stays the queue of record; the broker only carries. A dispatcher thread claims due
+jobs (as many as the live worker hosts have devices, and one more each, so no device waits for a
+round trip), plans their outputs, and sends them; the results thread applies each host's report
+through the same Finisher as the single-host worker. Every few seconds it reconciles: a running
+job that Redis no longer holds and that no live host reports painting (Redis was emptied or
+restarted, a report was lost, the coordinator was killed) is finished from the outbox when its
+result is there, and sent again when it is not. A worker killed mid-job needs none of this: its
+message is requeued by Dramatiq once its heartbeat stops (queue.heartbeat_seconds).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+from loguru import logger
+
+from daemon.cluster import broker as brokers
+from daemon.cluster.host import SHARE_MARK, Host
+from daemon.cluster.messages import RELEASED, Assignment, Order, Report
+from daemon.config import Config, Preset
+from daemon.engine import device, transfer
+from daemon.errors import InputError
+from daemon.media import decode
+from daemon.service import pause
+from daemon.service.finish import Finisher, Outcome, classify
+from daemon.service.journal import Job, JobState, Journal, JournalError
+from daemon.service.metrics import Metrics
+from daemon.service.outbox import Delivery, atomic_write, open_outbox, published
+from daemon.service.worker import (
+    CANDIDATES_PER_PLACE,
+    HEARTBEAT_STALE_SECONDS,
+    IDLE_WAIT_SECONDS,
+    checked_and_planned,
+    details_for,
+)
+
+RECONCILE_SECONDS = 5.0  # also how long a job may be unaccounted for before it is sent again
+STOP_SECONDS = 3.0  # each of the local worker and the results thread, out of the daemon's 8 s
+
+
+class Coordinator:
+    """Dispatcher, results and (with queue.local_worker) a worker host of its own; the same
+    face to the service as the single-host Worker. `config` may be swapped on reload."""
+
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        models: device.Models,
+        *,
+        metrics: Metrics,
+        on_status: Callable[[str], None] = lambda text: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.journal = journal
+        self.models = models
+        self.clock = clock
+        self.on_status = on_status
+        self.finish = Finisher(journal, metrics, on_status=on_status, clock=clock)
+        self.fatal: BaseException | None = None
+        self.broker = brokers.connect(config.queue)
+        dramatiq.Actor(
+            self._on_report,
+            broker=self.broker,
+            actor_name=brokers.FINISHED,
+            queue_name=brokers.RESULTS,
+            priority=0,
+            options={},
+        )
+        self._results = dramatiq.Worker(
+            self.broker, queues={brokers.RESULTS}, worker_threads=1, worker_timeout=1000
+        )
+        self._host = Host(config, [models]) if config.queue.local_worker else None
+        self._lock = threading.Lock()  # one job's end at a time: a report, or the reconciling
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._heartbeat = time.monotonic()
+        self._missing: dict[int, float] = {}  # job id -> when it was first unaccounted for
+        self._reconciled_at = 0.0
+        self._away = False  # Redis unreachable: said once
+        self._paused = False
+        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+
+    # -- the service's side (as Worker) ---------------------------------------------------------
+
+    def recover(self) -> None:
+        """Jobs a stop or crash left running stay so: the hosts may be painting them, and the
+        reconciling finds out which were lost."""
+        running = len(self.journal.running())
+        if running:
+            logger.info("{} job(s) were out with workers at the last stop; reconciling", running)
+
+    def warm_up(self, preset: Preset) -> None:
+        """Load the model (and this preset's styles) when this host paints too."""
+        if self._host is not None:
+            self.models.for_settings(preset.settings)
+
+    def start(self) -> None:
+        # The mark tells worker hosts the share is mounted where their config says.
+        mark = self.config.outbox / SHARE_MARK
+        atomic_write(mark, lambda file: file.write(b"stylebox outbox\n"), replace=True)
+        self._results.start()
+        if self._host is not None:
+            self._host.start()
+        self._thread.start()
+        logger.info("coordinating through {}", self.config.queue.shown_url)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def join(self, timeout: float) -> bool:
+        """Stop the local worker (its job is reported released), then the results thread."""
+        if self._host is not None:
+            self._host.stop(STOP_SECONDS)
+        self._results.stop(timeout=int(STOP_SECONDS * 1000))
+        self._thread.join(max(0.1, timeout - 2 * STOP_SECONDS))
+        return not self._thread.is_alive()
+
+    def problem(self) -> str | None:
+        if self.fatal is not None:
+            return f"the coordinator stopped: {self.fatal}"
+        if self._host is not None and (problem := self._host.problem()):
+            return problem
+        if not self._thread.is_alive():
+            return "the dispatcher is not running"
+        quiet = time.monotonic() - self._heartbeat
+        if quiet >= HEARTBEAT_STALE_SECONDS:
+            return f"the dispatcher has made no progress for {quiet:.0f} s"
+        return None
+
+    # -- the dispatcher ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._heartbeat = time.monotonic()
+                try:
+                    if time.monotonic() - self._reconciled_at >= RECONCILE_SECONDS:
+                        self._reconcile()
+                    sent = not self._held() and self._dispatch()
+                    if self._away:
+                        logger.info("the queue's Redis answers again")
+                        self._away = False
+                except brokers.BrokerError as exc:
+                    if not self._away:
+                        logger.warning("the queue's Redis is unreachable ({}); retrying", exc)
+                    self._away, sent = True, False
+                if not sent:
+                    self._wake.wait(IDLE_WAIT_SECONDS)
+                    self._wake.clear()
+        except Exception as exc:  # the journal failing, or a bug
+            logger.opt(exception=exc).critical("the dispatcher cannot go on")
+            self.fatal = exc
+
+    def _held(self) -> bool:
+        """Paused (state_dir/paused): nothing more is sent; what hosts have finishes."""
+        paused = pause.is_paused(self.config)
+        if paused != self._paused:
+            self._paused = paused
+            logger.info("paused: no new job is sent until resumed" if paused else "resumed")
+            self.on_status("paused" if paused else "idle")
+        return paused
+
+    def _dispatch(self) -> bool:
+        """Send the next due job (with its batch-mates) if a device is free for it."""
+        lines = brokers.live(brokers.roster(self.broker), self.config.queue.heartbeat_seconds)
+        devices = sum(len(line["devices"]) for line in lines.values() if line["taking_jobs"])
+        if len(self.journal.running()) >= 2 * devices:
+            return False
+        with self._lock:
+            job = self.journal.claim_next()
+            if job is None:
+                return False
+            config = self.config
+            ready = self._plan(job, config)
+            if ready is None:
+                return True
+            jobs = [ready, *self._mates(ready, config)]
+        self._send(jobs, config)
+        return True
+
+    def _plan(self, job: Job, config: Config) -> Job | None:
+        """The claimed job with its output planned; None when it ended here instead."""
+        if job.attempts > config.retries.max_attempts:
+            reason = f"gave up after {job.attempts - 1} attempt(s): the daemon died during each"
+            self.finish.quarantine(config, job, reason, gave_up=True)
+            return None
+        try:
+            checked_and_planned(job, config, open_outbox(config), self.journal)
+        except JournalError:
+            raise
+        except Exception as exc:
+            outcome, reason = classify(exc, Path(job.source_path).name)
+            self.finish.ended(config, job, outcome, reason)
+            return None
+        return self.journal.get(job.id)
+
+    def _mates(self, head: Job, config: Config) -> list[Job]:
+        """Queued jobs to send with `head` (batch_size), claimed and planned: of its preset,
+        with its output size (read from the headers), never attempted."""
+        if head.attempts > 1 or config.batch_size == 1:
+            return []
+        settings = config.presets[head.preset].settings
+
+        def size_of(job: Job) -> tuple[int, int] | None:
+            try:
+                shape = decode.pixel_shape(
+                    Path(job.source_path),
+                    max_pixels=config.max_input_pixels,
+                    long_side=settings.size,
+                )
+            except (InputError, OSError):
+                return None  # sorted out when its own turn comes
+            return transfer.output_size(*shape, settings)
+
+        size = size_of(head)
+        mates: list[Job] = []
+        limit = CANDIDATES_PER_PLACE * config.batch_size
+        for job in self.journal.batch_candidates(head, limit=limit):
+            if len(mates) >= config.batch_size - 1 or size is None:
+                break
+            if size_of(job) != size or (claimed := self.journal.claim(job.id)) is None:
+                continue
+            if (planned := self._plan(claimed, config)) is not None:
+                mates.append(planned)
+        return mates
+
+    def _send(self, jobs: list[Job], config: Config) -> None:
+        """One assignment for these running jobs; recorded, so that a lost one is sent again."""
+        output = config.output
+        assignment = Assignment(
+            orders=tuple(Order.of(job) for job in jobs),
+            inbox=str(config.inbox),
+            outbox=str(config.outbox),
+            output={
+                "format": output.format,
+                "quality": output.quality,
+                "bit_depth": output.bit_depth,
+                "file_mode": output.file_mode,
+            },
+            max_input_pixels=config.max_input_pixels,
+            max_attempts=config.retries.max_attempts,
+            sent_at=self.clock(),
+        )
+        message = brokers.send(self.broker, brokers.JOBS, brokers.STYLISE, assignment.as_dict())
+        self.journal.note_dispatch([job.id for job in jobs], message)
+        for job in jobs:
+            logger.bind(job=job.id).info(
+                "{} -> preset {}: sent to the workers", Path(job.source_path).name, job.preset
+            )
+
+    # -- reconciling --------------------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        """Account for every running job: on a live host, or carried by Redis, or finished
+        from the outbox, or sent again. Also copies the hosts' progress into the journal."""
+        self._reconciled_at = time.monotonic()
+        lines = brokers.live(brokers.roster(self.broker), self.config.queue.heartbeat_seconds)
+        painting: dict[int, dict[str, Any]] = {}
+        for name, line in lines.items():
+            for job_id, progress in line.get("jobs", {}).items():
+                painting[int(job_id)] = {**progress, "worker": name}
+        if painting:
+            self.journal.record_progress(painting)
+        now = time.monotonic()
+        for job in self.journal.running():
+            dispatch = job.details.get("dispatch")
+            if job.id in painting or (
+                dispatch and brokers.carried(self.broker, brokers.JOBS, dispatch["message"])
+            ):
+                self._missing.pop(job.id, None)
+                continue
+            if now - self._missing.setdefault(job.id, now) < RECONCILE_SECONDS:
+                continue  # its report may be on its way
+            del self._missing[job.id]
+            with self._lock:
+                current = self.journal.get(job.id)
+                if current is None or current.state != JobState.RUNNING:
+                    continue
+                if self._finished_in_outbox(current):
+                    continue
+                logger.bind(job=job.id).warning(
+                    "{}: not carried by Redis nor painted by a worker; sending it again",
+                    Path(job.source_path).name,
+                )
+                self._send([current], self.config)
+
+    def _finished_in_outbox(self, job: Job) -> bool:
+        """Done, if its result is published (a report lost with Redis, or a coordinator killed
+        before it read it)."""
+        if job.planned_output is None:
+            return False
+        planned = Path(job.planned_output)
+        sidecar = published(planned, job.content_hash)
+        if sidecar is None:
+            return False
+        delivery = Delivery(image=planned, sidecar=planned.with_suffix(".json"))
+        self.finish.done(self.config, job, delivery, sidecar, details_for(sidecar))
+        return True
+
+    # -- the results thread (Dramatiq's) ------------------------------------------------------
+
+    def _on_report(self, payload: dict[str, Any]) -> None:
+        """Apply one host's report; never raises (Dramatiq would dead-letter it)."""
+        try:
+            report = Report.from_dict(payload)
+            with self._lock:
+                self._apply(report)
+        except JournalError as exc:
+            self.fatal = exc
+        except Exception as exc:
+            logger.opt(exception=exc).critical("a worker's report could not be applied")
+            self.fatal = exc
+        self._wake.set()
+
+    def _apply(self, report: Report) -> None:
+        job = self.journal.get(report.job_id)
+        log = logger.bind(job=report.job_id)
+        if job is None or job.content_hash != report.content_hash:
+            log.warning("{} reported on a job this journal does not have", report.worker)
+            return
+        if job.state != JobState.RUNNING:
+            log.debug(
+                "a second report ({}, from {}) ignored: {}",
+                report.outcome,
+                report.worker,
+                job.state,
+            )
+            return
+        self._missing.pop(job.id, None)
+        config = self.config
+        if report.outcome == RELEASED:
+            self.journal.release(job.id)
+            log.info("{} stopped before it was done; queued again", report.worker)
+            return
+        if report.outcome == Outcome.DONE:
+            if self._finished_in_outbox(job):
+                return
+            outcome = Outcome.RETRY
+            reason = (
+                f"{report.worker} reported it done, but no result is at {job.planned_output} "
+                "(does that host write to the same share?)"
+            )
+        else:
+            outcome, reason = Outcome(report.outcome), report.reason
+        source = Path(job.source_path)
+        if outcome is Outcome.RETRY and not source.exists() and not source.is_symlink():
+            outcome, reason = Outcome.QUARANTINED, f"{source}: the photo vanished"
+        log.info("{} from {}", outcome, report.worker)
+        self.finish.ended(config, job, outcome, reason)

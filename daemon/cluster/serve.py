@@ -1,0 +1,68 @@
+"""The two entry points: what takes the jobs in `stylebox run` (the local worker, or the
+coordinator when queue.url is set), and `stylebox worker` on a GPU host."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+from loguru import logger
+
+from daemon.cluster.coordinator import Coordinator
+from daemon.cluster.host import Host, devices_for
+from daemon.config import Config, load_config
+from daemon.engine import device
+from daemon.errors import ConfigError, ExitCode
+from daemon.service.journal import Journal
+from daemon.service.loop import STOP_GRACE_SECONDS, Stylist, configure_logging
+from daemon.service.metrics import Metrics
+from daemon.service.sd_notify import Notifier
+from daemon.service.worker import Worker
+
+WATCHDOG_SECONDS = 1.0
+
+
+def stylist_for(
+    config: Config, journal: Journal, models: device.Models, *, metrics: Metrics, on_status
+) -> Stylist:
+    """The Worker alone, or the coordinator of worker hosts with queue.url."""
+    kind = Coordinator if config.queue.url is not None else Worker
+    return kind(config, journal, models, metrics=metrics, on_status=on_status)
+
+
+def run_worker(config_path: Path, *, verbose: bool = False) -> int:
+    """`stylebox worker`: one thread per device, each with its model, until SIGTERM; a device
+    that cannot be used again ends it with exit code 1 (systemd restarts it)."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: stop.set())
+    config = load_config(config_path)
+    if config.queue.url is None:
+        raise ConfigError(
+            f"{config_path}: queue.url: required for `stylebox worker` (the coordinator's "
+            "Redis, such as redis://nas.local:6379/0)"
+        )
+    configure_logging(
+        config, verbose=verbose, to_file=False
+    )  # the outbox's log is the coordinator's
+    models = [device.Models(device.resolve_device(name)) for name in devices_for(config.device)]
+    first = next(iter(config.presets.values()))
+    for each in models:
+        logger.info("loading VGG-19 on {}; arithmetic {}", each.device, each.precision)
+        each.for_settings(first.settings)
+    host = Host(config, models)
+    notifier = Notifier()
+    host.start()
+    notifier.ready(f"taking jobs from {config.queue.shown_url}")
+    try:
+        while not stop.wait(WATCHDOG_SECONDS):
+            if host.problem() is not None:
+                logger.critical("{}; exiting so the service restarts", host.problem())
+                return ExitCode.FAILURE
+            notifier.watchdog()
+        return ExitCode.OK
+    finally:
+        notifier.stopping()
+        logger.info("stopping")
+        host.stop(STOP_GRACE_SECONDS)

@@ -1,0 +1,173 @@
+"""How a job ends, in the journal and the outbox, once its outcome is known.
+
+Shared by the worker in this process and by the coordinator applying what a worker host reports
+(daemon/cluster): one place decides what each outcome does to the journal, the photo and the
+events, wherever the job ran. An outcome travels between hosts as its name and a reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from daemon.config import Config
+from daemon.engine import device
+from daemon.errors import InputError
+from daemon.media.files import sha256_file
+from daemon.service import events
+from daemon.service.intake import dispose_original
+from daemon.service.journal import Job, Journal
+from daemon.service.metrics import Metrics
+from daemon.service.outbox import Delivery, OutsideOutbox, open_outbox
+
+if TYPE_CHECKING:
+    from loguru import Logger
+
+
+class Superseded(Exception):
+    """The photo's bytes changed after it was queued; the new content is a job of its own."""
+
+
+class Outcome(StrEnum):
+    """What became of one attempt at a job."""
+
+    DONE = "done"
+    RETRY = "retry"  # a transient fault (I/O, a device out of memory): worth another attempt
+    FAILED = "failed"  # an unexpected error: retrying would meet it again
+    QUARANTINED = "quarantined"  # the photo itself is bad
+    SUPERSEDED = "superseded"  # the photo changed: its new content is queued on its own
+    OUTSIDE = "outside"  # a folder of the outbox is linked out of it: an operator's link
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another attempt: I/O trouble and a device that ran out of memory this time."""
+    return isinstance(exc, OSError) or device.is_out_of_memory(exc)
+
+
+def classify(exc: Exception, source_name: str) -> tuple[Outcome, str]:
+    """The outcome of an attempt that raised `exc`, with the reason a user reads."""
+    if isinstance(exc, Superseded):
+        return Outcome.SUPERSEDED, str(exc)
+    if isinstance(exc, InputError):
+        return Outcome.QUARANTINED, str(exc)
+    if isinstance(exc, OutsideOutbox):
+        return Outcome.OUTSIDE, str(exc)
+    reason = f"{source_name}: {type(exc).__name__}: {exc}"
+    return (Outcome.RETRY if is_transient(exc) else Outcome.FAILED), reason
+
+
+def holds(source: Path, content_hash: str) -> bool:
+    """Whether `source` is still the regular file, with these bytes, that its job was made for."""
+    return not source.is_symlink() and sha256_file(source) == content_hash
+
+
+class Finisher:
+    """Applies outcomes to the journal, the outbox and the photo in the inbox."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        metrics: Metrics,
+        *,
+        on_status: Callable[[str], None] = lambda text: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.journal = journal
+        self.metrics = metrics
+        self.on_status = on_status
+        self.clock = clock
+
+    def done(
+        self,
+        config: Config,
+        job: Job,
+        delivery: Delivery,
+        sidecar: dict[str, Any],
+        details: dict[str, Any],
+    ) -> None:
+        """Mark the job done with its published files, then dispose of the original."""
+        done = events.photo_done(config, job, delivery.image, delivery.sidecar, sidecar)
+        outputs = [str(delivery.image), str(delivery.sidecar)]
+        self.journal.mark_done(job.id, outputs, details, events=[done])
+        self.metrics.finished(job.preset, "done", self.clock() - (job.started_at or self.clock()))
+        log = logger.bind(job=job.id)
+        log.success("done: {}", delivery.image)
+        self._dispose_original(config, job, log)
+
+    def ended(self, config: Config, job: Job, outcome: Outcome, reason: str) -> None:
+        """Any outcome but done: a bad photo is quarantined, a changed one left for its new job,
+        a folder linked out of the outbox fails it in place, a transient fault is retried with
+        backoff until the attempts run out, anything else fails it."""
+        log = logger.bind(job=job.id)
+        source = Path(job.source_path)
+        if outcome is Outcome.SUPERSEDED:
+            # Leave the file alone: the watcher has seen the change and queues the new content.
+            self.journal.mark_failed(job.id, reason)
+            self.metrics.finished(job.preset, "failed")
+            log.info("{}; its new content is queued on its own", reason)
+        elif outcome is Outcome.QUARANTINED:
+            self.quarantine(config, job, reason)
+        elif outcome is Outcome.OUTSIDE:
+            # The photo is not to blame, and retries would meet the same link. Failed at once,
+            # left in the inbox: offered again (touched, or at a restart) once the link is gone,
+            # it is queued afresh.
+            failed = events.photo_given_up(config, job, source, reason, kind="failed")
+            self.journal.mark_failed(job.id, reason, events=[failed])
+            self.metrics.finished(job.preset, "failed")
+            log.error("{}: {}; left in the inbox", source.name, reason)
+        elif outcome is Outcome.RETRY and job.attempts < config.retries.max_attempts:
+            delay = config.retries.backoff_seconds * 2 ** (job.attempts - 1)
+            self.journal.mark_retry(job.id, reason, self.clock() + delay)
+            log.warning("attempt {} failed ({}); retrying in {:g} s", job.attempts, reason, delay)
+        else:
+            # Out of the inbox, so that a restart does not fail it again; dropping it back retries.
+            reason = f"gave up after {job.attempts} attempt(s): {reason}"
+            self.quarantine(config, job, reason, gave_up=True)
+
+    def quarantine(self, config: Config, job: Job, reason: str, *, gave_up: bool = False) -> None:
+        """Move the photo to outbox/failed with its reason; `gave_up`: retries ran out (state
+        failed: dropping it again retries), else the photo itself is bad (quarantined)."""
+        log = logger.bind(job=job.id)
+        source = Path(job.source_path)
+        outbox = open_outbox(config)
+        details = {
+            "reason": reason,
+            "attempts": job.attempts,
+            "preset": job.preset,
+            "input_sha256": job.content_hash,
+        }
+        try:
+            outbox.quarantine(source, details)
+        except (OSError, OutsideOutbox) as exc:  # failed/ on a full or read-only disk, or a link
+            log.error(
+                "could not move {} to {} ({}); it stays where it is",
+                source.name,
+                outbox.root / "failed",
+                exc,
+            )
+        mark = self.journal.mark_failed if gave_up else self.journal.mark_quarantined
+        kind = "failed" if gave_up else "quarantined"
+        mark(job.id, reason, events=[events.photo_given_up(config, job, source, reason, kind=kind)])
+        self.metrics.finished(job.preset, kind)
+        log.warning("{}: {}", kind, reason)
+        self.on_status("idle")
+
+    def _dispose_original(self, config: Config, job: Job, log: Logger) -> None:
+        source = Path(job.source_path)
+        try:
+            if source.exists() and not holds(source, job.content_hash):
+                log.debug("{} changed since its job began; left for its own job", source.name)
+                return
+            moved = dispose_original(config, self.journal, open_outbox(config), source)
+        except (OSError, OutsideOutbox) as exc:  # the output is safe; a stuck original is untidy
+            log.warning("could not {} the original {}: {}", config.originals.policy, source, exc)
+            return
+        if moved is not None:
+            log.debug("original moved to {}", moved)
+        if config.originals.policy != "delete":  # where the gallery finds it
+            self.journal.note_original(job.id, str(moved or source))

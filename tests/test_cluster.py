@@ -1,0 +1,183 @@
+"""Several hosts on one inbox: a real redis-server, a coordinator and worker hosts, each a real
+process on loopback; every photo has exactly one result, whatever is killed or restarted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.cluster_harness import (
+    RedisServer,
+    cluster_configs,
+    cluster_presets,
+    painting,
+    redis_server_binary,
+    start_worker,
+)
+from tests.daemon_harness import (
+    JOB_SECONDS,
+    Daemons,
+    drop,
+    journal_rows,
+    photo_bytes,
+    temp_files,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.skipif(
+    redis_server_binary() is None and not os.environ.get("STYLEBOX_REQUIRE_REDIS"),
+    reason="needs Debian's redis-server (.ci/run installs it)",
+)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def daemons():
+    started = Daemons()
+    yield started
+    started.close()
+
+
+def sidecars(outbox: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((outbox / "swirl").glob("*.json"))]
+
+
+def job_state(state: Path, job_id: int) -> str:
+    (row,) = [r for r in journal_rows(state / "journal.sqlite3") if r["id"] == job_id]
+    return row["state"]
+
+
+def done_count(state: Path) -> int:
+    return sum(row["state"] == "done" for row in journal_rows(state / "journal.sqlite3"))
+
+
+def check_exactly_once(folder: Path, hashes: dict[str, str]) -> list[dict]:
+    """One image and one sidecar per photo, made from its bytes; no temp file, no original lost;
+    the journal done for each, with outputs that exist."""
+    outbox = folder / "outbox"
+    found = sidecars(outbox)
+    assert sorted(s["input_sha256"] for s in found) == sorted(hashes.values())
+    images = sorted(p for p in (outbox / "swirl").iterdir() if p.suffix != ".json")
+    assert len(images) == len(hashes)
+    assert temp_files(folder) == []
+    originals = sorted(p.name for p in (outbox / "originals").iterdir())
+    assert originals == sorted(hashes)
+    assert sorted(p.name for p in (folder / "inbox").iterdir() if p.is_file()) == []
+    rows = journal_rows(folder / "state" / "journal.sqlite3")
+    assert sorted(r["content_hash"] for r in rows) == sorted(hashes.values())
+    for row in rows:
+        assert row["state"] == "done", row
+        assert all(Path(p).is_file() for p in json.loads(row["outputs"]))
+    return found
+
+
+def test_two_workers_share_the_inbox_through_a_worker_kill_and_a_redis_restart(
+    tmp_path: Path, redis_server: RedisServer, daemons: Daemons
+) -> None:
+    coordinator_config, worker_configs = cluster_configs(tmp_path, redis_server.url, workers=2)
+    coordinator = daemons.start(coordinator_config)
+    coordinator.wait_ready()
+    first, second = (start_worker(daemons, config) for config in worker_configs)
+    hashes = {}
+    for index in range(12):
+        name = f"photo-{index:02d}.jpg"
+        hashes[name] = drop(tmp_path / "inbox" / name, photo_bytes(index, size=(40, 30)))
+    client = redis_server.client()
+    (in_hand,) = wait_for(lambda: painting(client, first.process.pid), "the first worker to paint")
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(10)
+    state = tmp_path / "state"
+    # Its heartbeat stops: Dramatiq gives its job to the other worker.
+    wait_for(lambda: job_state(state, in_hand) == "done", "the killed worker's job done elsewhere")
+    assert done_count(state) < 12, "the Redis restart must land mid-run"
+    redis_server.restart()
+    replacement = start_worker(daemons, worker_configs[0])
+    wait_for(
+        lambda: done_count(state) == 12, "every photo done", timeout=4 * JOB_SECONDS,
+        daemon=coordinator, state=lambda: journal_rows(state / "journal.sqlite3"),
+    )  # fmt: skip
+    found = check_exactly_once(tmp_path, hashes)
+    makers = {s["worker"]["pid"] for s in found}
+    assert second.process.pid in makers
+    assert makers & {first.process.pid, replacement.process.pid}
+    for process in (coordinator, second, replacement):
+        process.send(signal.SIGTERM)
+        assert process.wait_exit(15) == 0
+
+
+def test_a_worker_that_cannot_see_the_photo_fails_it_as_transient_and_another_does_it(
+    tmp_path: Path, redis_server: RedisServer, daemons: Daemons
+) -> None:
+    coordinator_config, (blind_config,) = cluster_configs(tmp_path, redis_server.url, workers=1)
+    # This host's inbox share is "mounted" on an empty folder: the photo is not there.
+    blind_config = write_config(
+        tmp_path,
+        name="blind.yaml",
+        inbox=str(tmp_path / "empty-mount"),
+        state_dir=str(tmp_path / "blind-state"),
+        queue={"url": redis_server.url, "heartbeat_seconds": 3.0},
+        presets=cluster_presets(),
+    )
+    (tmp_path / "empty-mount").mkdir()
+    coordinator = daemons.start(coordinator_config)
+    coordinator.wait_ready()
+    blind = start_worker(daemons, blind_config)
+    photo = drop(tmp_path / "inbox" / "only.jpg", photo_bytes(1, size=(40, 30)))
+    journal = tmp_path / "state" / "journal.sqlite3"
+    row = wait_for(
+        lambda: next((r for r in journal_rows(journal) if r["error"]), None),
+        "the blind worker's failure",
+        daemon=coordinator,
+    )
+    assert row["state"] in ("queued", "running") and "is the inbox share mounted" in row["error"]
+    assert not (tmp_path / "outbox" / "failed").exists()
+    sighted = start_worker(daemons, cluster_configs(tmp_path, redis_server.url, workers=1)[1][0])
+    wait_for(lambda: done_count(tmp_path / "state") == 1, "the photo done", daemon=coordinator)
+    (sidecar,) = sidecars(tmp_path / "outbox")
+    assert sidecar["input_sha256"] == photo
+    assert sidecar["worker"]["pid"] == sighted.process.pid
+    assert journal_rows(journal)[0]["attempts"] == 2
+    for process in (coordinator, blind, sighted):
+        process.send(signal.SIGTERM)
+        assert process.wait_exit(15) == 0
+
+
+def test_a_coordinator_killed_mid_run_reconciles_with_the_broker_and_the_outbox(
+    tmp_path: Path, redis_server: RedisServer, daemons: Daemons
+) -> None:
+    coordinator_config, (worker_config,) = cluster_configs(tmp_path, redis_server.url, workers=1)
+    coordinator = daemons.start(coordinator_config)
+    coordinator.wait_ready()
+    worker = start_worker(daemons, worker_config)
+    hashes = {}
+    for index in range(6):
+        name = f"photo-{index}.jpg"
+        hashes[name] = drop(tmp_path / "inbox" / name, photo_bytes(index, size=(40, 30)))
+    state = tmp_path / "state"
+    wait_for(lambda: done_count(state) >= 1, "a photo done", daemon=coordinator)
+    coordinator.kill()  # SIGKILL: jobs out with the worker, reports left unread in Redis
+    wait_for(
+        lambda: len(list((tmp_path / "outbox" / "swirl").glob("*.json"))) >= 3,
+        "the worker to publish on while the coordinator is down",
+    )
+    restarted = daemons.start(coordinator_config)
+    wait_for(
+        lambda: done_count(state) == 6, "every photo done", timeout=3 * JOB_SECONDS,
+        daemon=restarted, state=lambda: journal_rows(state / "journal.sqlite3"),
+    )  # fmt: skip
+    found = check_exactly_once(tmp_path, hashes)
+    assert {s["worker"]["pid"] for s in found} == {worker.process.pid}
+    for process in (restarted, worker):
+        process.send(signal.SIGTERM)
+        assert process.wait_exit(15) == 0
