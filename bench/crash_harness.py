@@ -2,6 +2,9 @@
 
     python -m bench.crash_harness [--photos 100] [--kills 20] [--seed 0] [--no-burst]
                                   [--fsync-delay-ms 50] [--workdir DIR] [--out bench/results]
+    python -m bench.crash_harness --distributed [--photos 24] [--kills 3] [--coordinator-kills 1]
+
+(--distributed: several hosts through Redis; see bench/cluster_crash.py.)
 
 A daemon under systemd dies the hard way now and then (out of memory, power cut, kill -9), and
 Restart= starts it again on the same folders. Whatever moment the kill lands in, the next start
@@ -131,6 +134,7 @@ class Report:
     # in tests/test_crash_and_load.py).
     warnings: list[str] = field(default_factory=list)
     kill_log: list[Kill] = field(default_factory=list)
+    makers: dict[str, int] = field(default_factory=dict)  # --distributed: results per worker
 
     @property
     def ok(self) -> bool:
@@ -390,13 +394,20 @@ def check(report: Report, photos: list[Photo], inbox: Path, outbox: Path, journa
 
 def print_table(report: Report) -> None:
     """The figures as a short table."""
-    print(
-        f"\ncrash harness: {report.photos} photos {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, presets "
-        f"{SIZE} px with 3/5/8 evaluations; {report.kills} SIGKILLs (seed {report.seed}, window "
-        f"{report.kill_window_seconds:.1f} s, fsync +{report.fsync_delay_ms:g} ms, "
-        f"{'half dropped in bursts' if report.burst else 'all dropped up front'}; "
-        f"batch_size {report.batch_size})"
-    )
+    if report.makers:
+        print(
+            f"\ncrash harness, distributed: {report.photos} photos {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]},"
+            f" Redis + a coordinator + {len(report.makers)} workers on loopback; {report.kills}"
+            f" worker SIGKILLs (seed {report.seed})"
+        )
+    else:
+        print(
+            f"\ncrash harness: {report.photos} photos {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, presets "
+            f"{SIZE} px with 3/5/8 evaluations; {report.kills} SIGKILLs (seed {report.seed}, "
+            f"window {report.kill_window_seconds:.1f} s, fsync +{report.fsync_delay_ms:g} ms, "
+            f"{'half dropped in bursts' if report.burst else 'all dropped up front'}; "
+            f"batch_size {report.batch_size})"
+        )
     print(f"{'where the kills landed':40} {'kills':>5}")
     for stage, count in sorted(report.stages.items(), key=lambda item: -item[1]):
         print(f"  {stage:38} {count:5d}")
@@ -412,6 +423,7 @@ def print_table(report: Report) -> None:
         ("journal done / not done", f"{report.journal_done} / {report.journal_not_done}"),
         ("highest attempt in a sidecar", report.max_attempt),
         ("stylised in a batch", report.batched),
+        *((f"results by {name}", count) for name, count in sorted(report.makers.items())),
         ("errors in the logs", report.log_errors),
         ("final --once exit code", report.final_exit_code),
         ("wall seconds", report.seconds),
@@ -441,6 +453,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="the daemon's batch_size")
     parser.add_argument("--workdir", type=Path, help="keep the folders here (default: a temp)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--distributed", action="store_true", help="Redis, coordinator, workers")
+    parser.add_argument("--coordinator-kills", type=int, default=0, help="with --distributed")
     args = parser.parse_args()
     if args.photos < 1 or args.kills < 0 or args.batch_size < 1:
         parser.error("--photos and --batch-size must be at least 1 and --kills not negative")
@@ -459,14 +473,27 @@ def main() -> None:
         "batch_size": args.batch_size,
         "say": say,
     }
+    harness: Callable[..., Report] = run_harness
+    if args.distributed:
+        from bench.cluster_crash import run_distributed
+
+        harness = run_distributed
+        options = {
+            "photos": args.photos,
+            "kills": args.kills,
+            "seed": args.seed,
+            "coordinator_kills": args.coordinator_kills,
+            "say": say,
+        }
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        report = run_harness(args.workdir, **options)
+        report = harness(args.workdir, **options)
     else:
         with tempfile.TemporaryDirectory(prefix="stylebox-crash-") as root:
-            report = run_harness(Path(root), **options)
+            report = harness(Path(root), **options)
     print_table(report)
-    path = save_report(args.out, "crash_harness", {**asdict(report), "ok": report.ok})
+    name = "crash_harness_distributed" if args.distributed else "crash_harness"
+    path = save_report(args.out, name, {**asdict(report), "ok": report.ok})
     print(f"wrote {path}")
     sys.exit(0 if report.ok else 1)
 

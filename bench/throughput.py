@@ -2,6 +2,7 @@
 
     python -m bench.throughput [--photos 8] [--batch 8] [--size 256] [--steps 300] [--device auto]
     python -m bench.throughput --daemon [same options]
+    python -m bench.throughput --workers 1,2 [same options]
 
 The photos are distinct crops of ../shared/data/photos, all 4:3 so that they share an output
 size (a batch holds one size). Both ways run the engine with the same budget, side by side in one
@@ -12,6 +13,12 @@ With --daemon, the same photos go through the real daemon instead (`stylebox run
 subprocess), with batch_size 1 and then --batch: what a user gets, the first photo of a drop
 included (the worker takes it alone, before the others are queued). The time is the journal's,
 from the first job's start to the last one's end, so the model's load does not count.
+
+With --workers, the same photos go through a coordinator (queue.url, no local worker) and N
+`stylebox worker` processes on this machine, for each N given, one after the other, with a real
+redis-server on loopback: the time is the coordinator's journal's, from the first job sent to the
+last one reported. On one machine the workers share its cores, so this measures what the queue
+costs, not what N GPU hosts gain (each of those brings its own device).
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from daemon.config import StyleImage, load_config
 from daemon.engine import transfer
 from daemon.engine.settings import DEFAULT_EVALUATIONS, DEFAULT_PRECISION, PRECISIONS, StyleSettings
 from daemon.media import decode, encode
-from tests.daemon_harness import Daemon, journal_rows, write_config
+from tests.cluster_harness import RedisServer, cluster_configs
+from tests.daemon_harness import START_SECONDS, Daemon, journal_rows, write_config
 
 
 def distinct_photos(count: int, size: int) -> list[torch.Tensor]:
@@ -136,10 +144,7 @@ def measure_daemon(
     runs = {}
     for batch_size in (1, batch):
         folder = workdir / f"batch-{batch_size}"
-        (folder / "inbox").mkdir(parents=True)
-        for index, image in enumerate(images):
-            path = folder / "inbox" / f"photo_{index:02d}.png"
-            encode.save_image(pipeline.to_pixels(image), path, format="png")
+        _save_photos(images, folder / "inbox")
         config = write_config(
             folder,
             presets={"p": preset},
@@ -152,7 +157,7 @@ def measure_daemon(
             raise SystemExit(f"the daemon failed:\n{daemon.log_tail()}")
         rows = journal_rows(load_config(config).journal_path)
         runs[batch_size] = {
-            "seconds": max(r["finished_at"] for r in rows) - min(r["started_at"] for r in rows),
+            "seconds": _span(rows),
             "batches": sorted(json.loads(row["details"])["batch"] for row in rows),
         }
     return {
@@ -171,6 +176,97 @@ def measure_daemon(
         "ratio": runs[1]["seconds"] / runs[batch]["seconds"],
         "batch_of_each_photo": runs[batch]["batches"],
     }
+
+
+def _save_photos(images: list[torch.Tensor], inbox: Path) -> None:
+    inbox.mkdir(parents=True)
+    for index, image in enumerate(images):
+        encode.save_image(pipeline.to_pixels(image), inbox / f"photo_{index:02d}.png", format="png")
+
+
+def _span(rows: list[dict]) -> float:
+    """From the first job's start to the last one's end, in the journal."""
+    return max(r["finished_at"] for r in rows) - min(r["started_at"] for r in rows)
+
+
+def measure_workers(
+    photos: int, counts: list[int], size: int, steps: int, device: str, style: Path, workdir: Path
+) -> dict:
+    """A coordinator and N worker processes through Redis, for each N in `counts`."""
+    images = distinct_photos(photos, size)
+    preset = {"style": str(style), "size": size, "steps": steps}
+    runs = {}
+    for count in counts:
+        folder = workdir / f"workers-{count}"
+        redis_server = RedisServer(folder / "redis")
+        processes: list[Daemon] = []
+        try:
+            coordinator_config, worker_configs = cluster_configs(
+                folder,
+                redis_server.url,
+                count,
+                presets={"p": preset},
+                routing={"default_preset": "p"},
+                device=device,
+                logging={"level": "INFO"},
+            )
+            coordinator = Daemon(coordinator_config)
+            processes.append(coordinator)
+            coordinator.wait_ready()
+            for config in worker_configs:
+                worker = Daemon(config, command="worker")
+                processes.append(worker)
+                worker.wait_for_log("taking jobs from", timeout=START_SECONDS)
+            _save_photos(images, folder / "inbox")
+            journal = load_config(coordinator_config).journal_path
+            deadline = time.monotonic() + 24 * 3600
+            while True:
+                rows = journal_rows(journal)
+                if len(rows) == photos and all(r["state"] == "done" for r in rows):
+                    break
+                if time.monotonic() > deadline or coordinator.process.poll() is not None:
+                    raise SystemExit(f"the coordinator failed:\n{coordinator.log_tail()}")
+                time.sleep(0.2)
+            makers = [json.loads(r["details"])["worker"]["pid"] for r in rows]
+            runs[count] = {
+                "seconds": _span(rows),
+                "photos_by_worker": sorted(makers.count(pid) for pid in set(makers)),
+            }
+        finally:
+            for process in processes:
+                process.kill()
+            redis_server.stop()
+    first = counts[0]
+    return {
+        "mode": "workers",
+        "device": device,
+        "threads_per_worker": torch.get_num_threads(),
+        "photos": photos,
+        "size": list(images[0].shape[-2:]),
+        "steps": steps,
+        "runs": {
+            str(count): {
+                **run,
+                "photos_per_minute": 60 * photos / run["seconds"],
+                "speedup": runs[first]["seconds"] / run["seconds"],
+            }
+            for count, run in runs.items()
+        },
+    }
+
+
+def print_workers_table(summary: dict) -> None:
+    h, w = summary["size"]
+    print(
+        f"throughput through the queue: {summary['photos']} photos {w}x{h} px, "
+        f"{summary['steps']} evaluations, device {summary['device']}, all workers on this machine"
+    )
+    print(f"{'workers':>8} {'seconds':>8} {'photos/min':>11} {'speedup':>8}  photos by worker")
+    for count, run in summary["runs"].items():
+        print(
+            f"{count:>8} {run['seconds']:8.1f} {run['photos_per_minute']:11.2f} "
+            f"{run['speedup']:8.2f}  {run['photos_by_worker']}"
+        )
 
 
 def print_table(summary: dict) -> None:
@@ -209,8 +305,18 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION)
     parser.add_argument("--daemon", action="store_true", help="through the real daemon")
+    parser.add_argument("--workers", help="through the queue with N worker processes: 1,2,...")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
+    if args.workers:
+        counts = [int(count) for count in args.workers.split(",")]
+        with tempfile.TemporaryDirectory(prefix="stylebox-throughput-") as root:
+            summary = measure_workers(
+                args.photos, counts, args.size, args.steps, args.device, args.style, Path(root)
+            )
+        print_workers_table(summary)
+        save_report(args.out, f"throughput_workers_{args.size}", summary)
+        return
     if args.daemon:
         with tempfile.TemporaryDirectory(prefix="stylebox-throughput-") as root:
             summary = measure_daemon(

@@ -244,10 +244,12 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from daemon.cluster.status import workers
     from daemon.config import load_config
     from daemon.service.status import read_status
 
-    report = read_status(load_config(args.config))
+    config = load_config(args.config)
+    report = read_status(config, workers=workers(config))
     if args.json:
         print(json.dumps(report, indent=2))
         return ExitCode.OK
@@ -267,7 +269,25 @@ def _status(args: argparse.Namespace) -> int:
         if channel["last_error"]:
             line += f" (last try: {channel['last_error']})"
         print(line)
+    if report["workers"] is not None:
+        _print_workers(report["workers"])
     return ExitCode.OK
+
+
+def _print_workers(workers: dict[str, Any]) -> None:
+    if workers["error"]:
+        print(f"workers: {workers['queue']}: {workers['error']}")
+    elif not workers["hosts"]:
+        print(f"workers: none has reported to {workers['queue']}; start `stylebox worker`")
+    for host in workers["hosts"]:
+        jobs = ", ".join(f"job {job}" for job in host["jobs"]) or "idle"
+        if not host["heard"]:
+            state = f"not heard from for {host['quiet_seconds']:.0f} s"
+        elif not host["taking_jobs"]:
+            state = f"{jobs}; taking no jobs (it cannot see the share)"
+        else:
+            state = jobs
+        print(f"worker {host['name']} ({', '.join(host['devices'])}): {state}")
 
 
 def _running_line(job: dict[str, Any]) -> str:
@@ -275,6 +295,8 @@ def _running_line(job: dict[str, Any]) -> str:
     line = f"{job['source']} ({job['preset']})"
     if progress is not None:
         line += f" evaluation {progress['evaluation']} of at most {progress['budget']}"
+        if "worker" in progress:
+            line += f" on {progress['worker']}"
     return line
 
 

@@ -14,6 +14,7 @@ from tests.cluster_harness import (
     RedisServer,
     cluster_configs,
     cluster_presets,
+    free_port,
     painting,
     redis_server_binary,
     start_worker,
@@ -22,21 +23,21 @@ from tests.daemon_harness import (
     JOB_SECONDS,
     Daemons,
     drop,
+    http_request,
     journal_rows,
     photo_bytes,
+    stylebox,
     temp_files,
     wait_for,
     write_config,
 )
 
-pytestmark = pytest.mark.skipif(
-    redis_server_binary() is None and not os.environ.get("STYLEBOX_REQUIRE_REDIS"),
-    reason="needs Debian's redis-server (.ci/run installs it)",
-)
-
 
 @pytest.fixture
 def redis_server(tmp_path: Path):
+    """Debian's redis-server on a loopback port; skipped without it, unless CI requires it."""
+    if redis_server_binary() is None and os.environ.get("STYLEBOX_REQUIRE_REDIS") != "1":
+        pytest.skip("needs Debian's redis-server (apt-get install -y redis-server)")
     server = RedisServer(tmp_path / "redis")
     yield server
     server.stop()
@@ -101,6 +102,16 @@ def test_two_workers_share_the_inbox_through_a_worker_kill_and_a_redis_restart(
     # Its heartbeat stops: Dramatiq gives its job to the other worker.
     wait_for(lambda: job_state(state, in_hand) == "done", "the killed worker's job done elsewhere")
     assert done_count(state) < 12, "the Redis restart must land mid-run"
+    shown = json.loads(stylebox("status", "--config", coordinator_config, "--json").stdout)
+    hosts = {host["name"].rpartition(":")[2]: host for host in shown["workers"]["hosts"]}
+    assert hosts[str(first.process.pid)]["heard"] is False
+    assert hosts[str(second.process.pid)]["heard"] is True
+    text = stylebox("status", "--config", coordinator_config).stdout
+    assert f":{first.process.pid} (cpu): not heard from for" in text
+    code, _, page = http_request("GET", coordinator.web_url() + "/")
+    workers_part = page.decode().partition("<h2>Workers</h2>")[2].partition("</section>")[0]
+    assert code == 200 and f":{first.process.pid}</b>" in workers_part, page.decode()[-3000:]
+    assert f":{second.process.pid}</b>" in workers_part and "not heard from for" in workers_part
     redis_server.restart()
     replacement = start_worker(daemons, worker_configs[0])
     wait_for(
@@ -181,3 +192,63 @@ def test_a_coordinator_killed_mid_run_reconciles_with_the_broker_and_the_outbox(
     for process in (restarted, worker):
         process.send(signal.SIGTERM)
         assert process.wait_exit(15) == 0
+
+
+def test_the_coordinator_paints_too_with_local_worker_in_batches(
+    tmp_path: Path, redis_server: RedisServer, daemons: Daemons
+) -> None:
+    config = write_config(
+        tmp_path,
+        queue={"url": redis_server.url, "heartbeat_seconds": 3.0},
+        presets=cluster_presets(),
+        batch_size=2,
+    )
+    hashes = {
+        name: drop(tmp_path / "inbox" / name, photo_bytes(index, size=(40, 30)))
+        for index, name in enumerate(("a.jpg", "b.jpg"))
+    }
+    coordinator = daemons.start(config)
+    wait_for(lambda: done_count(tmp_path / "state") == 2, "both done", daemon=coordinator)
+    found = check_exactly_once(tmp_path, hashes)
+    assert {s["worker"]["pid"] for s in found} == {coordinator.process.pid}
+    assert [s["batch"] for s in found] == [2, 2]  # sent as one assignment, stylised together
+    coordinator.send(signal.SIGTERM)
+    assert coordinator.wait_exit(15) == 0
+
+
+@pytest.mark.parametrize(
+    ("queue", "expected"),
+    [
+        ({"url": "http://nas.local:6379/0"}, "queue.url: expected a redis://"),
+        ({"url": "redis://"}, "queue.url: expected a host"),
+        ({"url": "redis://nas:port/0"}, "queue.url: not a URL"),
+        ({"heartbeat_seconds": 1}, "queue.heartbeat_seconds"),
+        ({"local_worker": "yes"}, "queue.local_worker"),
+        ({"urls": "redis://nas/0"}, "queue.urls"),
+    ],
+)
+def test_check_refuses_a_bad_queue_section_with_its_line(
+    tmp_path: Path, queue: dict, expected: str
+) -> None:
+    run = stylebox("check", "--config", write_config(tmp_path, queue=queue))
+    assert run.returncode == 2
+    assert any(expected in line and "config.yaml:" in line for line in run.stderr.splitlines()), (
+        run.stderr
+    )
+
+
+def test_a_worker_needs_the_queue_and_never_shows_its_password(tmp_path: Path) -> None:
+    run = stylebox("worker", "--config", write_config(tmp_path))
+    assert run.returncode == 2
+    assert "queue.url: required for `stylebox worker`" in run.stderr
+    # A Redis that is not there: the status says so, with the URL but not its password.
+    url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
+    config = write_config(tmp_path, queue={"url": url})
+    (tmp_path / "state").mkdir()
+    from daemon.service.journal import Journal
+
+    Journal(tmp_path / "state" / "journal.sqlite3").close()
+    shown = stylebox("status", "--config", config)
+    assert shown.returncode == 0, shown.stderr
+    assert "workers: redis://***@127.0.0.1:" in shown.stdout and "unreachable" in shown.stdout
+    assert "hunter2" not in shown.stdout + shown.stderr

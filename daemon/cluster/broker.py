@@ -66,36 +66,43 @@ def carried(broker: RedisBroker, queue: str, message_id: str) -> bool:
     return bool(broker.client.hexists(f"{NAMESPACE}:{queue}.msgs", message_id))
 
 
-def report_in(broker: RedisBroker, name: str, line: dict[str, Any]) -> None:
+def client_for(settings: QueueSettings) -> redis.Redis:
+    """A plain client, for reading the roster from `stylebox status` and the web page."""
+    assert settings.url is not None, "only with queue.url"
+    return redis.Redis.from_url(settings.url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def report_in(client: redis.Redis, name: str, line: dict[str, Any]) -> None:
     """A worker host's roster line, stamped with the time."""
-    broker.client.hset(ROSTER, name, json.dumps({**line, "seen": time.time()}))
+    client.hset(ROSTER, name, json.dumps({**line, "seen": time.time()}))
 
 
-def sign_off(broker: RedisBroker, name: str) -> None:
+def sign_off(client: redis.Redis, name: str) -> None:
     """A worker host that stops leaves the roster."""
-    broker.client.hdel(ROSTER, name)
+    client.hdel(ROSTER, name)
 
 
-def roster(broker: RedisBroker) -> dict[str, dict[str, Any]]:
+def roster(client: redis.Redis) -> dict[str, dict[str, Any]]:
     """Every worker host's latest line; those not heard from in a week are dropped."""
     lines: dict[str, dict[str, Any]] = {}
-    for name, raw in broker.client.hgetall(ROSTER).items():
+    for name, raw in client.hgetall(ROSTER).items():
         try:
             line = json.loads(raw)
             seen = float(line["seen"])
         except (ValueError, KeyError, TypeError):
             continue
         if time.time() - seen > FORGET_WORKERS_SECONDS:
-            broker.client.hdel(ROSTER, name)
+            client.hdel(ROSTER, name)
             continue
         lines[name.decode() if isinstance(name, bytes) else name] = line
     return lines
 
 
-def live(lines: dict[str, dict[str, Any]], heartbeat_seconds: float) -> dict[str, dict[str, Any]]:
+def live_roster(client: redis.Redis, heartbeat_seconds: float) -> dict[str, dict[str, Any]]:
     """The roster's hosts heard from within the heartbeat."""
     now = time.time()
-    return {name: line for name, line in lines.items() if now - line["seen"] < heartbeat_seconds}
+    lines = roster(client).items()
+    return {name: line for name, line in lines if now - line["seen"] < heartbeat_seconds}
 
 
 class _ToLoguru(logging.Handler):

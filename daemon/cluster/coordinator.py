@@ -175,7 +175,7 @@ class Coordinator:
 
     def _dispatch(self) -> bool:
         """Send the next due job (with its batch-mates) if a device is free for it."""
-        lines = brokers.live(brokers.roster(self.broker), self.config.queue.heartbeat_seconds)
+        lines = brokers.live_roster(self.broker.client, self.config.queue.heartbeat_seconds)
         devices = sum(len(line["devices"]) for line in lines.values() if line["taking_jobs"])
         if len(self.journal.running()) >= 2 * devices:
             return False
@@ -267,13 +267,14 @@ class Coordinator:
         """Account for every running job: on a live host, or carried by Redis, or finished
         from the outbox, or sent again. Also copies the hosts' progress into the journal."""
         self._reconciled_at = time.monotonic()
-        lines = brokers.live(brokers.roster(self.broker), self.config.queue.heartbeat_seconds)
+        lines = brokers.live_roster(self.broker.client, self.config.queue.heartbeat_seconds)
         painting: dict[int, dict[str, Any]] = {}
         for name, line in lines.items():
             for job_id, progress in line.get("jobs", {}).items():
                 painting[int(job_id)] = {**progress, "worker": name}
-        if painting:
-            self.journal.record_progress(painting)
+        reported = {job: p for job, p in painting.items() if "evaluation" in p}  # past loading
+        if reported:
+            self.journal.record_progress(reported)
         now = time.monotonic()
         for job in self.journal.running():
             dispatch = job.details.get("dispatch")

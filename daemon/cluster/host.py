@@ -129,7 +129,7 @@ class Host:
         self._worker.stop(timeout=int(timeout * 1000))
         self._roster.join(timeout=brokers.ROSTER_SECONDS + 1)
         with contextlib.suppress(brokers.BrokerError):  # else unheard-of after the heartbeat
-            brokers.sign_off(self.broker, self.name)
+            brokers.sign_off(self.broker.client, self.name)
 
     def problem(self) -> str | None:
         """Why this host cannot go on, in a line; None while it can."""
@@ -235,7 +235,7 @@ class Host:
         preset = self.config.presets[ready[0].order.preset]
         batch = f" in a batch of {len(ready)}" if len(ready) > 1 else ""
         for each in ready:
-            self._jobs[each.order.id] = {"started_at": time.time()}
+            self._jobs[each.order.id] = {}  # in hand; its progress from the first evaluation
             logger.bind(job=each.order.id).info(
                 "{} -> preset {} on {}{}", each.source, preset.name, models.device, batch
             )
@@ -337,7 +337,7 @@ class Host:
     def _held_elsewhere(self, order: Order) -> str | None:
         """The live host that is painting this job now, if another one is (a re-sent job)."""
         try:
-            lines = brokers.live(brokers.roster(self.broker), self.config.queue.heartbeat_seconds)
+            lines = brokers.live_roster(self.broker.client, self.config.queue.heartbeat_seconds)
         except brokers.BrokerError:
             return None
         for name, line in lines.items():
@@ -400,7 +400,7 @@ class Host:
             self._hold_while_share_missing()
             try:
                 brokers.report_in(
-                    self.broker,
+                    self.broker.client,
                     self.name,
                     {
                         "host": socket.gethostname(),

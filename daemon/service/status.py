@@ -12,13 +12,16 @@ from daemon.service.journal import Job, Journal
 from daemon.service.pause import is_paused
 
 
-def read_status(config: Config, journal: Journal | None = None) -> dict[str, Any]:
-    """Counts per state, the queue, the jobs running (with how far each is), recent failures
-    and each notify: channel's deliveries, as plain data; from `journal` if given (the web page
-    keeps one open), else from a read-only connection of its own."""
+def read_status(
+    config: Config, journal: Journal | None = None, *, workers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Counts per state, the queue, the jobs running (with how far each is, and on which worker
+    host), recent failures, each notify: channel's deliveries and the `workers` given (the worker
+    hosts, with queue.url), as plain data; from `journal` if given (the web page keeps one
+    open), else from a read-only connection of its own."""
     if journal is None:
         with Journal.open_readonly(config.journal_path) as own:
-            return read_status(config, own)
+            return read_status(config, own, workers=workers)
     return {
         "journal": str(config.journal_path),
         "time": time.time(),
@@ -28,6 +31,7 @@ def read_status(config: Config, journal: Journal | None = None) -> dict[str, Any
         "queue": [_job(job) for job in journal.pending(limit=20)],
         "recent_failures": [_job(job) for job in journal.recent_failures(limit=10)],
         "events": _events(config, journal),
+        "workers": workers,
     }
 
 

@@ -38,6 +38,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon import __version__
+from daemon.cluster.status import workers
 from daemon.config import Config
 from daemon.engine.settings import StyleSettings
 from daemon.service import failed, pause
@@ -209,7 +210,7 @@ class Site:
         return HTMLResponse(html, status_code, headers={"cache-control": "no-store"})
 
     def dashboard(self, request: Request) -> Response:
-        status = read_status(self.config, self.journal)
+        status = read_status(self.config, self.journal, workers=workers(self.config))
         now = status["time"]
         running = [self._running_view(job, now) for job in status["running"]]
         return self._page(request, "dashboard.html", status=status, running=running)
@@ -361,9 +362,8 @@ class Site:
 
     def api_status(self, request: Request) -> Response:
         """What `stylebox status --json` prints."""
-        return JSONResponse(
-            read_status(self.config, self.journal), headers={"cache-control": "no-store"}
-        )
+        status = read_status(self.config, self.journal, workers=workers(self.config))
+        return JSONResponse(status, headers={"cache-control": "no-store"})
 
     def metrics(self, request: Request) -> Response:
         return Response(self.running.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,169 @@
+"""The crash harness across hosts (`python -m bench.crash_harness --distributed`): a real
+redis-server, a coordinator and two `stylebox worker` processes on loopback, the same photos and
+checks as the single-host harness.
+
+Half the photos are dropped up front and the rest in bursts. Each of `--kills` times, a worker
+seen with a job in hand (its roster line) is SIGKILLed and started again; halfway through, Redis
+is killed and started empty; with `--coordinator-kills`, the coordinator is SIGKILLed too and
+started again. Then the harness waits for the journal to say every photo is done and checks, as
+the single-host harness does, that each photo has exactly one image and sidecar, no temp file is
+left, every original is in outbox/originals, and the journal agrees; and that both workers made
+results. The coordinator has no local worker, so every photo crosses the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.crash_harness import (
+    DEFAULT_PRESET,
+    MAX_ATTEMPTS,
+    PRESETS,
+    Kill,
+    Report,
+    check,
+    drop_photos,
+    make_photos,
+)
+from daemon.config import load_config
+from tests.cluster_harness import RedisServer, cluster_configs, painting
+from tests.daemon_harness import JOB_SECONDS, START_SECONDS, Daemon, journal_rows
+
+WORKERS = 2
+WAIT_FOR_A_JOB_SECONDS = 20.0  # a worker with nothing in hand by then is killed idle
+
+
+def run_distributed(
+    workdir: Path,
+    *,
+    photos: int,
+    kills: int,
+    seed: int,
+    coordinator_kills: int = 0,
+    say: Callable[[str], None] = lambda text: None,
+) -> Report:
+    """Run the cluster through the kills and the Redis restart, then check the folders."""
+    started = time.monotonic()
+    rng = random.Random(seed)
+    redis_server = RedisServer(workdir / "redis")
+    coordinator_config, worker_configs = cluster_configs(
+        workdir,
+        redis_server.url,
+        WORKERS,
+        presets=PRESETS,
+        routing={"default_preset": DEFAULT_PRESET},
+        retries={"max_attempts": MAX_ATTEMPTS, "backoff_seconds": 0.5},
+    )
+    config = load_config(coordinator_config)
+    report = Report(
+        photos=photos,
+        kills=kills,
+        runs=1 + WORKERS,
+        seed=seed,
+        burst=True,
+        fsync_delay_ms=0.0,
+        kill_window_seconds=0.0,
+    )
+    processes: list[Daemon] = []
+    slots: dict[int, str] = {}  # worker pid -> "worker N", whichever run of it
+
+    def start(config: Path, command: str = "run") -> Daemon:
+        process = Daemon(config, command=command)
+        processes.append(process)
+        if command == "run":
+            process.wait_ready()
+        else:
+            process.wait_for_log("taking jobs from", timeout=START_SECONDS)
+        return process
+
+    try:
+        coordinator = start(coordinator_config)
+        workers = [start(config, "worker") for config in worker_configs]
+        for index, worker in enumerate(workers):
+            slots[worker.process.pid] = f"worker {index + 1}"
+        all_photos = make_photos(photos)
+        up_front, later = all_photos[: photos // 2], all_photos[photos // 2 :]
+        drop_photos(up_front, config.inbox)
+        events = ["worker"] * kills + ["coordinator"] * coordinator_kills
+        rng.shuffle(events)
+        events.insert(len(events) // 2, "redis")
+        per_burst = max(1, -(-len(later) // len(events)))
+        client = redis_server.client()
+        for number, event in enumerate(events, 1):
+            burst, later = later[:per_burst], later[per_burst:]
+            drop_photos(burst, config.inbox)
+            time.sleep(rng.uniform(0.2, 1.5))  # the random moment, not a wait for a condition
+            if event == "redis":
+                redis_server.restart()
+                client = redis_server.client()
+                say(f"event {number}: Redis killed and started empty; dropped {len(burst)}")
+                report.stages["redis restarted"] = report.stages.get("redis restarted", 0) + 1
+                continue
+            if event == "coordinator":
+                coordinator.kill()
+                coordinator = start(coordinator_config)
+                report.runs += 1
+                say(f"event {number}: coordinator SIGKILLed and restarted; dropped {len(burst)}")
+                stage = "coordinator killed"
+            else:
+                index = rng.randrange(WORKERS)
+                victim = workers[index]
+                deadline = time.monotonic() + WAIT_FOR_A_JOB_SECONDS
+                while not painting(client, victim.process.pid) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                stage = "worker mid-job" if painting(client, victim.process.pid) else "worker idle"
+                victim.kill()
+                workers[index] = start(worker_configs[index], "worker")
+                slots[workers[index].process.pid] = f"worker {index + 1}"
+                report.runs += 1
+                say(f"event {number}: {stage}, SIGKILLed and restarted; dropped {len(burst)}")
+            report.stages[stage] = report.stages.get(stage, 0) + 1
+            report.kill_log.append(
+                Kill(number, round(time.monotonic() - started, 3), True, len(burst), stage)
+            )
+        drop_photos(later, config.inbox)
+        deadline = time.monotonic() + START_SECONDS + photos * JOB_SECONDS / 10
+        while time.monotonic() < deadline:
+            rows = journal_rows(config.journal_path)
+            if len(rows) == photos and all(row["state"] == "done" for row in rows):
+                break
+            time.sleep(0.25)
+        say("every photo done" if time.monotonic() < deadline else "timed out")
+        for process in [coordinator, *workers]:
+            process.send(signal.SIGTERM)
+        for process in [coordinator, *workers]:
+            code = process.wait_exit(20)
+            if code != 0:
+                report.problems.append(f"{process.stderr_path.name}: exited {code} on SIGTERM")
+        report.final_exit_code = coordinator.process.returncode
+    finally:
+        for process in processes:
+            process.kill()
+        redis_server.stop()
+    check(report, all_photos, config.inbox, config.outbox, config.journal_path)
+    report.makers = _makers(config.outbox, slots)
+    if len(report.makers) < WORKERS:
+        report.problems.append(f"results from {len(report.makers)} worker(s), not {WORKERS}")
+    for log in sorted(workdir.glob("*-*.stderr")):
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            if any(level in line for level in (" ERROR ", " CRITICAL ", "Traceback")):
+                report.log_errors += 1
+                report.warnings.append(f"{log.name}: {line}")
+    report.seconds = round(time.monotonic() - started, 1)
+    return report
+
+
+def _makers(outbox: Path, slots: dict[int, str]) -> dict[str, int]:
+    """Results per worker (each run of it counted with it), from the sidecars."""
+    made: Counter[str] = Counter()
+    for preset in PRESETS:
+        for sidecar in sorted((outbox / preset).glob("*.json")):
+            pid = json.loads(sidecar.read_text())["worker"]["pid"]
+            made[slots.get(pid, f"pid {pid}")] += 1
+    return dict(made)
