@@ -93,41 +93,38 @@ def run_distributed(
         events = ["worker"] * kills + ["coordinator"] * coordinator_kills
         rng.shuffle(events)
         events.insert(len(events) // 2, "redis")
-        per_burst = max(1, -(-len(later) // len(events)))
+        bursts = [later[start :: len(events)] for start in range(len(events))]
         client = redis_server.client()
-        for number, event in enumerate(events, 1):
-            burst, later = later[:per_burst], later[per_burst:]
+        for number, (event, burst) in enumerate(zip(events, bursts, strict=True), 1):
             drop_photos(burst, config.inbox)
-            time.sleep(rng.uniform(0.2, 1.5))  # the random moment, not a wait for a condition
+            time.sleep(rng.uniform(0.0, 0.5))  # the random moment, not a wait for a condition
+            # Each event waits for a worker with a job in hand (for a kill, the one it kills).
+            index = rng.randrange(WORKERS)
+            victims = [workers[index]] if event == "worker" else workers
+            deadline = time.monotonic() + WAIT_FOR_A_JOB_SECONDS
+            while time.monotonic() < deadline and not _busy(client, victims):
+                time.sleep(0.02)
+            when = "mid-job" if _busy(client, victims) else "idle"
             if event == "redis":
                 redis_server.restart()
                 client = redis_server.client()
-                say(f"event {number}: Redis killed and started empty; dropped {len(burst)}")
-                report.stages["redis restarted"] = report.stages.get("redis restarted", 0) + 1
-                continue
-            if event == "coordinator":
+                stage = f"Redis restarted empty, {when}"
+            elif event == "coordinator":
                 coordinator.kill()
                 coordinator = start(coordinator_config)
                 report.runs += 1
-                say(f"event {number}: coordinator SIGKILLed and restarted; dropped {len(burst)}")
-                stage = "coordinator killed"
+                stage = f"coordinator SIGKILLed, {when}"
             else:
-                index = rng.randrange(WORKERS)
-                victim = workers[index]
-                deadline = time.monotonic() + WAIT_FOR_A_JOB_SECONDS
-                while not painting(client, victim.process.pid) and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                stage = "worker mid-job" if painting(client, victim.process.pid) else "worker idle"
-                victim.kill()
+                workers[index].kill()
                 workers[index] = start(worker_configs[index], "worker")
                 slots[workers[index].process.pid] = f"worker {index + 1}"
                 report.runs += 1
-                say(f"event {number}: {stage}, SIGKILLed and restarted; dropped {len(burst)}")
+                stage = f"worker SIGKILLed, {when}"
+            say(f"event {number}: {stage}; dropped {len(burst)}")
             report.stages[stage] = report.stages.get(stage, 0) + 1
             report.kill_log.append(
                 Kill(number, round(time.monotonic() - started, 3), True, len(burst), stage)
             )
-        drop_photos(later, config.inbox)
         deadline = time.monotonic() + START_SECONDS + photos * JOB_SECONDS / 10
         while time.monotonic() < deadline:
             rows = journal_rows(config.journal_path)
@@ -157,6 +154,11 @@ def run_distributed(
                 report.warnings.append(f"{log.name}: {line}")
     report.seconds = round(time.monotonic() - started, 1)
     return report
+
+
+def _busy(client, processes: list[Daemon]) -> bool:
+    """Whether any of these worker processes has a job in hand (its roster line says so)."""
+    return any(painting(client, process.process.pid) for process in processes)
 
 
 def _makers(outbox: Path, slots: dict[int, str]) -> dict[str, int]:

@@ -412,7 +412,7 @@ def print_table(report: Report) -> None:
     for stage, count in sorted(report.stages.items(), key=lambda item: -item[1]):
         print(f"  {stage:38} {count:5d}")
     figures = (
-        ("runs (kills + final --once)", report.runs),
+        ("processes started" if report.makers else "runs (kills + final --once)", report.runs),
         ("photos", report.photos),
         ("lost", report.lost),
         ("doubled", report.doubled),
@@ -425,7 +425,10 @@ def print_table(report: Report) -> None:
         ("stylised in a batch", report.batched),
         *((f"results by {name}", count) for name, count in sorted(report.makers.items())),
         ("errors in the logs", report.log_errors),
-        ("final --once exit code", report.final_exit_code),
+        (
+            "coordinator's exit code on SIGTERM" if report.makers else "final --once exit code",
+            report.final_exit_code,
+        ),
         ("wall seconds", report.seconds),
     )
     for name, value in figures:

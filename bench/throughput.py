@@ -2,7 +2,7 @@
 
     python -m bench.throughput [--photos 8] [--batch 8] [--size 256] [--steps 300] [--device auto]
     python -m bench.throughput --daemon [same options]
-    python -m bench.throughput --workers 1,2 [same options]
+    python -m bench.throughput --workers 0,1,2 [same options]
 
 The photos are distinct crops of ../shared/data/photos, all 4:3 so that they share an output
 size (a batch holds one size). Both ways run the engine with the same budget, side by side in one
@@ -17,7 +17,8 @@ from the first job's start to the last one's end, so the model's load does not c
 With --workers, the same photos go through a coordinator (queue.url, no local worker) and N
 `stylebox worker` processes on this machine, for each N given, one after the other, with a real
 redis-server on loopback: the time is the coordinator's journal's, from the first job sent to the
-last one reported. On one machine the workers share its cores, so this measures what the queue
+last one reported; 0 workers is the single-host daemon, for what the queue costs. On one machine
+the workers share its cores, so this measures what the queue
 costs, not what N GPU hosts gain (each of those brings its own device).
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import statistics
 import tempfile
@@ -179,7 +181,7 @@ def measure_daemon(
 
 
 def _save_photos(images: list[torch.Tensor], inbox: Path) -> None:
-    inbox.mkdir(parents=True)
+    inbox.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(images):
         encode.save_image(pipeline.to_pixels(image), inbox / f"photo_{index:02d}.png", format="png")
 
@@ -189,10 +191,29 @@ def _span(rows: list[dict]) -> float:
     return max(r["finished_at"] for r in rows) - min(r["started_at"] for r in rows)
 
 
+def _between_jobs(rows: list[dict]) -> float:
+    """The median time a worker spends per job on anything but painting: from one report
+    applied to the next, less the next one's stylising (photo read, publish, both messages,
+    the coordinator's journal and the original's move)."""
+    by_worker: dict[int, list[dict]] = {}
+    for row in rows:
+        details = json.loads(row["details"])
+        by_worker.setdefault(details["worker"]["pid"], []).append(
+            {"finished": row["finished_at"], "stylise": details["seconds"]}
+        )
+    gaps = []
+    for jobs in by_worker.values():
+        jobs.sort(key=lambda job: job["finished"])
+        for before, after in itertools.pairwise(jobs):
+            gaps.append(after["finished"] - before["finished"] - after["stylise"])
+    return statistics.median(gaps) if gaps else float("nan")
+
+
 def measure_workers(
     photos: int, counts: list[int], size: int, steps: int, device: str, style: Path, workdir: Path
 ) -> dict:
-    """A coordinator and N worker processes through Redis, for each N in `counts`."""
+    """A coordinator and N worker processes through Redis, for each N in `counts`; N = 0 is
+    the single-host daemon, no queue at all (what the queue costs, side by side)."""
     images = distinct_photos(photos, size)
     preset = {"style": str(style), "size": size, "steps": steps}
     runs = {}
@@ -210,6 +231,14 @@ def measure_workers(
                 device=device,
                 logging={"level": "INFO"},
             )
+            if count == 0:  # the same config, without the queue
+                coordinator_config = write_config(
+                    folder,
+                    presets={"p": preset},
+                    routing={"default_preset": "p"},
+                    device=device,
+                    logging={"level": "INFO"},
+                )
             coordinator = Daemon(coordinator_config)
             processes.append(coordinator)
             coordinator.wait_ready()
@@ -231,6 +260,7 @@ def measure_workers(
             runs[count] = {
                 "seconds": _span(rows),
                 "photos_by_worker": sorted(makers.count(pid) for pid in set(makers)),
+                "between_jobs_seconds": _between_jobs(rows),
             }
         finally:
             for process in processes:
@@ -261,11 +291,15 @@ def print_workers_table(summary: dict) -> None:
         f"throughput through the queue: {summary['photos']} photos {w}x{h} px, "
         f"{summary['steps']} evaluations, device {summary['device']}, all workers on this machine"
     )
-    print(f"{'workers':>8} {'seconds':>8} {'photos/min':>11} {'speedup':>8}  photos by worker")
+    print(
+        f"{'workers':>8} {'seconds':>8} {'photos/min':>11} {'speedup':>8} "
+        f"{'between jobs':>13}  photos by worker"
+    )
     for count, run in summary["runs"].items():
         print(
             f"{count:>8} {run['seconds']:8.1f} {run['photos_per_minute']:11.2f} "
-            f"{run['speedup']:8.2f}  {run['photos_by_worker']}"
+            f"{run['speedup']:8.2f} {run['between_jobs_seconds']:11.3f} s  "
+            f"{run['photos_by_worker']}"
         )
 
 
@@ -305,7 +339,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION)
     parser.add_argument("--daemon", action="store_true", help="through the real daemon")
-    parser.add_argument("--workers", help="through the queue with N worker processes: 1,2,...")
+    parser.add_argument("--workers", help="N worker processes through the queue: 0,1,2 (0: none)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     if args.workers:

@@ -32,6 +32,9 @@ ROSTER = f"{NAMESPACE}:workers"
 ROSTER_SECONDS = 2.0  # how often a worker host writes its line
 FORGET_WORKERS_SECONDS = 7 * 86400  # a host gone this long leaves the roster
 SOCKET_SECONDS = 10.0  # no command waits longer on a Redis that stopped answering
+# How long a Dramatiq consumer backs off, at most, between fetches that find nothing (also while
+# its thread is busy): the next job starts at most this late after one ends.
+POLL_MILLISECONDS = 100
 
 BrokerError = redis.RedisError  # what every call here may raise while Redis is away
 

@@ -41,7 +41,7 @@ from daemon.service.worker import (
     details_for,
 )
 
-RECONCILE_SECONDS = 5.0  # also how long a job may be unaccounted for before it is sent again
+RECONCILE_SECONDS = 5.0  # how long a job may be unaccounted for before it is sent again
 STOP_SECONDS = 3.0  # each of the local worker and the results thread, out of the daemon's 8 s
 
 
@@ -59,7 +59,7 @@ class Coordinator:
         on_status: Callable[[str], None] = lambda text: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config = config
+        self._config = config
         self.journal = journal
         self.models = models
         self.clock = clock
@@ -76,7 +76,10 @@ class Coordinator:
             options={},
         )
         self._results = dramatiq.Worker(
-            self.broker, queues={brokers.RESULTS}, worker_threads=1, worker_timeout=1000
+            self.broker,
+            queues={brokers.RESULTS},
+            worker_threads=1,
+            worker_timeout=brokers.POLL_MILLISECONDS,
         )
         self._host = Host(config, [models]) if config.queue.local_worker else None
         self._lock = threading.Lock()  # one job's end at a time: a report, or the reconciling
@@ -90,6 +93,17 @@ class Coordinator:
         self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
 
     # -- the service's side (as Worker) ---------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        """A reload: the dispatcher and the local worker host take it for their next job."""
+        self._config = config
+        if self._host is not None:
+            self._host.config = config
 
     def recover(self) -> None:
         """Jobs a stop or crash left running stay so: the hosts may be painting them, and the
@@ -147,7 +161,7 @@ class Coordinator:
             while not self._stop.is_set():
                 self._heartbeat = time.monotonic()
                 try:
-                    if time.monotonic() - self._reconciled_at >= RECONCILE_SECONDS:
+                    if time.monotonic() - self._reconciled_at >= brokers.ROSTER_SECONDS:
                         self._reconcile()
                     sent = not self._held() and self._dispatch()
                     if self._away:

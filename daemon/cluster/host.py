@@ -28,7 +28,7 @@ from typing import Any
 import dramatiq
 from loguru import logger
 
-from daemon import pipeline
+from daemon import __version__, pipeline
 from daemon.cluster import broker as brokers
 from daemon.cluster.messages import RELEASED, Assignment, Order, Report
 from daemon.config import Config, Preset
@@ -91,6 +91,8 @@ class Host:
         self._styles: dict[tuple[str, str], tuple[list[transfer.Style], Any]] = {}
         self._styles_lock = threading.Lock()
         self._jobs: dict[int, dict[str, Any]] = {}  # what runs here, with its progress
+        self._counted: set[int] = set()  # jobs whose attempt `_deaths` counted, until reported
+        self._counted_lock = threading.Lock()
         self._stop = threading.Event()
         self._changed = threading.Event()  # a job began here: the roster says so at once
         self._paused_until = 0.0
@@ -106,7 +108,10 @@ class Host:
             options={},
         )
         self._worker = dramatiq.Worker(
-            self.broker, queues={brokers.JOBS}, worker_threads=len(models), worker_timeout=1000
+            self.broker,
+            queues={brokers.JOBS},
+            worker_threads=len(models),
+            worker_timeout=brokers.POLL_MILLISECONDS,
         )
         # One message per thread: no photo waits behind a long job while another host idles.
         self._worker.queue_prefetch = len(models)
@@ -146,7 +151,11 @@ class Host:
             assignment = Assignment.from_dict(payload)
             reports = self._assignment(assignment)
         except Exception as exc:
-            logger.opt(exception=exc).error("an assignment could not be read: {}", exc)
+            logger.opt(exception=exc).error(
+                "an assignment could not be read ({}); is this host's stylebox the "
+                "coordinator's version?",
+                exc,
+            )
             return
         for report in reports:
             self._report(report)
@@ -354,6 +363,8 @@ class Host:
             self.broker.client.expire(key, TRIES_SECONDS)
         except brokers.BrokerError:
             return 0  # not counted while Redis is away; the report waits for it anyway
+        with self._counted_lock:
+            self._counted.add(order.id)
         return deaths
 
     def _failure(self, order: Order, exc: Exception) -> Report:
@@ -378,7 +389,11 @@ class Host:
         while True:
             try:
                 brokers.send(self.broker, brokers.RESULTS, brokers.FINISHED, report.as_dict())
-                self.broker.client.decr(_tries_key(report.job_id, report.content_hash))
+                with self._counted_lock:
+                    counted = report.job_id in self._counted
+                    self._counted.discard(report.job_id)
+                if counted:
+                    self.broker.client.decr(_tries_key(report.job_id, report.content_hash))
                 return
             except brokers.BrokerError as exc:
                 if time.monotonic() > deadline:
@@ -408,6 +423,7 @@ class Host:
                         "devices": self._devices,
                         "started": self._started,
                         "taking_jobs": not self._holding,
+                        "version": __version__,
                         "jobs": {str(k): dict(v) for k, v in list(self._jobs.items())},
                     },
                 )

@@ -32,11 +32,13 @@ def stylist_for(
 
 
 def run_worker(config_path: Path, *, verbose: bool = False) -> int:
-    """`stylebox worker`: one thread per device, each with its model, until SIGTERM; a device
-    that cannot be used again ends it with exit code 1 (systemd restarts it)."""
-    stop = threading.Event()
+    """`stylebox worker`: one thread per device, each with its model, until SIGTERM; SIGHUP
+    takes a changed config's presets for the next job; a device that cannot be used again ends
+    it with exit code 1 (systemd restarts it)."""
+    stop, reload = threading.Event(), threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGHUP, lambda signum, frame: reload.set())
     config = load_config(config_path)
     if config.queue.url is None:
         raise ConfigError(
@@ -57,6 +59,9 @@ def run_worker(config_path: Path, *, verbose: bool = False) -> int:
     notifier.ready(f"taking jobs from {config.queue.shown_url}")
     try:
         while not stop.wait(WATCHDOG_SECONDS):
+            if reload.is_set():
+                reload.clear()
+                host.config = _reloaded(config_path, host.config)
             if host.problem() is not None:
                 logger.critical("{}; exiting so the service restarts", host.problem())
                 return ExitCode.FAILURE
@@ -66,3 +71,23 @@ def run_worker(config_path: Path, *, verbose: bool = False) -> int:
         notifier.stopping()
         logger.info("stopping")
         host.stop(STOP_GRACE_SECONDS)
+
+
+def _reloaded(config_path: Path, old: Config) -> Config:
+    """The new config if it is valid and keeps the queue, the device and the folders (those
+    need a restart), else the old one, with the reason logged."""
+    try:
+        new = load_config(config_path)
+    except ConfigError as exc:
+        logger.error("config reload refused, keeping the running config:\n{}", exc)
+        return old
+    fixed = [
+        name
+        for name in ("queue", "device", "inbox", "outbox")
+        if getattr(new, name) != getattr(old, name)
+    ]
+    if fixed:
+        logger.error("config reload refused: {} change(s) need a restart", ", ".join(fixed))
+        return old
+    logger.info("config reloaded: presets {}", ", ".join(new.presets))
+    return new
