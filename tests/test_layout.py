@@ -60,11 +60,12 @@ def test_the_service_knows_files_not_tensors(graph: grimp.ImportGraph) -> None:
 
 
 def test_the_web_page_knows_the_service_not_the_engine(graph: grimp.ImportGraph) -> None:
-    """It reads what the service writes; of the engine only its settings' defaults, which
-    load no torch."""
+    """It reads what the service writes (and what worker hosts write in Redis); of the engine
+    only its settings' defaults, which load no torch."""
     web_libraries = {"starlette", "uvicorn", "jinja2", "prometheus_client", "loguru"}
     daemon_parts = {"daemon.service", "daemon.config", "daemon.media", "daemon.errors"}
     allowed = web_libraries | daemon_parts | {"daemon.web", "daemon.engine.settings"}
+    allowed |= {"daemon.cluster.status"}  # the worker hosts, as the roster in Redis shows them
     found = _imports_beyond(graph, "daemon.web", allowed)
     beyond = {module: names - {"daemon"} for module, names in found.items()}  # its __version__
     assert {module: names for module, names in beyond.items() if names} == {}

@@ -17,6 +17,8 @@ import time
 from typing import Any
 
 import redis
+import redis.backoff
+import redis.retry
 from dramatiq import Message
 from dramatiq.brokers.redis import MAINTENANCE_SCALE, RedisBroker
 from loguru import logger
@@ -29,14 +31,15 @@ RESULTS = "stylebox.results"
 STYLISE = "stylise"  # the worker hosts' actor, on JOBS
 FINISHED = "finished"  # the coordinator's actor, on RESULTS
 ROSTER = f"{NAMESPACE}:workers"
+_NO_RETRY = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
 ROSTER_SECONDS = 2.0  # how often a worker host writes its line
 FORGET_WORKERS_SECONDS = 7 * 86400  # a host gone this long leaves the roster
-SOCKET_SECONDS = 10.0  # no command waits longer on a Redis that stopped answering
+SOCKET_SECONDS = 5.0  # no command waits longer on a Redis that stopped answering (no retries)
 # How long a Dramatiq consumer backs off, at most, between fetches that find nothing (also while
 # its thread is busy): the next job starts at most this late after one ends.
 POLL_MILLISECONDS = 100
 
-BrokerError = redis.RedisError  # what every call here may raise while Redis is away
+RedisError = redis.RedisError  # what every call here may raise while Redis is away
 
 
 def connect(settings: QueueSettings) -> RedisBroker:
@@ -47,6 +50,7 @@ def connect(settings: QueueSettings) -> RedisBroker:
         socket_timeout=SOCKET_SECONDS,
         socket_connect_timeout=SOCKET_SECONDS,
         health_check_interval=30,
+        retry=_NO_RETRY,  # the callers retry on their own clocks (a stop must not wait)
     )
     _log_dramatiq_through_loguru()
     return RedisBroker(
@@ -64,15 +68,17 @@ def send(broker: RedisBroker, queue: str, actor: str, payload: dict[str, Any]) -
     return broker.enqueue(message).options["redis_message_id"]
 
 
-def carried(broker: RedisBroker, queue: str, message_id: str) -> bool:
-    """Whether Redis still holds the message: queued, or taken and not yet acknowledged."""
-    return bool(broker.client.hexists(f"{NAMESPACE}:{queue}.msgs", message_id))
+def queued(broker: RedisBroker, queue: str, message_id: str) -> bool:
+    """Whether the message waits in the queue for a worker (not yet taken by one)."""
+    return broker.client.lpos(f"{NAMESPACE}:{queue}", message_id) is not None
 
 
 def client_for(settings: QueueSettings) -> redis.Redis:
     """A plain client, for reading the roster from `stylebox status` and the web page."""
     assert settings.url is not None, "only with queue.url"
-    return redis.Redis.from_url(settings.url, socket_timeout=2, socket_connect_timeout=2)
+    return redis.Redis.from_url(
+        settings.url, socket_timeout=2, socket_connect_timeout=2, retry=_NO_RETRY
+    )
 
 
 def report_in(client: redis.Redis, name: str, line: dict[str, Any]) -> None:
@@ -92,8 +98,10 @@ def roster(client: redis.Redis) -> dict[str, dict[str, Any]]:
         try:
             line = json.loads(raw)
             seen = float(line["seen"])
-        except (ValueError, KeyError, TypeError):
-            continue
+            line["devices"] = [str(each) for each in line["devices"]]
+            line["jobs"] = {int(job): dict(progress) for job, progress in line["jobs"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # not a line a stylebox worker writes
         if time.time() - seen > FORGET_WORKERS_SECONDS:
             client.hdel(ROSTER, name)
             continue

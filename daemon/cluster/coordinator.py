@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from loguru import logger
 
 from daemon.cluster import broker as brokers
 from daemon.cluster.host import SHARE_MARK, Host
-from daemon.cluster.messages import RELEASED, Assignment, Order, Report
+from daemon.cluster.messages import HANDED_BACK, RELEASED, Assignment, Order, Report
 from daemon.config import Config, Preset
 from daemon.engine import device, transfer
 from daemon.errors import InputError
@@ -42,7 +43,8 @@ from daemon.service.worker import (
 )
 
 RECONCILE_SECONDS = 5.0  # how long a job may be unaccounted for before it is sent again
-STOP_SECONDS = 3.0  # each of the local worker and the results thread, out of the daemon's 8 s
+STOP_SECONDS = 2.5  # each of the local worker and the results thread, out of the daemon's 8 s
+HAND_BACK_SECONDS = 5.0  # a job a host could not do waits this long, so another host takes it
 
 
 class Coordinator:
@@ -65,7 +67,7 @@ class Coordinator:
         self.clock = clock
         self.on_status = on_status
         self.finish = Finisher(journal, metrics, on_status=on_status, clock=clock)
-        self.fatal: BaseException | None = None
+        self._fatal: BaseException | None = None
         self.broker = brokers.connect(config.queue)
         dramatiq.Actor(
             self._on_report,
@@ -97,6 +99,13 @@ class Coordinator:
     @property
     def config(self) -> Config:
         return self._config
+
+    @property
+    def fatal(self) -> BaseException | None:
+        """What ends the daemon: the journal failing, a bug, or the local device unusable."""
+        if self._fatal is None and self._host is not None:
+            return self._host.fatal
+        return self._fatal
 
     @config.setter
     def config(self, config: Config) -> None:
@@ -138,13 +147,16 @@ class Coordinator:
         """Stop the local worker (its job is reported released), then the results thread."""
         if self._host is not None:
             self._host.stop(STOP_SECONDS)
-        self._results.stop(timeout=int(STOP_SECONDS * 1000))
+        try:  # Dramatiq waits up to its timeout twice: for the threads, then the consumers
+            self._results.stop(timeout=int(STOP_SECONDS * 1000 / 2))
+        except (brokers.RedisError, dramatiq.BrokerConnectionError) as exc:
+            logger.warning("stopping with the queue's Redis away: {}", exc)
         self._thread.join(max(0.1, timeout - 2 * STOP_SECONDS))
         return not self._thread.is_alive()
 
     def problem(self) -> str | None:
-        if self.fatal is not None:
-            return f"the coordinator stopped: {self.fatal}"
+        if self._fatal is not None:
+            return f"the coordinator stopped: {self._fatal}"
         if self._host is not None and (problem := self._host.problem()):
             return problem
         if not self._thread.is_alive():
@@ -167,7 +179,7 @@ class Coordinator:
                     if self._away:
                         logger.info("the queue's Redis answers again")
                         self._away = False
-                except brokers.BrokerError as exc:
+                except brokers.RedisError as exc:
                     if not self._away:
                         logger.warning("the queue's Redis is unreachable ({}); retrying", exc)
                     self._away, sent = True, False
@@ -176,7 +188,7 @@ class Coordinator:
                     self._wake.clear()
         except Exception as exc:  # the journal failing, or a bug
             logger.opt(exception=exc).critical("the dispatcher cannot go on")
-            self.fatal = exc
+            self._fatal = exc
 
     def _held(self) -> bool:
         """Paused (state_dir/paused): nothing more is sent; what hosts have finishes."""
@@ -190,7 +202,7 @@ class Coordinator:
     def _dispatch(self) -> bool:
         """Send the next due job (with its batch-mates) if a device is free for it."""
         lines = brokers.live_roster(self.broker.client, self.config.queue.heartbeat_seconds)
-        devices = sum(len(line["devices"]) for line in lines.values() if line["taking_jobs"])
+        devices = sum(len(line["devices"]) for line in lines.values() if line.get("taking_jobs"))
         if len(self.journal.running()) >= 2 * devices:
             return False
         with self._lock:
@@ -252,10 +264,13 @@ class Coordinator:
         return mates
 
     def _send(self, jobs: list[Job], config: Config) -> None:
-        """One assignment for these running jobs; recorded, so that a lost one is sent again."""
+        """One assignment for these running jobs; recorded first, so that a report of an older
+        sending is known for one, and a lost one is sent again."""
         output = config.output
+        dispatch = {"id": uuid.uuid4().hex, "sent_at": self.clock()}
+        fingerprint = config.presets[jobs[0].preset].fingerprint
         assignment = Assignment(
-            orders=tuple(Order.of(job) for job in jobs),
+            orders=tuple(Order.of(job, fingerprint, dispatch["id"]) for job in jobs),
             inbox=str(config.inbox),
             outbox=str(config.outbox),
             output={
@@ -268,8 +283,10 @@ class Coordinator:
             max_attempts=config.retries.max_attempts,
             sent_at=self.clock(),
         )
+        ids = [job.id for job in jobs]
+        self.journal.note_dispatch(ids, dispatch)
         message = brokers.send(self.broker, brokers.JOBS, brokers.STYLISE, assignment.as_dict())
-        self.journal.note_dispatch([job.id for job in jobs], message)
+        self.journal.note_dispatch(ids, {**dispatch, "message": message})
         for job in jobs:
             logger.bind(job=job.id).info(
                 "{} -> preset {}: sent to the workers", Path(job.source_path).name, job.preset
@@ -278,28 +295,31 @@ class Coordinator:
     # -- reconciling --------------------------------------------------------------------------
 
     def _reconcile(self) -> None:
-        """Account for every running job: on a live host, or carried by Redis, or finished
-        from the outbox, or sent again. Also copies the hosts' progress into the journal."""
+        """Account for every running job: in a live host's hands, or waiting in Redis's queue,
+        or else finished from the outbox, or sent again. (A message taken by a host that died
+        is neither once its roster line is old: Dramatiq requeues it too, and the second
+        delivery finds the first in hand or published.) Also copies the hosts' progress into
+        the journal."""
         self._reconciled_at = time.monotonic()
         lines = brokers.live_roster(self.broker.client, self.config.queue.heartbeat_seconds)
         painting: dict[int, dict[str, Any]] = {}
         for name, line in lines.items():
-            for job_id, progress in line.get("jobs", {}).items():
-                painting[int(job_id)] = {**progress, "worker": name}
+            for job_id, progress in line["jobs"].items():
+                painting[job_id] = {**progress, "worker": name}
         reported = {job: p for job, p in painting.items() if "evaluation" in p}  # past loading
         if reported:
             self.journal.record_progress(reported)
         now = time.monotonic()
         for job in self.journal.running():
-            dispatch = job.details.get("dispatch")
+            message = job.details.get("dispatch", {}).get("message")
             if job.id in painting or (
-                dispatch and brokers.carried(self.broker, brokers.JOBS, dispatch["message"])
+                message and brokers.queued(self.broker, brokers.JOBS, message)
             ):
                 self._missing.pop(job.id, None)
                 continue
             if now - self._missing.setdefault(job.id, now) < RECONCILE_SECONDS:
                 continue  # its report may be on its way
-            del self._missing[job.id]
+            self._missing.pop(job.id, None)
             with self._lock:
                 current = self.journal.get(job.id)
                 if current is None or current.state != JobState.RUNNING:
@@ -334,10 +354,10 @@ class Coordinator:
             with self._lock:
                 self._apply(report)
         except JournalError as exc:
-            self.fatal = exc
+            self._fatal = exc
         except Exception as exc:
             logger.opt(exception=exc).critical("a worker's report could not be applied")
-            self.fatal = exc
+            self._fatal = exc
         self._wake.set()
 
     def _apply(self, report: Report) -> None:
@@ -354,11 +374,23 @@ class Coordinator:
                 job.state,
             )
             return
+        latest = job.details.get("dispatch", {}).get("id")
+        if report.outcome != Outcome.DONE and report.dispatch != latest:
+            log.info(
+                "a report of an older sending ({}, from {}) ignored", report.outcome, report.worker
+            )
+            return
         self._missing.pop(job.id, None)
         config = self.config
         if report.outcome == RELEASED:
             self.journal.release(job.id)
             log.info("{} stopped before it was done; queued again", report.worker)
+            return
+        if report.outcome == HANDED_BACK:
+            self.journal.release(
+                job.id, error=report.reason, not_before=self.clock() + HAND_BACK_SECONDS
+            )
+            log.warning("handed back by {}: {}", report.worker, report.reason)
             return
         if report.outcome == Outcome.DONE:
             if self._finished_in_outbox(job):

@@ -9,7 +9,10 @@ assignment are mapped onto them), and nothing outside them is read or written.
 
 Delivery is at least once, so each job is checked before it is painted and again before its result
 is published: a result from the same bytes already there (a job redelivered after a worker was
-thought dead) is reported done as it is, and a job another live host is painting is left to it.
+thought dead) is reported done as it is, and a job another live host (or another thread here) has
+in hand is left to it. What this host cannot do (the share not visible here, a preset that differs)
+is handed back without costing the job an attempt, and the host stops taking jobs while the share
+is missing, so that another host does it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import queue
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
@@ -30,7 +34,7 @@ from loguru import logger
 
 from daemon import __version__, pipeline
 from daemon.cluster import broker as brokers
-from daemon.cluster.messages import RELEASED, Assignment, Order, Report
+from daemon.cluster.messages import HANDED_BACK, RELEASED, Assignment, Order, Report
 from daemon.config import Config, Preset
 from daemon.engine import device, transfer
 from daemon.errors import InputError
@@ -42,13 +46,13 @@ from daemon.service.worker import StopRequested, sidecar_for
 SHARE_MARK = ".stylebox-share"  # written by the coordinator in its outbox: the share is mounted
 SHARE_PAUSE_SECONDS = 30.0  # a host that cannot see a photo takes no jobs for this long
 REPORT_TRIES_SECONDS = 60.0  # a report waits this long for Redis to come back
+STOPPING_REPORT_SECONDS = 2.0  # ... or this long once the host is stopping
 TRIES_SECONDS = 7 * 86400
-PROGRESS_SECONDS = 2.0
 
 
 class ShareMissing(OSError):
-    """The share is not mounted on this host, or not where its config says: transient, since
-    another host (or this one, later) can do the job."""
+    """The share is not mounted on this host, or not where its config says: another host (or
+    this one, later) can do the job."""
 
 
 def worker_name() -> str:
@@ -67,16 +71,18 @@ def devices_for(name: str) -> list[str]:
 
 @dataclass(frozen=True)
 class _Ready:
-    """An order whose photo is checked and loaded."""
+    """An order whose photo is checked and loaded, with the preset it was checked against."""
 
     order: Order
+    preset: Preset
     source: Path  # on this host
     planned: Path  # on this host
     photo: decode.LoadedImage
 
 
 class Host:
-    """The worker side of the queue; `start`, then `stop` (which releases what is running)."""
+    """The worker side of the queue; `start`, then `stop` (which releases what is running).
+    `config` may be swapped on reload; an assignment keeps the one it began with."""
 
     def __init__(self, config: Config, models: list[device.Models], *, name: str = "") -> None:
         self.config = config
@@ -89,15 +95,13 @@ class Host:
         self._devices = [str(each.device) for each in models]
         self._own = threading.local()
         self._styles: dict[tuple[str, str], tuple[list[transfer.Style], Any]] = {}
-        self._styles_lock = threading.Lock()
-        self._jobs: dict[int, dict[str, Any]] = {}  # what runs here, with its progress
-        self._counted: set[int] = set()  # jobs whose attempt `_deaths` counted, until reported
-        self._counted_lock = threading.Lock()
+        self._lock = threading.Lock()  # the maps below, shared by the worker threads
+        self._jobs: dict[int, dict[str, Any]] = {}  # in hand here, from receipt to report
+        self._counted: Counter[int] = Counter()  # attempts `_deaths` counted, until reported
         self._stop = threading.Event()
-        self._changed = threading.Event()  # a job began here: the roster says so at once
+        self._changed = threading.Event()  # a job arrived or left: the roster says so at once
         self._paused_until = 0.0
-        self._holding = False  # the share is missing here: the jobs queue is not read
-        self._hold_lock = threading.Lock()
+        self._holding = False  # the share is missing here (or the device is gone): no jobs
         self._started = time.time()
         dramatiq.Actor(
             self._carry_out,
@@ -128,37 +132,84 @@ class Host:
         )
 
     def stop(self, timeout: float) -> None:
-        """Stop taking jobs; running ones end at their next evaluation, reported released."""
+        """Stop taking jobs within about `timeout`; running ones end at their next evaluation,
+        reported released (or, with Redis away, sent again by the coordinator)."""
         self._stop.set()
         self._changed.set()
-        self._worker.stop(timeout=int(timeout * 1000))
-        self._roster.join(timeout=brokers.ROSTER_SECONDS + 1)
-        with contextlib.suppress(brokers.BrokerError):  # else unheard-of after the heartbeat
+        try:  # Dramatiq waits up to its timeout twice: for the threads, then the consumers
+            self._worker.stop(timeout=int(timeout * 1000 / 2))
+        except (brokers.RedisError, dramatiq.BrokerConnectionError) as exc:
+            logger.warning("stopping with the queue's Redis away: {}", exc)
+        self._roster.join(timeout=1.0)
+        with contextlib.suppress(brokers.RedisError):  # else unheard-of after the heartbeat
             brokers.sign_off(self.broker.client, self.name)
 
     def problem(self) -> str | None:
         """Why this host cannot go on, in a line; None while it can."""
         if self.fatal is not None:
             return f"the device is unusable: {self.fatal}"
+        if (
+            self._roster.ident is not None
+            and not self._roster.is_alive()
+            and not self._stop.is_set()
+        ):
+            return "the worker's roster thread is not running"
         return None
 
     # -- the actor, in a Dramatiq worker thread ---------------------------------------------
 
     def _carry_out(self, payload: dict[str, Any]) -> None:
         """One assignment; never raises (Dramatiq would dead-letter the message), and reports
-        every job it took: the coordinator re-sends what it does not hear about."""
+        every job it took: the coordinator sends again what it does not hear about."""
         try:
             assignment = Assignment.from_dict(payload)
-            reports = self._assignment(assignment)
         except Exception as exc:
             logger.opt(exception=exc).error(
                 "an assignment could not be read ({}); is this host's stylebox the "
-                "coordinator's version?",
+                "coordinator's version ({})?",
                 exc,
+                __version__,
             )
             return
-        for report in reports:
-            self._report(report)
+        config = self.config  # one config for the whole assignment, even if a reload swaps it
+        taken = self._take(assignment.orders)
+        try:
+            try:
+                reports = self._assignment(assignment, taken, config)
+            except Exception as exc:  # a bug between the steps: each job is still reported
+                logger.opt(exception=exc).error("an assignment failed: {}", exc)
+                reports = [self._failure(order, exc) for order in taken]
+            for report in reports:
+                self._report(report)
+        finally:
+            with self._lock:
+                for order in taken:
+                    self._jobs.pop(order.id, None)
+            self._changed.set()
+
+    def _take(self, orders: tuple[Order, ...]) -> list[Order]:
+        """The orders no one else has in hand, now listed in this host's roster line."""
+        try:
+            lines = brokers.live_roster(self.broker.client, self.config.queue.heartbeat_seconds)
+        except brokers.RedisError:
+            lines = {}
+        elsewhere = {
+            int(job): name
+            for name, line in lines.items()
+            if name != self.name
+            for job in line["jobs"]
+        }
+        taken = []
+        with self._lock:
+            for order in orders:
+                holder = "this host" if order.id in self._jobs else elsewhere.get(order.id)
+                if holder is not None:
+                    logger.bind(job=order.id).info("already in hand on {}; left to it", holder)
+                    continue
+                self._jobs[order.id] = {}  # its progress from the first evaluation
+                taken.append(order)
+        self._changed.set()
+        return taken
 
     def _models(self) -> device.Models:
         """This thread's device, taken once from the pool."""
@@ -166,21 +217,22 @@ class Host:
             self._own.models = self._free.get_nowait()
         return self._own.models
 
-    def _assignment(self, assignment: Assignment) -> list[Report]:
+    def _assignment(
+        self, assignment: Assignment, orders: list[Order], config: Config
+    ) -> list[Report]:
         reports: list[Report] = []
         ready: list[_Ready] = []
-        outbox = Outbox(self.config.outbox, file_mode=assignment.output["file_mode"])
-        for order in assignment.orders:
-            if self._stop.is_set() or self._holding:
-                # Stopping, or taken just before the hold began: handed back, not attempted.
-                reports.append(self._ended(order, RELEASED, "handed back by the worker"))
+        outbox = Outbox(config.outbox, file_mode=assignment.output["file_mode"])
+        for order in orders:
+            if self._stop.is_set():
+                reports.append(self._ended(order, RELEASED, "the worker is stopping"))
                 continue
-            holder = self._held_elsewhere(order)
-            if holder is not None:
-                logger.bind(job=order.id).info("already being painted by {}; left to it", holder)
+            if self._holding:  # taken just before the hold began
+                reason = f"{self.name} takes no jobs now: it cannot see the share"
+                reports.append(self._ended(order, HANDED_BACK, reason))
                 continue
             try:
-                prepared = self._prepare(order, assignment)
+                prepared = self._prepare(order, assignment, config)
             except Exception as exc:
                 reports.append(self._failure(order, exc))
                 continue
@@ -192,18 +244,15 @@ class Host:
             reports += self._paint(ready, assignment, outbox)
         return reports
 
-    def _prepare(self, order: Order, assignment: Assignment) -> _Ready | Report:
-        """The order's photo, checked and loaded, or the report of a job already settled."""
+    def _prepare(self, order: Order, assignment: Assignment, config: Config) -> _Ready | Report:
+        """The order's photo, checked and loaded, or the report of a job settled here."""
         log = logger.bind(job=order.id)
-        source = self._here(order.source, assignment.inbox, self.config.inbox)
-        planned = self._here(order.planned, assignment.outbox, self.config.outbox)
+        source = self._here(order.source, assignment.inbox, config.inbox)
+        planned = self._here(order.planned, assignment.outbox, config.outbox)
         if published(planned, order.content_hash) is not None:
             log.info("{} was already published; reported done", planned.name)
             return self._ended(order, Outcome.DONE)
-        if self._deaths(order) > assignment.max_attempts:
-            reason = "a worker died during each of its attempts"
-            return self._ended(order, Outcome.FAILED, reason)
-        preset = self.config.presets.get(order.preset)
+        preset = config.presets.get(order.preset)
         if preset is None or preset.fingerprint != order.fingerprint:
             differs = "is not configured" if preset is None else "differs (styles or parameters)"
             reason = (
@@ -211,11 +260,13 @@ class Host:
                 "coordinator's presets"
             )
             log.error("{}", reason)
-            return self._ended(order, Outcome.RETRY, reason)
+            return self._ended(order, HANDED_BACK, reason)
+        if self._deaths(order) > assignment.max_attempts:
+            return self._ended(order, Outcome.FAILED, "a worker died during each of its attempts")
         if not source.exists() and not source.is_symlink():
             raise ShareMissing(
                 errno.ENOENT,
-                f"not found on {self.name} (is the inbox share mounted at {self.config.inbox}?)",
+                f"not found on {self.name} (is the inbox share mounted at {config.inbox}?)",
                 str(source),
             )
         if source.is_symlink() or not source.is_file():
@@ -228,27 +279,30 @@ class Host:
             long_side=preset.settings.size,
             follow_symlinks=False,
         )
-        return _Ready(order, source, planned, photo)
+        return _Ready(order, preset, source, planned, photo)
 
-    def _here(self, path: str, theirs: str, ours: Path) -> Path:
-        """The coordinator's `path`, inside its folder `theirs`, on this host (inside `ours`)."""
+    @staticmethod
+    def _here(path: str, theirs: str, ours: Path) -> Path:
+        """The coordinator's `path`, inside its folder `theirs`, on this host: inside `ours`,
+        through no link out of it."""
         relative = PurePath(os.path.normpath(path))
         if not relative.is_relative_to(theirs) or ".." in relative.parts:
             raise InputError(f"{path}: not inside the coordinator's {theirs}")
-        return ours / relative.relative_to(theirs)
+        here = ours / relative.relative_to(theirs)
+        if not here.parent.resolve().is_relative_to(ours.resolve()):
+            raise InputError(f"{here}: its folder leads out of {ours} (a link)")
+        return here
 
     def _paint(self, ready: list[_Ready], assignment: Assignment, outbox: Outbox) -> list[Report]:
         """Stylise the loaded photos together, then publish each; a batch that fails is tried
         again one photo at a time, so that one photo's fault costs its mates nothing."""
         models = self._models()
-        preset = self.config.presets[ready[0].order.preset]
+        preset = ready[0].preset
         batch = f" in a batch of {len(ready)}" if len(ready) > 1 else ""
         for each in ready:
-            self._jobs[each.order.id] = {}  # in hand; its progress from the first evaluation
             logger.bind(job=each.order.id).info(
                 "{} -> preset {} on {}{}", each.source, preset.name, models.device, batch
             )
-        self._changed.set()
         started = time.monotonic()
         try:
             styles, targets = self._styles_for(preset, models, assignment.max_input_pixels)
@@ -269,20 +323,18 @@ class Host:
             if device.is_poisoned(exc):
                 self.fatal = exc
                 self._stop.set()
+                self._hold(True, "the device is unusable")
                 reason = f"device error on {self.name}: {exc}"
                 logger.critical("the device is unusable ({}); this worker exits", exc)
-                return [self._ended(each.order, Outcome.RETRY, reason) for each in ready]
+                return [self._ended(each.order, HANDED_BACK, reason) for each in ready]
             if len(ready) == 1:
                 return [self._failure(ready[0].order, exc)]
             logger.warning("a batch of {} failed ({}); each photo runs alone", len(ready), exc)
             return [r for each in ready for r in self._paint([each], assignment, outbox)]
-        finally:
-            for each in ready:
-                self._jobs.pop(each.order.id, None)
         reports = []
         for each, result in zip(ready, results, strict=True):
             try:
-                reports.append(self._publish(each, result, preset, assignment, outbox, len(ready)))
+                reports.append(self._publish(each, result, assignment, outbox, len(ready)))
             except Exception as exc:
                 reports.append(self._failure(each.order, exc))
         return reports
@@ -291,7 +343,6 @@ class Host:
         self,
         ready: _Ready,
         result: transfer.Result,
-        preset: Preset,
         assignment: Assignment,
         outbox: Outbox,
         batch: int,
@@ -310,7 +361,8 @@ class Host:
             quality=output["quality"],
             bit_depth=output["bit_depth"],
         )
-        sidecar = sidecar_for(order.as_job(), preset, result, source.name, batch, time.time())
+        job = order.as_job()
+        sidecar = sidecar_for(job, ready.preset, result, source.name, batch, time.time())
         sidecar["worker"] = {**sidecar["worker"], "name": self.name}
         outbox.deliver(ready.planned, writer, sidecar)
         logger.bind(job=order.id).success("published {}", ready.planned)
@@ -335,7 +387,7 @@ class Host:
     def _styles_for(self, preset: Preset, models: device.Models, max_pixels: int):
         """Style images and their Gram targets, once per preset version and device."""
         key = (preset.fingerprint, str(models.device))
-        with self._styles_lock:
+        with self._lock:
             if key not in self._styles:
                 styles = pipeline.load_styles(preset.styles, preset.settings, max_pixels=max_pixels)
                 self._styles[key] = (styles, transfer.StyleTargets())
@@ -343,77 +395,77 @@ class Host:
 
     # -- at least once, reported once ---------------------------------------------------------
 
-    def _held_elsewhere(self, order: Order) -> str | None:
-        """The live host that is painting this job now, if another one is (a re-sent job)."""
-        try:
-            lines = brokers.live_roster(self.broker.client, self.config.queue.heartbeat_seconds)
-        except brokers.BrokerError:
-            return None
-        for name, line in lines.items():
-            if name != self.name and str(order.id) in line.get("jobs", {}):
-                return name
-        return None
-
     def _deaths(self, order: Order) -> int:
         """Counts this attempt of the job; what is left of the count once attempts report is
         how many died unreported (a photo that kills its worker must not do so forever)."""
         key = _tries_key(order.id, order.content_hash)
         try:
-            deaths = int(self.broker.client.incr(key))
-            self.broker.client.expire(key, TRIES_SECONDS)
-        except brokers.BrokerError:
+            with self.broker.client.pipeline() as both:
+                deaths, _ = both.incr(key).expire(key, TRIES_SECONDS).execute()
+        except brokers.RedisError:
             return 0  # not counted while Redis is away; the report waits for it anyway
-        with self._counted_lock:
-            self._counted.add(order.id)
-        return deaths
+        with self._lock:
+            self._counted[order.id] += 1
+        return int(deaths)
 
     def _failure(self, order: Order, exc: Exception) -> Report:
-        outcome, reason = classify(exc, Path(order.source).name)
         log = logger.bind(job=order.id)
+        if isinstance(exc, ShareMissing):
+            # Not the photo's fault, nor this attempt's: handed back, and no job taken here
+            # for a while, so that another host does it.
+            self._paused_until = time.monotonic() + SHARE_PAUSE_SECONDS
+            self._hold_while_share_missing()
+            log.warning("{}; handed back", exc)
+            return self._ended(order, HANDED_BACK, f"{Path(order.source).name}: {exc}")
+        outcome, reason = classify(exc, Path(order.source).name)
         if outcome is Outcome.FAILED:
             log.opt(exception=exc).error("unexpected error")
         else:
             log.warning("{}: {}", outcome, reason)
-        if isinstance(exc, ShareMissing):
-            self._paused_until = time.monotonic() + SHARE_PAUSE_SECONDS
-            self._hold_while_share_missing()  # at once: the retry must go to another host
         return self._ended(order, outcome, reason)
 
     def _ended(self, order: Order, outcome: str, reason: str = "") -> Report:
-        return Report(order.id, order.content_hash, str(outcome), self.name, reason)
+        return Report(order.id, order.content_hash, order.dispatch, str(outcome), self.name, reason)
 
     def _report(self, report: Report) -> None:
-        """Send one report, waiting out a Redis restart; the attempt no longer counts as a
-        death once it is sent."""
-        deadline = time.monotonic() + REPORT_TRIES_SECONDS
+        """Send one report, waiting out a Redis restart (not long once stopping); the attempt
+        no longer counts as a death once it is sent."""
+        started = time.monotonic()
         while True:
             try:
                 brokers.send(self.broker, brokers.RESULTS, brokers.FINISHED, report.as_dict())
-                with self._counted_lock:
-                    counted = report.job_id in self._counted
-                    self._counted.discard(report.job_id)
-                if counted:
-                    self.broker.client.decr(_tries_key(report.job_id, report.content_hash))
-                return
-            except brokers.BrokerError as exc:
-                if time.monotonic() > deadline:
+                break
+            except brokers.RedisError as exc:
+                limit = STOPPING_REPORT_SECONDS if self._stop.is_set() else REPORT_TRIES_SECONDS
+                if time.monotonic() - started > limit:
                     logger.bind(job=report.job_id).error(
                         "could not report {} ({}); the coordinator will send the job again",
                         report.outcome,
                         exc,
                     )
                     return
-                time.sleep(1.0)
+                time.sleep(0.5)
+        with self._lock:
+            counted = self._counted[report.job_id] > 0
+            if counted:
+                self._counted[report.job_id] -= 1
+                if not self._counted[report.job_id]:
+                    del self._counted[report.job_id]
+        if counted:
+            with contextlib.suppress(brokers.RedisError):
+                self.broker.client.decr(_tries_key(report.job_id, report.content_hash))
 
     # -- the roster, in its own thread ----------------------------------------------------------
 
     def _report_in(self) -> None:
-        """Every few seconds: this host's line in the roster (what it runs, how far), and
-        whether it takes jobs: not while the share is missing here."""
-        away = False
-        while True:
-            self._hold_while_share_missing()
+        """Every few seconds, and whenever a job arrives or leaves: this host's line in the
+        roster (what it has in hand, how far), and whether it takes jobs."""
+        trouble = None
+        while not self._stop.is_set():
             try:
+                self._hold_while_share_missing()
+                with self._lock:
+                    jobs = {str(job): dict(progress) for job, progress in self._jobs.items()}
                 brokers.report_in(
                     self.broker.client,
                     self.name,
@@ -424,27 +476,36 @@ class Host:
                         "started": self._started,
                         "taking_jobs": not self._holding,
                         "version": __version__,
-                        "jobs": {str(k): dict(v) for k, v in list(self._jobs.items())},
+                        "jobs": jobs,
                     },
                 )
-                if away:
+                if trouble is not None:
                     logger.info("the queue's Redis answers again")
-                away = False
-            except brokers.BrokerError as exc:
-                if not away:
-                    logger.warning("the queue's Redis is unreachable ({}); retrying", exc)
-                away = True
+                trouble = None
+            except Exception as exc:  # Redis away, or the share erroring: said once, kept on
+                if trouble is None:
+                    logger.warning("the roster could not be written ({}); retrying", exc)
+                trouble = exc
             self._changed.wait(brokers.ROSTER_SECONDS)
             self._changed.clear()
-            if self._stop.is_set():
-                return
 
     def _hold_while_share_missing(self) -> None:
-        """Take no jobs while this host cannot see the share (its mark is missing from the
-        outbox, or a photo was not found here lately), so that other hosts take them."""
-        missing = not (self.config.outbox / SHARE_MARK).is_file()
-        hold = missing or time.monotonic() < self._paused_until
-        with self._hold_lock:
+        """Take no jobs while this host cannot see the share (the coordinator's mark is missing
+        from the outbox, or a photo was not found here lately), so that other hosts take them."""
+        try:
+            missing = not (self.config.outbox / SHARE_MARK).is_file()
+        except OSError:  # a stale NFS handle, an I/O error: as good as missing
+            missing = True
+        if missing:
+            self._hold(True, f"{self.config.outbox / SHARE_MARK} is missing")
+        elif time.monotonic() < self._paused_until:
+            self._hold(True, "a photo was not found here")
+        elif self.fatal is None:
+            self._hold(False, "")
+
+    def _hold(self, hold: bool, why: str) -> None:
+        """Stop (or go back to) reading the jobs queue; what is in hand carries on."""
+        with self._lock:
             if hold == self._holding:
                 return
             consumer = self._worker.consumers.get(brokers.JOBS)
@@ -453,15 +514,11 @@ class Host:
             self._holding = hold
         if hold:
             consumer.pause()
-            why = (
-                f"{self.config.outbox / SHARE_MARK} is missing"
-                if missing
-                else "a photo was not found"
-            )
-            logger.warning("taking no jobs: {} (is the share mounted here?)", why)
+            logger.warning("taking no jobs: {}", why)
         else:
             consumer.resume()
             logger.info("taking jobs again")
+        self._changed.set()
 
 
 def _tries_key(job_id: int, content_hash: str) -> str:

@@ -3,12 +3,15 @@ and one report per job. Paths are the coordinator's; each host maps them to its 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Self
 
 from daemon.service.journal import Job, JobState
 
 RELEASED = "released"  # a worker stopped mid-job: back in the queue, the attempt not counted
+# A host could not do it (the share not visible there, a preset that differs): back in the
+# queue for a moment, the attempt not counted, with the reason kept in the journal.
+HANDED_BACK = "handed_back"
 
 
 @dataclass(frozen=True)
@@ -23,19 +26,23 @@ class Order:
     planned: str
     attempts: int
     enqueued_at: float
+    dispatch: str  # which sending of the job this is: a report of an older one is stale
 
     @classmethod
-    def of(cls, job: Job) -> Self:
+    def of(cls, job: Job, fingerprint: str, dispatch: str) -> Self:
+        """`fingerprint`: the preset's as configured now (a reload may have changed it since
+        the job was queued, and the hosts have the new one)."""
         assert job.planned_output is not None, "planned before it is sent"
         return cls(
             job.id,
             job.source_path,
             job.content_hash,
             job.preset,
-            job.fingerprint,
+            fingerprint,
             job.planned_output,
             job.attempts,
             job.enqueued_at,
+            dispatch,
         )
 
     def as_job(self) -> Job:
@@ -83,15 +90,15 @@ class Assignment:
 
 @dataclass(frozen=True)
 class Report:
-    """How one job of an assignment ended on a worker host: an Outcome's name (or RELEASED)
-    with the reason; a done job's result is read from the outbox, not from here."""
+    """How one job of an assignment ended on a worker host: an Outcome's name (or RELEASED,
+    HANDED_BACK) with the reason; a done job's result is read from the outbox, not from here."""
 
     job_id: int
     content_hash: str
+    dispatch: str
     outcome: str
     worker: str
     reason: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,7 +18,7 @@ def workers(config: Config) -> dict[str, Any] | None:
     client = brokers.client_for(config.queue)
     try:
         lines = brokers.roster(client)
-    except brokers.BrokerError as exc:
+    except brokers.RedisError as exc:
         return {**shown, "error": f"Redis is unreachable: {exc}"}
     finally:
         client.close()
@@ -28,8 +28,8 @@ def workers(config: Config) -> dict[str, Any] | None:
         shown["hosts"].append(
             {
                 "name": name,
-                "devices": line.get("devices", []),
-                "jobs": [int(job) for job in line.get("jobs", {})],
+                "devices": line["devices"],
+                "jobs": sorted(line["jobs"]),
                 "taking_jobs": bool(line.get("taking_jobs")),
                 "quiet_seconds": round(quiet, 1),
                 "heard": quiet < config.queue.heartbeat_seconds,

@@ -719,32 +719,23 @@ def _queue_url(url: str) -> str:
         raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {parts.scheme!r}")
     if not (parts.hostname if parts.scheme != "unix" else parts.path):
         raise ValueError("expected a host, such as redis://nas.local:6379/0")
+    if "password" in urllib.parse.parse_qs(parts.query):
+        raise ValueError("give the password as redis://:password@host (it is then never shown)")
     return url
-
-
-def _absolute(value: Any) -> Any:
-    """A path prefix in a `paths:` map: absolute, so it matches the coordinator's paths."""
-    if not isinstance(value, str) or not PurePath(value).is_absolute():
-        raise ValueError(f"expected an absolute path, got {describe(value)}")
-    return str(PurePath(value))
-
-
-AbsolutePath = Annotated[str, Strict(), AfterValidator(_absolute)]
 
 
 class QueueSettings(BaseModel):
     """Several hosts on one inbox (Dramatiq on Redis). Without `url`, one process does it all.
 
     With it, `stylebox run` is the coordinator (watcher, journal, outbox records, originals) and
-    `stylebox worker` on each GPU host stylises. `paths` maps the coordinator's folders to where
-    this host mounts the same share (for `stylebox worker`); `heartbeat_seconds` is how long a
-    worker may go unheard before its job is given to another."""
+    `stylebox worker` on each GPU host stylises; a worker's `inbox` and `outbox` are where that
+    host mounts the coordinator's. `heartbeat_seconds` is how long a worker may go unheard
+    before its job is given to another."""
 
     model_config = STRICT
     url: Annotated[str, AfterValidator(_queue_url)] | None = None
     local_worker: bool = True
     heartbeat_seconds: Annotated[float, Field(ge=2, le=3600, allow_inf_nan=False)] = 60.0
-    paths: Annotated[dict[AbsolutePath, AbsolutePath], Strict(False)] = Field(default_factory=dict)
 
     @property
     def shown_url(self) -> str:

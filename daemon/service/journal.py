@@ -469,10 +469,10 @@ class Journal:
                 [(json.dumps(p), job_id, JobState.RUNNING) for job_id, p in progress.items()],
             )
 
-    def note_dispatch(self, job_ids: Sequence[int], message_id: str) -> None:
-        """Which broker message carries these running jobs (several hosts): the coordinator
-        sends again what Redis no longer holds. A job settled meanwhile is left as it is."""
-        dispatch = json.dumps({"message": message_id, "sent_at": self._now()})
+    def note_dispatch(self, job_ids: Sequence[int], dispatch: dict[str, Any]) -> None:
+        """Which sending of these running jobs is the latest, and its broker message (several
+        hosts): the coordinator sends again what is lost. A job settled meanwhile is left."""
+        dispatch = json.dumps(dispatch)
         with self._write() as conn:
             conn.executemany(
                 "UPDATE jobs SET details = json_set(details, '$.dispatch', json(?)) WHERE id = ?"
@@ -543,11 +543,17 @@ class Journal:
             events,
         )
 
-    def release(self, job_id: int) -> None:
-        """Put a job back on shutdown; the attempt is not counted, since a stop is not a failure."""
-        self._update_running(
-            job_id, "release it", "state = ?, attempts = attempts - 1", (JobState.QUEUED,)
-        )
+    def release(
+        self, job_id: int, *, error: str | None = None, not_before: float | None = None
+    ) -> None:
+        """Put a job back, the attempt not counted: on shutdown (a stop is not a failure), or
+        handed back by a worker host that could not do it, with why and when to try again."""
+        if error is None:
+            assignments, params = "state = ?, attempts = attempts - 1", (JobState.QUEUED,)
+        else:
+            assignments = "state = ?, attempts = attempts - 1, error = ?, not_before = ?"
+            params = (JobState.QUEUED, error, not_before or self._now())
+        self._update_running(job_id, "release it", assignments, params)
 
     def requeue_running(self) -> int:
         """At start-up, queue again the jobs a crash left running; returns how many.

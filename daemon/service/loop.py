@@ -50,6 +50,7 @@ from daemon.service.worker import PREVIEWS_DIR, Worker
 LOCK_NAME = "stylebox.lock"
 MAIN_LOOP_SECONDS = 0.25
 STOP_GRACE_SECONDS = 8.0  # systemd and users expect an exit within 10 s of SIGTERM
+TEMP_AGE_WITH_WORKERS_SECONDS = 3600.0
 NOTIFY_GRACE_SECONDS = 0.5  # for "stopped" to go out; what is left goes at the next start
 LOG_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss}</green> <level>{level: <7}</level> {extra[job_tag]}{message}"
@@ -246,7 +247,9 @@ class Service:
         )
         worker.recover()
         for folder in {config.outbox, config.originals_dir}:
-            removed = remove_stale_temps(folder) if folder.exists() else 0
+            # With worker hosts, a temp may be one being written now: only old ones are a crash's.
+            age = TEMP_AGE_WITH_WORKERS_SECONDS if config.queue.url is not None else 0.0
+            removed = remove_stale_temps(folder, age) if folder.exists() else 0
             if removed:
                 logger.info("removed {} temporary file(s) left in {} by a crash", removed, folder)
         for left in (config.state_dir / PREVIEWS_DIR).glob("*"):  # a crash's: no job runs now

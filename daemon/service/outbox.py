@@ -11,6 +11,7 @@ Moves follow the same rule: the new name is durable before the old one goes, so 
 worst two names for one photo, never none. Nothing here logs; callers decide what is worth a line.
 """
 
+import contextlib
 import errno
 import json
 import os
@@ -20,6 +21,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -221,15 +223,21 @@ def safe_name(name: str) -> str:
     return base or _FALLBACK_NAME
 
 
-def remove_stale_temps(folder: Path) -> int:
-    """Delete the temps a crash left under `folder` (never published); returns how many."""
+def remove_stale_temps(folder: Path, older_than_seconds: float = 0.0) -> int:
+    """Delete the temps a crash left under `folder` (never published); returns how many. With
+    `older_than_seconds`, only those untouched that long (worker hosts may be writing others)."""
     removed = 0
+    cutoff = time.time() - older_than_seconds
     for dirpath, dirnames, filenames in os.walk(folder):
         # A temp symlink (from moving a symlink across filesystems) to a folder shows in dirnames.
         for name in (*dirnames, *filenames):
             path = Path(dirpath, name)
-            if name.startswith(TEMP_PREFIX) and (path.is_symlink() or not path.is_dir()):
-                path.unlink(missing_ok=True)
+            if not name.startswith(TEMP_PREFIX) or (path.is_dir() and not path.is_symlink()):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if older_than_seconds and path.lstat().st_mtime > cutoff:
+                    continue
+                path.unlink()
                 removed += 1
     return removed
 
