@@ -180,10 +180,16 @@ def test_a_coordinator_killed_mid_run_reconciles_with_the_broker_and_the_outbox(
         name = f"photo-{index}.jpg"
         hashes[name] = drop(tmp_path / "inbox" / name, photo_bytes(index, size=(40, 30)))
     state = tmp_path / "state"
-    wait_for(lambda: done_count(state) >= 1, "a photo done", daemon=coordinator)
+    client = redis_server.client()
+    wait_for(
+        lambda: done_count(state) >= 1 and painting(client, worker.process.pid),
+        "a photo done and the next in hand",
+        daemon=coordinator,
+    )
+    published_before = len(sidecars(tmp_path / "outbox"))
     coordinator.kill()  # SIGKILL: jobs out with the worker, reports left unread in Redis
     wait_for(
-        lambda: len(list((tmp_path / "outbox" / "swirl").glob("*.json"))) >= 3,
+        lambda: len(sidecars(tmp_path / "outbox")) > published_before,
         "the worker to publish on while the coordinator is down",
     )
     restarted = daemons.start(coordinator_config)
