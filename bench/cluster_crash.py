@@ -28,6 +28,7 @@ from bench.crash_harness import (
     Kill,
     Report,
     check,
+    count_log_errors,
     drop_photos,
     make_photos,
 )
@@ -147,11 +148,7 @@ def run_distributed(
     report.makers = _makers(config.outbox, slots)
     if len(report.makers) < WORKERS:
         report.problems.append(f"results from {len(report.makers)} worker(s), not {WORKERS}")
-    for log in sorted(workdir.glob("*-*.stderr")):
-        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-            if any(level in line for level in (" ERROR ", " CRITICAL ", "Traceback")):
-                report.log_errors += 1
-                report.warnings.append(f"{log.name}: {line}")
+    count_log_errors(report, sorted(workdir.glob("*-*.stderr")))
     report.seconds = round(time.monotonic() - started, 1)
     return report
 

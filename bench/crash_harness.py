@@ -287,16 +287,21 @@ def run_harness(
 
     report.stages = dict(Counter(kill.stage for kill in report.kill_log))
     check(report, all_photos, inbox, outbox, journal)
-    for log in sorted(workdir.glob("daemon-*.stderr")):
-        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-            if any(level in line for level in (" ERROR ", " CRITICAL ", "Traceback")):
-                report.log_errors += 1
-                report.warnings.append(f"{log.name}: {line}")
+    count_log_errors(report, sorted(workdir.glob("daemon-*.stderr")))
     report.seconds = round(time.monotonic() - started, 1)
     return report
 
 
 # -- the checks ------------------------------------------------------------------------------
+
+
+def count_log_errors(report: Report, logs: list[Path]) -> None:
+    """ERROR and CRITICAL lines and tracebacks in the processes' logs, as warnings."""
+    for log in logs:
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            if any(level in line for level in (" ERROR ", " CRITICAL ", "Traceback")):
+                report.log_errors += 1
+                report.warnings.append(f"{log.name}: {line}")
 
 
 def check(report: Report, photos: list[Photo], inbox: Path, outbox: Path, journal: Path) -> None:

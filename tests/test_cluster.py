@@ -262,3 +262,28 @@ def test_a_worker_needs_the_queue_and_never_shows_its_password(tmp_path: Path) -
     assert shown.returncode == 0, shown.stderr
     assert "workers: redis://***@127.0.0.1:" in shown.stdout and "unreachable" in shown.stdout
     assert "hunter2" not in shown.stdout + shown.stderr
+
+
+def test_a_paused_coordinator_sends_nothing_until_resumed(
+    tmp_path: Path, redis_server: RedisServer, daemons: Daemons
+) -> None:
+    config = write_config(
+        tmp_path,
+        queue={"url": redis_server.url, "heartbeat_seconds": 3.0},
+        presets=cluster_presets(),
+    )
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "paused").write_text("paused by the test\n")
+    coordinator = daemons.start(config)
+    coordinator.wait_for_log("paused: no new job is sent until resumed")
+    drop(tmp_path / "inbox" / "held.jpg", photo_bytes(3, size=(40, 30)))
+    journal = tmp_path / "state" / "journal.sqlite3"
+    wait_for(lambda: journal_rows(journal), "the photo queued", daemon=coordinator)
+    coordinator.wait_for_log("queued held.jpg")
+    client = redis_server.client()
+    assert client.llen("stylebox:stylebox.jobs") == 0  # nothing sent while paused
+    assert journal_rows(journal)[0]["state"] == "queued"
+    (tmp_path / "state" / "paused").unlink()
+    wait_for(lambda: done_count(tmp_path / "state") == 1, "the photo done", daemon=coordinator)
+    coordinator.send(signal.SIGTERM)
+    assert coordinator.wait_exit(15) == 0

@@ -91,7 +91,7 @@ class Coordinator:
         self._missing: dict[int, float] = {}  # job id -> when it was first unaccounted for
         self._reconciled_at = 0.0
         self._away = False  # Redis unreachable: said once
-        self._paused = False
+        self._pause = pause.PauseWatch(on_status, held="no new job is sent")
         self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
 
     # -- the service's side (as Worker) ---------------------------------------------------------
@@ -175,7 +175,8 @@ class Coordinator:
                 try:
                     if time.monotonic() - self._reconciled_at >= brokers.ROSTER_SECONDS:
                         self._reconcile()
-                    sent = not self._held() and self._dispatch()
+                    # Paused: nothing more is sent; what the hosts have in hand finishes.
+                    sent = not self._pause.holds(self.config) and self._dispatch()
                     if self._away:
                         logger.info("the queue's Redis answers again")
                         self._away = False
@@ -189,15 +190,6 @@ class Coordinator:
         except Exception as exc:  # the journal failing, or a bug
             logger.opt(exception=exc).critical("the dispatcher cannot go on")
             self._fatal = exc
-
-    def _held(self) -> bool:
-        """Paused (state_dir/paused): nothing more is sent; what hosts have finishes."""
-        paused = pause.is_paused(self.config)
-        if paused != self._paused:
-            self._paused = paused
-            logger.info("paused: no new job is sent until resumed" if paused else "resumed")
-            self.on_status("paused" if paused else "idle")
-        return paused
 
     def _dispatch(self) -> bool:
         """Send the next due job (with its batch-mates) if a device is free for it."""

@@ -3,9 +3,16 @@
 pydantic finds the problems and names them by location; this module only turns a location into
 the file's line (yaml_lines.locate) and adds what pydantic cannot know: the value as the user
 wrote it ("got ..."), what a required key is for, and where an unknown key belongs.
+
+Containers configure by environment: every scalar setting may be given as STYLEBOX_<KEY> (a
+top-level one) or STYLEBOX_<SECTION>_<KEY>, overriding the file, checked like it, and a problem
+in one is named by its variable.
 """
 
+import difflib
+import os
 import re
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +26,9 @@ from daemon.config.models import Config, Preset, PresetModel, PresetsConfig, des
 from daemon.errors import ConfigError
 
 C = TypeVar("C", Config, PresetsConfig)
+ENV_PREFIX = "STYLEBOX_"
+_SCALARS = {"string", "integer", "number", "boolean"}
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 _EXTRA = {"extra_forbidden", "unexpected_keyword_argument"}
 _MISSING = {"missing", "missing_keyword_only_argument"}
 _MAPPING = {"model_type", "dataclass_type", "dict_type"}  # pydantic's words name our classes
@@ -33,14 +43,15 @@ class ConfigErrors(ConfigError):
         super().__init__("\n".join(self.errors))
 
 
-def load_config(path: Path) -> Config:
-    """Read and check the daemon's config file: its folders are required."""
-    return _load(path, Config)
+def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read and check the daemon's config file, with the environment's STYLEBOX_* settings
+    over it: its folders are required."""
+    return _load(path, Config, environ)
 
 
 def load_presets(path: Path) -> PresetsConfig:
     """Read and check a config file for its presets only (one-shot runs need no folders)."""
-    return _load(path, PresetsConfig)
+    return _load(path, PresetsConfig, {})
 
 
 def parse_preset(name: str, raw: dict[str, Any], base_dir: Path) -> Preset:
@@ -54,8 +65,9 @@ def parse_preset(name: str, raw: dict[str, Any], base_dir: Path) -> Preset:
         raise ConfigErrors([f"{dotted}: {message}" for _, dotted, message in found]) from None
 
 
-def _load(path: Path, kind: type[C]) -> C:
-    """The file checked as `kind`, or ConfigErrors with all of its problems."""
+def _load(path: Path, kind: type[C], environ: Mapping[str, str]) -> C:
+    """The file, with `environ`'s settings over it, checked as `kind`, or ConfigErrors with
+    all of its problems."""
     shown = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -70,11 +82,14 @@ def _load(path: Path, kind: type[C]) -> C:
     resolved = path.resolve()
     raw = {} if raw is None else raw  # an empty file: an empty mapping, missing its presets
     document, problems = raw, []
+    given: dict[str, str] = {}  # dotted field -> the variable that set it
+    unknown: list[str] = []  # STYLEBOX_ variables that name no setting
     if isinstance(raw, dict):
         if "path" in raw:  # the file's own path is the loader's to give
             line, _ = yaml_lines.locate(root, ("path",))
             problems.append((line, "path", "unknown key"))
-        document = {**raw, "path": resolved}
+        overrides, given, unknown = _from_environment(environ, kind)
+        document = {**_merged(raw, overrides), "path": resolved}
     presets = document.get("presets") if isinstance(document, dict) else None
     context = {
         "base_dir": resolved.parent,
@@ -84,13 +99,90 @@ def _load(path: Path, kind: type[C]) -> C:
         config = TypeAdapter(kind).validate_python(document, context=context)
     except ValidationError as error:
         problems += _problems(error, kind, root, ())
-    if problems:
-        problems.sort(key=lambda problem: problem[0])
+    if problems or unknown:
+        problems.sort(key=lambda problem: (problem[1] not in given, problem[0]))
         where = [
-            f"{shown}:{line}: {dotted + ': ' if dotted else ''}{m}" for line, dotted, m in problems
+            f"{name} (environment, over {shown}): no such setting{hint}" for name, hint in unknown
+        ]
+        where += [
+            f"{given[dotted]} (environment, over {shown}): {dotted}: {m}"
+            if dotted in given
+            else f"{shown}:{line}: {dotted + ': ' if dotted else ''}{m}"
+            for line, dotted, m in problems
         ]
         raise ConfigErrors(where)
     return config
+
+
+def environment_names(kind: type = Config) -> dict[str, tuple[str, ...]]:
+    """STYLEBOX_<KEY> or STYLEBOX_<SECTION>_<KEY> for every scalar setting, with its field."""
+    names = {}
+    for field, schema in _fields(kind).items():
+        if len(field) <= 2 and field[0] != "presets" and _is_scalar(schema):
+            names[ENV_PREFIX + "_".join(field).upper()] = field
+    return names
+
+
+def _is_scalar(schema: dict) -> bool:
+    options = schema.get("anyOf", [schema])
+    kinds = {option.get("type") for option in options} - {"null"}
+    return bool(kinds) and kinds <= _SCALARS
+
+
+def _from_environment(
+    environ: Mapping[str, str], kind: type
+) -> tuple[dict[tuple[str, ...], Any], dict[str, str], list[tuple[str, str]]]:
+    """The settings the environment gives (an empty variable is not given), which variable
+    gave each, and (name, hint) for each STYLEBOX_<SECTION>_... that names no setting (a
+    STYLEBOX_ variable without a section's name is someone else's)."""
+    names = environment_names(kind)
+    sections = {field[0].upper() for field in names.values() if len(field) == 2}
+    values, given, unknown = {}, {}, []
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or value == "":
+            continue
+        field = names.get(name)
+        if field is None:
+            if name.removeprefix(ENV_PREFIX).split("_")[0] in sections:
+                close = difflib.get_close_matches(name, list(names), n=1)
+                unknown.append((name, f"; did you mean {close[0]!r}?" if close else ""))
+            continue
+        values[field] = _typed(value, _fields(kind)[field])
+        given[".".join(field)] = name
+    return values, given, unknown
+
+
+def _typed(value: str, schema: dict) -> Any:
+    """A variable's text as the setting's type, where it reads as one; else the text, for the
+    setting's own check to refuse with the value shown."""
+    kinds = {option.get("type") for option in schema.get("anyOf", [schema])}
+    lowered = value.strip().lower()
+    if "boolean" in kinds and lowered in _TRUE | _FALSE:
+        return lowered in _TRUE
+    if "integer" in kinds and re.fullmatch(r"[+-]?(0|[1-9][0-9]*)", value.strip()):
+        return int(value)  # "0644" stays text: a file mode, read as octal by its own check
+    if "number" in kinds:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _merged(raw: dict[str, Any], values: dict[tuple[str, ...], Any]) -> dict[str, Any]:
+    """The file's mapping with the environment's values over it (a section that is not a
+    mapping in the file is left for its own error)."""
+    document = dict(raw)
+    for field, value in values.items():
+        if len(field) == 1:
+            document[field[0]] = value
+            continue
+        section = document.get(field[0])
+        if section is None:
+            section = {}
+        if isinstance(section, dict):
+            document[field[0]] = {**section, field[1]: value}
+    return document
 
 
 def _problems(

@@ -4,6 +4,9 @@ status`, a user's `touch`) sees one truth, and a pause outlasts a restart as use
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+
+from loguru import logger
 
 from daemon.config import Config
 from daemon.service.outbox import atomic_write
@@ -24,3 +27,21 @@ def set_paused(config: Config, paused: bool) -> None:
     elif not path.exists():
         stamp = time.strftime("%Y-%m-%d %H:%M:%S").encode()
         atomic_write(path, lambda file: file.write(b"paused at " + stamp + b"\n"), replace=True)
+
+
+class PauseWatch:
+    """Whether a pause holds the jobs back, saying so once when it begins and once when it
+    ends (in the log and the service's status line)."""
+
+    def __init__(self, on_status: Callable[[str], None], *, held: str) -> None:
+        self.on_status = on_status
+        self.held = held  # what a pause holds back, for the log line
+        self._paused = False
+
+    def holds(self, config: Config) -> bool:
+        paused = is_paused(config)
+        if paused != self._paused:
+            self._paused = paused
+            logger.info(f"paused: {self.held} until resumed" if paused else "resumed")
+            self.on_status("paused" if paused else "idle")
+        return paused

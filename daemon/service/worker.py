@@ -102,7 +102,7 @@ class Worker:
         self._heartbeat = time.monotonic()
         self._styles: dict[str, tuple[list[transfer.Style], transfer.StyleTargets]] = {}
         self._alone: set[int] = set()  # jobs whose batch failed: each runs alone next
-        self._paused = False
+        self._pause = pause.PauseWatch(on_status, held="no new job starts")
         self._running: list[_Task] = []  # the batch in the engine, for its progress reports
         self._latest: dict[int, transfer.Progress] = {}  # the last report per batch place
         self._best: dict[int, float] = {}  # the lowest objective so far per batch place
@@ -164,7 +164,7 @@ class Worker:
         try:
             while not self._stop.is_set():
                 self._heartbeat = time.monotonic()
-                if self._held():
+                if self._pause.holds(self.config):
                     self._wake.wait(IDLE_WAIT_SECONDS)
                     self._wake.clear()
                     continue
@@ -180,15 +180,6 @@ class Worker:
             if not isinstance(exc, DevicePoisoned):
                 logger.opt(exception=exc).critical("the worker cannot go on")
             self.fatal = exc
-
-    def _held(self) -> bool:
-        """Paused (state_dir/paused); says so once when a pause begins and when it ends."""
-        paused = pause.is_paused(self.config)
-        if paused != self._paused:
-            self._paused = paused
-            logger.info("paused: no new job starts until resumed" if paused else "resumed")
-            self.on_status("paused" if paused else "idle")
-        return paused
 
     def _idle_wait(self) -> float:
         wake_at = self.journal.next_wake_time()
