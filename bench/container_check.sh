@@ -44,16 +44,13 @@ if ! podman image exists "$BASE"; then
     rm -rf "$WORK/rootfs"
 fi
 
-# Wheels from this machine: the folders given, each mounted into the build at its own path.
+# Every wheel the image needs, fetched here as this machine's pip can (its registry or local
+# mirrors: WHEELS adds folders to look in), then mounted into the build and installed from
+# there alone (--no-index). A CPU build of torch when one is found (no CUDA libraries in a CPU
+# image), with its torchvision.
 IFS=: read -r -a dirs <<<"${WHEELS:-/opt/wheels:/opt/pypi/files:/opt/pypi-more/files}"
-volumes=() links=""
-for dir in "${dirs[@]}"; do
-    [ -d "$dir" ] || continue
-    volumes+=(--volume "$dir:$dir:ro")
-    links+=" --find-links $dir"
-done
-[ -n "$links" ] || fail "no wheel folder found (set WHEELS)"
-# A CPU build of torch when one is there (no CUDA libraries in a CPU image), with its torchvision.
+links=()
+for dir in "${dirs[@]}"; do [ -d "$dir" ] && links+=(--find-links "$dir"); done
 cpu_torch=$(find "${dirs[@]}" -maxdepth 1 -name 'torch-*+cpu-cp3*.whl' 2>/dev/null | sort | tail -1 || true)
 torch="torch torchvision"
 if [ -n "$cpu_torch" ]; then
@@ -61,9 +58,19 @@ if [ -n "$cpu_torch" ]; then
     minor=$(echo "$version" | cut -d. -f2)
     torch="torch==$version torchvision==0.$((minor + 15)).*"
 fi
+say "fetching the wheels (torch: $torch)"
+mkdir -p "$WORK/wheels"
+# shellcheck disable=SC2086  # $torch is a list of requirements
+# (async-timeout: what redis needs on Debian's Python 3.11.2, which this machine's may not.)
+python3 -m pip download --quiet --dest "$WORK/wheels" "${links[@]}" $torch . 'setuptools>=68' \
+    'async-timeout>=4.0.3' \
+    >"$WORK/download.log" 2>&1 || { tail -20 "$WORK/download.log"; fail "pip download failed"; }
+volumes=(--volume "$WORK/wheels:/wheels:ro")
+links=" --find-links /wheels"
 say "building $IMAGE (torch: $torch)"
 build_started=$(date +%s)
-podman build --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
+podman build --format docker --layers=false --force-rm --runtime runc \
+    --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
     "${volumes[@]}" --build-arg BASE="$BASE" --build-arg PIP_ARGS="--no-index$links" \
     --build-arg TORCH="$torch" -f Containerfile -t "$IMAGE" . >"$WORK/build.log" 2>&1 ||
     { tail -20 "$WORK/build.log"; fail "the build failed"; }
