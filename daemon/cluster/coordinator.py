@@ -36,10 +36,10 @@ from daemon.service.metrics import Metrics
 from daemon.service.outbox import Delivery, atomic_write, open_outbox, published
 from daemon.service.worker import (
     CANDIDATES_PER_PLACE,
-    HEARTBEAT_STALE_SECONDS,
     IDLE_WAIT_SECONDS,
     checked_and_planned,
     details_for,
+    stalled,
 )
 
 RECONCILE_SECONDS = 5.0  # how long a job may be unaccounted for before it is sent again
@@ -159,12 +159,7 @@ class Coordinator:
             return f"the coordinator stopped: {self._fatal}"
         if self._host is not None and (problem := self._host.problem()):
             return problem
-        if not self._thread.is_alive():
-            return "the dispatcher is not running"
-        quiet = time.monotonic() - self._heartbeat
-        if quiet >= HEARTBEAT_STALE_SECONDS:
-            return f"the dispatcher has made no progress for {quiet:.0f} s"
-        return None
+        return stalled("the dispatcher", self._thread, self._heartbeat)
 
     # -- the dispatcher ---------------------------------------------------------------------------
 

@@ -138,12 +138,7 @@ class Worker:
         """Why the worker is not healthy, in a line; None while it is."""
         if self.fatal is not None:
             return f"the worker stopped: {self.fatal}"
-        if not self._thread.is_alive():
-            return "the worker is not running"
-        quiet = time.monotonic() - self._heartbeat
-        if quiet >= HEARTBEAT_STALE_SECONDS:
-            return f"the worker has made no progress for {quiet:.0f} s"
-        return None
+        return stalled("the worker", self._thread, self._heartbeat)
 
     def recover(self) -> None:
         """At start-up: the jobs a crash left running are queued again."""
@@ -419,6 +414,17 @@ class Worker:
             )
             self._styles[key] = (styles, transfer.StyleTargets())
         return self._styles[key]
+
+
+def stalled(name: str, thread: threading.Thread, heartbeat: float) -> str | None:
+    """Why a loop's thread is not healthy (ended, or no beat for HEARTBEAT_STALE_SECONDS), in a
+    line; None while it is."""
+    if not thread.is_alive():
+        return f"{name} is not running"
+    quiet = time.monotonic() - heartbeat
+    if quiet >= HEARTBEAT_STALE_SECONDS:
+        return f"{name} has made no progress for {quiet:.0f} s"
+    return None
 
 
 def checked_and_planned(job: Job, config: Config, outbox: Outbox, journal: Journal) -> Path:
