@@ -26,9 +26,7 @@ from daemon.cluster import broker as brokers
 from daemon.cluster.host import SHARE_MARK, Host
 from daemon.cluster.messages import HANDED_BACK, RELEASED, Assignment, Order, Report
 from daemon.config import Config, Preset
-from daemon.engine import device, transfer
-from daemon.errors import InputError
-from daemon.media import decode
+from daemon.engine import device
 from daemon.service import pause
 from daemon.service.finish import Finisher, Outcome, classify
 from daemon.service.journal import Job, JobState, Journal, JournalError
@@ -39,6 +37,7 @@ from daemon.service.worker import (
     IDLE_WAIT_SECONDS,
     checked_and_planned,
     details_for,
+    header_output_size,
     stalled,
 )
 
@@ -190,7 +189,7 @@ class Coordinator:
         """Send the next due job (with its batch-mates) if a device is free for it."""
         lines = brokers.live_roster(self.broker.client, self.config.queue.heartbeat_seconds)
         devices = sum(len(line["devices"]) for line in lines.values() if line.get("taking_jobs"))
-        if len(self.journal.running()) >= 2 * devices:
+        if self.journal.counts()[JobState.RUNNING] >= 2 * devices:
             return False
         with self._lock:
             job = self.journal.claim_next()
@@ -206,9 +205,7 @@ class Coordinator:
 
     def _plan(self, job: Job, config: Config) -> Job | None:
         """The claimed job with its output planned; None when it ended here instead."""
-        if job.attempts > config.retries.max_attempts:
-            reason = f"gave up after {job.attempts - 1} attempt(s): the daemon died during each"
-            self.finish.quarantine(config, job, reason, gave_up=True)
+        if self.finish.gave_up_on_crashes(config, job):
             return None
         try:
             checked_and_planned(job, config, open_outbox(config), self.journal)
@@ -225,26 +222,18 @@ class Coordinator:
         with its output size (read from the headers), never attempted."""
         if head.attempts > 1 or config.batch_size == 1:
             return []
-        settings = config.presets[head.preset].settings
-
-        def size_of(job: Job) -> tuple[int, int] | None:
-            try:
-                shape = decode.pixel_shape(
-                    Path(job.source_path),
-                    max_pixels=config.max_input_pixels,
-                    long_side=settings.size,
-                )
-            except (InputError, OSError):
-                return None  # sorted out when its own turn comes
-            return transfer.output_size(*shape, settings)
-
-        size = size_of(head)
+        preset = config.presets[head.preset]
+        size = header_output_size(head, preset, config)
+        if size is None:
+            return []
         mates: list[Job] = []
         limit = CANDIDATES_PER_PLACE * config.batch_size
         for job in self.journal.batch_candidates(head, limit=limit):
-            if len(mates) >= config.batch_size - 1 or size is None:
+            if len(mates) >= config.batch_size - 1:
                 break
-            if size_of(job) != size or (claimed := self.journal.claim(job.id)) is None:
+            if header_output_size(job, preset, config) != size:
+                continue
+            if (claimed := self.journal.claim(job.id)) is None:
                 continue
             if (planned := self._plan(claimed, config)) is not None:
                 mates.append(planned)

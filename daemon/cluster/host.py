@@ -41,7 +41,13 @@ from daemon.errors import InputError
 from daemon.media import decode
 from daemon.service.finish import Outcome, Superseded, classify, holds
 from daemon.service.outbox import Outbox, published
-from daemon.service.worker import StopRequested, sidecar_for
+from daemon.service.worker import (
+    StopRequested,
+    check_photo,
+    lower_objective,
+    progress_line,
+    sidecar_for,
+)
 
 SHARE_MARK = ".stylebox-share"  # written by the coordinator in its outbox: the share is mounted
 SHARE_PAUSE_SECONDS = 30.0  # a host that cannot see a photo takes no jobs for this long
@@ -194,10 +200,7 @@ class Host:
         except brokers.RedisError:
             lines = {}
         elsewhere = {
-            int(job): name
-            for name, line in lines.items()
-            if name != self.name
-            for job in line["jobs"]
+            job: name for name, line in lines.items() if name != self.name for job in line["jobs"]
         }
         taken = []
         with self._lock:
@@ -269,10 +272,7 @@ class Host:
                 f"not found on {self.name} (is the inbox share mounted at {config.inbox}?)",
                 str(source),
             )
-        if source.is_symlink() or not source.is_file():
-            raise InputError(f"{source.name}: not a regular file (symlinks are never followed)")
-        if not holds(source, order.content_hash):
-            raise Superseded(f"{source.name} changed after it was queued")
+        check_photo(source, order.content_hash)
         photo = decode.load_image(
             source,
             max_pixels=assignment.max_input_pixels,
@@ -371,18 +371,11 @@ class Host:
     def _progress(self, ready: list[_Ready], progress: transfer.Progress, started: float) -> None:
         if self._stop.is_set():
             raise StopRequested
-        line = self._jobs.get(ready[progress.item].order.id)
-        if line is not None:
-            best = line.get("objective")
-            total = progress.losses.total
-            if total == total and total != float("inf") and (best is None or total < best):
-                line["objective"] = total  # a line search's probe may be worse than the best
-            line.update(
-                evaluation=progress.evaluation,
-                budget=progress.budget,
-                elapsed_seconds=round(time.monotonic() - started, 3),
-                updated_at=time.time(),
-            )
+        job_id = ready[progress.item].order.id
+        if job_id in self._jobs:
+            best = lower_objective(progress.losses.total, self._jobs[job_id].get("objective"))
+            elapsed = time.monotonic() - started
+            self._jobs[job_id] = progress_line(progress, best, elapsed, time.time())
 
     def _styles_for(self, preset: Preset, models: device.Models, max_pixels: int):
         """Style images and their Gram targets, once per preset version and device."""

@@ -45,9 +45,8 @@ def run_worker(config_path: Path, *, verbose: bool = False) -> int:
             f"{config_path}: queue.url: required for `stylebox worker` (the coordinator's "
             "Redis, such as redis://nas.local:6379/0)"
         )
-    configure_logging(
-        config, verbose=verbose, to_file=False
-    )  # the outbox's log is the coordinator's
+    # stderr only (journald): the outbox's log file is the coordinator's.
+    configure_logging(config, verbose=verbose, to_file=False)
     models = [device.Models(device.resolve_device(name)) for name in devices_for(config.device)]
     first = next(iter(config.presets.values()))
     for each in models:

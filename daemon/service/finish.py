@@ -99,6 +99,16 @@ class Finisher:
         log.success("done: {}", delivery.image)
         self._dispose_original(config, job, log)
 
+    def gave_up_on_crashes(self, config: Config, job: Job) -> bool:
+        """Give up on a claimed job whose attempts are past the limit, which only a crash gets
+        to (other failures are counted where they happen): a photo that kills the daemon every
+        time must not do so forever under Restart=. True when it was given up."""
+        if job.attempts <= config.retries.max_attempts:
+            return False
+        reason = f"gave up after {job.attempts - 1} attempt(s): the daemon died during each"
+        self.quarantine(config, job, reason, gave_up=True)
+        return True
+
     def ended(self, config: Config, job: Job, outcome: Outcome, reason: str) -> None:
         """Any outcome but done: a bad photo is quarantined, a changed one left for its new job,
         a folder linked out of the outbox fails it in place, a transient fault is retried with

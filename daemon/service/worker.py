@@ -265,11 +265,7 @@ class Worker:
         """The job's photo, checked and loaded; None when the job is settled here already."""
         log = logger.bind(job=job.id)
         source = Path(job.source_path)
-        if job.attempts > config.retries.max_attempts:
-            # Only a crash gets here (other failures are counted where they happen): a photo
-            # that kills the daemon every time must not do so forever under Restart=.
-            reason = f"gave up after {job.attempts - 1} attempt(s): the daemon died during each"
-            self.finish.quarantine(config, job, reason, gave_up=True)
+        if self.finish.gave_up_on_crashes(config, job):
             return None
         planned = checked_and_planned(job, config, outbox, self.journal)
         photo = pipeline.load_photo(
@@ -300,15 +296,8 @@ class Worker:
                 break
             if job.id in self._alone:
                 continue
-            try:  # the header alone, so a photo of another size is neither claimed nor decoded
-                shape = decode.pixel_shape(
-                    Path(job.source_path),
-                    max_pixels=config.max_input_pixels,
-                    long_side=preset.settings.size,
-                )
-            except (InputError, OSError):
-                continue  # sorted out when its own turn comes
-            if transfer.output_size(*shape, preset.settings) != size:
+            # The header alone, so a photo of another size is neither claimed nor decoded.
+            if header_output_size(job, preset, config) != size:
                 continue
             claimed = self.journal.claim(job.id)
             if claimed is None:
@@ -354,10 +343,11 @@ class Worker:
         if self._stop.is_set():
             raise StopRequested
         self.metrics.evaluated()
-        item, total = progress.item, progress.losses.total
+        item = progress.item
         self._latest[item] = progress
-        if math.isfinite(total) and total < self._best.get(item, math.inf):
-            self._best[item] = total  # a line search's probe may be worse than the best
+        best = lower_objective(progress.losses.total, self._best.get(item))
+        if best is not None:
+            self._best[item] = best
         if now - self._reported_at >= PROGRESS_SECONDS:
             self._reported_at = now
             self._on_the_side(self._report_progress, now)
@@ -380,13 +370,9 @@ class Worker:
         elapsed = now - self._engine_started
         self.journal.record_progress(
             {
-                self._running[item].job.id: {
-                    "evaluation": p.evaluation,
-                    "budget": p.budget,
-                    "objective": self._best.get(item),  # None while every value is inf or NaN
-                    "elapsed_seconds": round(elapsed, 3),
-                    "updated_at": self.clock(),
-                }
+                self._running[item].job.id: progress_line(
+                    p, self._best.get(item), elapsed, self.clock()
+                )
                 for item, p in self._latest.items()
             }
         )
@@ -427,6 +413,50 @@ def stalled(name: str, thread: threading.Thread, heartbeat: float) -> str | None
     return None
 
 
+def check_photo(source: Path, content_hash: str) -> None:
+    """Raise InputError (not a regular file) or Superseded (its bytes changed) for a photo that
+    is there but cannot be stylised as it was queued; a missing one is the caller's to judge."""
+    if source.is_symlink() or not source.is_file():
+        raise InputError(f"{source.name}: not a regular file (symlinks are never followed)")
+    if not holds(source, content_hash):
+        raise Superseded(f"{source.name} changed after it was queued")
+
+
+def header_output_size(job: Job, preset: Preset, config: Config) -> tuple[int, int] | None:
+    """The output size a queued photo's header promises, None when it cannot be read (the job
+    is sorted out on its own turn): what batch-mates are matched by."""
+    try:
+        shape = decode.pixel_shape(
+            Path(job.source_path),
+            max_pixels=config.max_input_pixels,
+            long_side=preset.settings.size,
+        )
+    except (InputError, OSError):
+        return None
+    return transfer.output_size(*shape, preset.settings)
+
+
+def lower_objective(total: float, best: float | None) -> float | None:
+    """The best objective so far after one evaluation: a line search's probe may be worse than
+    the best, and an inf or NaN is no objective at all."""
+    if math.isfinite(total) and (best is None or total < best):
+        return total
+    return best
+
+
+def progress_line(
+    progress: transfer.Progress, objective: float | None, elapsed: float, now: float
+) -> dict[str, Any]:
+    """How far a running job is, as `stylebox status` and the page read it from the journal."""
+    return {
+        "evaluation": progress.evaluation,
+        "budget": progress.budget,
+        "objective": objective,  # None while every value is inf or NaN
+        "elapsed_seconds": round(elapsed, 3),
+        "updated_at": now,
+    }
+
+
 def checked_and_planned(job: Job, config: Config, outbox: Outbox, journal: Journal) -> Path:
     """The claimed job's output path, planned now if it is not yet; raises InputError (a photo
     to quarantine) or Superseded when the photo cannot be stylised as it was queued."""
@@ -436,10 +466,7 @@ def checked_and_planned(job: Job, config: Config, outbox: Outbox, journal: Journ
         raise InputError(f"{source.name}: preset {job.preset!r} is no longer configured")
     if not source.exists() and not source.is_symlink():
         raise InputError(f"{source}: the photo vanished before it could be processed")
-    if source.is_symlink() or not source.is_file():
-        raise InputError(f"{source.name}: not a regular file (symlinks are never followed)")
-    if not holds(source, job.content_hash):
-        raise Superseded(f"{source.name} changed after it was queued")
+    check_photo(source, job.content_hash)
     if job.planned_output is not None:
         return Path(job.planned_output)
     # Recorded before writing: an attempt after a crash overwrites this same name, and no
