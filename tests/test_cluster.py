@@ -18,6 +18,7 @@ from tests.cluster_harness import (
     painting,
     redis_server_binary,
     start_worker,
+    stop_cleanly,
 )
 from tests.daemon_harness import (
     JOB_SECONDS,
@@ -126,9 +127,7 @@ def test_two_workers_share_the_inbox_through_a_worker_kill_and_a_redis_restart(
     found = check_exactly_once(tmp_path, hashes)
     makers = {s["worker"]["pid"] for s in found}
     assert {first.process.pid, second.process.pid} <= makers
-    for process in (coordinator, second, replacement):
-        process.send(signal.SIGTERM)
-        assert process.wait_exit(15) == 0
+    stop_cleanly(coordinator, second, replacement)
 
 
 def test_a_worker_that_cannot_see_the_photo_fails_it_as_transient_and_another_does_it(
@@ -163,9 +162,7 @@ def test_a_worker_that_cannot_see_the_photo_fails_it_as_transient_and_another_do
     assert sidecar["input_sha256"] == photo
     assert sidecar["worker"]["pid"] == sighted.process.pid
     assert journal_rows(journal)[0]["attempts"] == 1  # handed back: the attempt not counted
-    for process in (coordinator, blind, sighted):
-        process.send(signal.SIGTERM)
-        assert process.wait_exit(15) == 0
+    stop_cleanly(coordinator, blind, sighted)
 
 
 def test_a_coordinator_killed_mid_run_reconciles_with_the_broker_and_the_outbox(
@@ -199,9 +196,7 @@ def test_a_coordinator_killed_mid_run_reconciles_with_the_broker_and_the_outbox(
     )  # fmt: skip
     found = check_exactly_once(tmp_path, hashes)
     assert {s["worker"]["pid"] for s in found} == {worker.process.pid}
-    for process in (restarted, worker):
-        process.send(signal.SIGTERM)
-        assert process.wait_exit(15) == 0
+    stop_cleanly(restarted, worker)
 
 
 def test_the_coordinator_paints_too_with_local_worker_in_batches(
@@ -222,8 +217,7 @@ def test_the_coordinator_paints_too_with_local_worker_in_batches(
     found = check_exactly_once(tmp_path, hashes)
     assert {s["worker"]["pid"] for s in found} == {coordinator.process.pid}
     assert [s["batch"] for s in found] == [2, 2]  # sent as one assignment, stylised together
-    coordinator.send(signal.SIGTERM)
-    assert coordinator.wait_exit(15) == 0
+    stop_cleanly(coordinator)
 
 
 @pytest.mark.parametrize(
@@ -285,5 +279,4 @@ def test_a_paused_coordinator_sends_nothing_until_resumed(
     assert journal_rows(journal)[0]["state"] == "queued"
     (tmp_path / "state" / "paused").unlink()
     wait_for(lambda: done_count(tmp_path / "state") == 1, "the photo done", daemon=coordinator)
-    coordinator.send(signal.SIGTERM)
-    assert coordinator.wait_exit(15) == 0
+    stop_cleanly(coordinator)
