@@ -36,6 +36,14 @@ def test_gram_is_divided_by_its_own_positions() -> None:
     assert torch.equal(transfer.gram(features)[0], expected)
 
 
+def test_gram_is_exactly_symmetric_at_a_layer_s_shape() -> None:
+    """The style loss's written-out gradient assumes symmetric Grams; a blocked fp32 product
+    (AVX512 kernels) can round the two triangles differently, so gram() makes it exact."""
+    features = torch.rand(2, 64, 61, 67, generator=torch.Generator().manual_seed(0)) * 40
+    g = transfer.gram(features)
+    assert torch.equal(g, g.transpose(1, 2))
+
+
 def test_style_layer_loss_is_squared_gram_error_over_4_n_squared() -> None:
     features = torch.ones(1, 1, 1, 2)  # G/M = [[1]], N = 1
     target = torch.zeros(1, 1, 1)

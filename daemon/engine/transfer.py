@@ -110,8 +110,15 @@ class StyleTargets:
 def gram(features: Tensor) -> Tensor:
     """(B, N, H, W) -> (B, N, N) Gram matrix divided by its M = H * W positions, in fp32."""
     b, n, h, w = features.shape
-    flat = features.reshape(b, n, h * w).float()
-    return flat @ flat.transpose(1, 2) / (h * w)
+    return _normalised_gram(features.reshape(b, n, h * w).float())
+
+
+def _normalised_gram(flat: Tensor) -> Tensor:
+    """(B, N, M) -> F F^T / M, made exactly symmetric: some CPUs' blocked products round the two
+    triangles differently, and the style loss's written-out gradient holds only for symmetric
+    G and A. On a CPU whose product is symmetric already, (G + G^T) / 2 is G bit for bit."""
+    g = flat @ flat.transpose(1, 2) / flat.shape[2]
+    return (g + g.transpose(1, 2)) / 2
 
 
 def content_loss(features: Tensor, target: Tensor) -> Tensor:
@@ -142,7 +149,7 @@ class _StyleLayerLoss(torch.autograd.Function):
         flat = features.reshape(b, n, h * w).to(dtype)
         # G/M as the targets were made (not one baddbmm): a photo that is its own painting
         # then has a difference of exactly 0, and its run ends at once
-        diff = flat @ flat.transpose(1, 2) / (h * w) - target_gram.to(dtype)
+        diff = _normalised_gram(flat) - target_gram.to(dtype)
         ctx.save_for_backward(flat, diff)
         ctx.features_shape, ctx.features_dtype = features.shape, features.dtype
         return diff.pow(2).sum((1, 2)) / (4 * n**2)
