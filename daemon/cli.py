@@ -126,10 +126,9 @@ _LOG_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {messag
 
 def _stylize(args: argparse.Namespace) -> int:
     from daemon import config as config_module
-    from daemon import pipeline
+    from daemon import outbox, pipeline
     from daemon.engine.device import Models, resolve_device
     from daemon.media import encode, files
-    from daemon.service import outbox
 
     if bool(args.style) == bool(args.preset):
         raise UsageError(

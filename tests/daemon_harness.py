@@ -28,7 +28,7 @@ import psutil
 import yaml
 from PIL import Image, ImageOps
 
-from daemon.service.outbox import TEMP_PREFIX
+from daemon.outbox import TEMP_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"

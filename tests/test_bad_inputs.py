@@ -48,7 +48,7 @@ from PIL import Image, ImageSequence
 
 from daemon.config import JOURNAL_NAME
 from daemon.config.outputs import FAILED_DIR
-from daemon.service.outbox import ERROR_SUFFIX, MAX_NAME_BYTES
+from daemon.outbox import ERROR_SUFFIX, MAX_NAME_BYTES
 
 PRESET = "swirl"
 SIZE = 40  # the preset's long side

@@ -38,7 +38,7 @@ from PIL import Image
 
 from daemon.config import JOURNAL_NAME
 from daemon.errors import ExitCode
-from daemon.service.outbox import TEMP_PREFIX
+from daemon.outbox import TEMP_PREFIX
 
 STOP_SECONDS = 10.0  # what systemd and users expect after SIGTERM
 # Long enough to be interrupted for sure, short enough to finish quickly after a restart.

@@ -2,7 +2,8 @@
 
 The engine knows tensors and not files: it imports torch, torchvision, numpy and the standard
 library, and of the daemon only itself and `daemon.errors`. Media knows Pillow and numpy. Imports
-point one way: cli -> web -> service -> pipeline -> config -> engine | media -> errors.
+point one way: cli -> web -> cluster -> service -> pipeline | outbox -> config -> engine | media
+-> errors.
 """
 
 import subprocess
@@ -11,7 +12,16 @@ import sys
 import grimp
 import pytest
 
-LAYERS = ("cli", "web", "cluster", "service", "pipeline", "config", {"engine", "media"}, "errors")
+LAYERS = (
+    "cli",
+    "web",
+    "cluster",
+    "service",
+    {"pipeline", "outbox"},
+    "config",
+    {"engine", "media"},
+    "errors",
+)
 ALLOWED_OUTSIDE = {
     "daemon.engine": {"torch", "torchvision", "numpy", "daemon.engine", "daemon.errors"},
     "daemon.media": {"PIL", "numpy", "daemon.media", "daemon.errors"},
@@ -63,7 +73,13 @@ def test_the_web_page_knows_the_service_not_the_engine(graph: grimp.ImportGraph)
     """It reads what the service writes (and what worker hosts write in Redis); of the engine
     only its settings' defaults, which load no torch."""
     web_libraries = {"starlette", "uvicorn", "jinja2", "prometheus_client", "loguru"}
-    daemon_parts = {"daemon.service", "daemon.config", "daemon.media", "daemon.errors"}
+    daemon_parts = {
+        "daemon.service",
+        "daemon.outbox",
+        "daemon.config",
+        "daemon.media",
+        "daemon.errors",
+    }
     allowed = web_libraries | daemon_parts | {"daemon.web", "daemon.engine.settings"}
     allowed |= {"daemon.cluster.status"}  # the worker hosts, as the roster in Redis shows them
     found = _imports_beyond(graph, "daemon.web", allowed)

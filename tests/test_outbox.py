@@ -14,9 +14,9 @@ from typing import BinaryIO
 import pytest
 from daemon_harness import drop, journal_rows, photo_bytes, results, wait_for, write_config
 
+from daemon import outbox as outbox_module
 from daemon.config import JOURNAL_NAME
-from daemon.service import outbox as outbox_module
-from daemon.service.outbox import (
+from daemon.outbox import (
     MAX_NAME_BYTES,
     TEMP_PREFIX,
     Delivery,

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from loguru import logger
 
+from daemon.outbox import TEMP_PREFIX
 from daemon.service import watcher as watcher_module
-from daemon.service.outbox import TEMP_PREFIX
 from daemon.service.watcher import (
     Watcher,
     choose_mode,

@@ -27,11 +27,11 @@ from daemon.cluster.host import SHARE_MARK, Host
 from daemon.cluster.messages import HANDED_BACK, RELEASED, Assignment, Order, Report
 from daemon.config import Config, Preset
 from daemon.engine import device
+from daemon.outbox import Delivery, atomic_write, open_outbox, published
 from daemon.service import pause
 from daemon.service.finish import Finisher, Outcome, classify
 from daemon.service.journal import Job, JobState, Journal, JournalError
 from daemon.service.metrics import Metrics
-from daemon.service.outbox import Delivery, atomic_write, open_outbox, published
 from daemon.service.worker import (
     CANDIDATES_PER_PLACE,
     IDLE_WAIT_SECONDS,

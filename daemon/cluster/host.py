@@ -39,8 +39,8 @@ from daemon.config import Config, Preset
 from daemon.engine import device, transfer
 from daemon.errors import InputError
 from daemon.media import decode
+from daemon.outbox import Outbox, published
 from daemon.service.finish import Outcome, Superseded, classify, holds
-from daemon.service.outbox import Outbox, published
 from daemon.service.worker import (
     StopRequested,
     check_photo,

@@ -23,8 +23,8 @@ from typing import Protocol
 from daemon import __version__
 from daemon.config import Config
 from daemon.config.models import EVENT_TYPES, AppriseSettings, WebhookSettings
+from daemon.outbox import fsync_dir
 from daemon.service.journal import DeliveryState, Event
-from daemon.service.outbox import fsync_dir
 from daemon.service.thumbnails import Thumbnails
 
 EVENTS_LOG = "events.jsonl"

@@ -14,8 +14,8 @@ from typing import Any
 
 from daemon.config import Config
 from daemon.media.files import sha256_file
+from daemon.outbox import ERROR_SUFFIX, open_outbox
 from daemon.service.journal import Journal
-from daemon.service.outbox import ERROR_SUFFIX, open_outbox
 
 LISTED = 200  # the newest; a folder of thousands of failures is read by other means
 

@@ -19,11 +19,11 @@ from daemon.config import Config
 from daemon.engine import device
 from daemon.errors import InputError
 from daemon.media.files import sha256_file
+from daemon.outbox import Delivery, OutsideOutbox, open_outbox
 from daemon.service import events
 from daemon.service.intake import dispose_original
 from daemon.service.journal import Job, Journal
 from daemon.service.metrics import Metrics
-from daemon.service.outbox import Delivery, OutsideOutbox, open_outbox
 
 if TYPE_CHECKING:
     from loguru import Logger

@@ -16,9 +16,9 @@ from loguru import logger
 
 from daemon.config import Config
 from daemon.media.files import sha256_file
+from daemon.outbox import Outbox, OutsideOutbox, open_outbox
 from daemon.service import events
 from daemon.service.journal import Job, JobState, Journal
-from daemon.service.outbox import Outbox, OutsideOutbox, open_outbox
 
 
 def dispose_original(config: Config, journal: Journal, outbox: Outbox, path: Path) -> Path | None:

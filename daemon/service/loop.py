@@ -36,12 +36,12 @@ from daemon.errors import (
     StyleboxError,
 )
 from daemon.media import decode
+from daemon.outbox import folder_mode_for, make_folder, remove_stale_temps
 from daemon.service import events, pause
 from daemon.service.channels import channels_for
 from daemon.service.intake import Intake
 from daemon.service.journal import JobState, Journal
 from daemon.service.metrics import Metrics
-from daemon.service.outbox import folder_mode_for, make_folder, remove_stale_temps
 from daemon.service.sd_notify import Notifier
 from daemon.service.sender import Sender
 from daemon.service.watcher import Watcher

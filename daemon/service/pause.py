@@ -9,7 +9,7 @@ from collections.abc import Callable
 from loguru import logger
 
 from daemon.config import Config
-from daemon.service.outbox import atomic_write
+from daemon.outbox import atomic_write
 
 PAUSE_NAME = "paused"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from daemon.errors import InputError
 from daemon.media import decode, encode
-from daemon.service.outbox import atomic_write, real_file_within
+from daemon.outbox import atomic_write, real_file_within
 
 SIDE = 240  # px, the long side: sharp at the gallery's size on a phone's screen
 QUALITY = 80

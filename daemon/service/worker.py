@@ -31,11 +31,11 @@ from daemon.config import Config, Preset
 from daemon.engine import device, transfer
 from daemon.errors import InputError
 from daemon.media import decode
+from daemon.outbox import Outbox, atomic_write, open_outbox
 from daemon.service import pause
 from daemon.service.finish import Finisher, Outcome, Superseded, classify, holds
 from daemon.service.journal import Job, Journal, JournalError
 from daemon.service.metrics import Metrics
-from daemon.service.outbox import Outbox, atomic_write, open_outbox
 
 if TYPE_CHECKING:
     from loguru import Logger
