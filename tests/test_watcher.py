@@ -17,14 +17,9 @@ import pytest
 from loguru import logger
 
 from daemon.outbox import TEMP_PREFIX
-from daemon.service import watcher as watcher_module
-from daemon.service.watcher import (
-    Watcher,
-    choose_mode,
-    fs_type_for,
-    is_ignored_name,
-    is_network_fs,
-)
+from daemon.service import mounts
+from daemon.service.mounts import choose_mode, fs_type_for, is_network_fs
+from daemon.service.watcher import Watcher, is_ignored_name
 
 SETTLE = 0.3
 POLL = 0.2
@@ -199,6 +194,15 @@ def test_choose_mode(tmp_path: Path) -> None:
     assert choose_mode(tmp_path, "auto") == "native"
     with pytest.raises(ValueError, match="watch mode"):
         choose_mode(tmp_path, "inotify")  # type: ignore[arg-type]
+
+
+def test_mode_is_read_only_outside_the_watcher(inbox: Path, recorder: Recorder) -> None:
+    """The service loop reads `mode` while the settle thread may switch it; only the watcher's
+    observer writes it, under a lock."""
+    watcher = Watcher(inbox, recorder, mode="poll")
+    assert watcher.mode == "poll"
+    with pytest.raises(AttributeError):
+        watcher.mode = "native"  # type: ignore[misc]
 
 
 # -- hand-over ----------------------------------------------------------------------------------
@@ -469,7 +473,7 @@ def test_dead_observer_is_replaced_and_files_still_arrive(
     warnings: list[str],
 ) -> None:
     watcher = make_watcher(mode, rescan_interval_seconds=3.0)
-    old = watcher._observer
+    old = watcher._observing.observer
     assert old is not None
     old.stop()  # as if its thread had died
     photo = inbox / "meanwhile.jpg"
@@ -477,7 +481,7 @@ def test_dead_observer_is_replaced_and_files_still_arrive(
     assert wait_for(lambda: any("observer" in m and "stopped" in m for m in warnings))
     assert wait_for(lambda: recorder.count(photo) == 1, timeout=3.0)
     assert wait_for(watcher.healthy)
-    assert watcher._observer is not old
+    assert watcher._observing.observer is not old
     later = inbox / "later.jpg"
     later.write_bytes(b"seen by the new observer")
     assert wait_for(lambda: recorder.count(later) == 1)
@@ -493,7 +497,7 @@ def test_out_of_inotify_watches_falls_back_to_polling(
     def no_watches_left() -> None:
         raise OSError(errno.ENOSPC, "inotify watch limit reached")
 
-    monkeypatch.setattr(watcher_module, "Observer", no_watches_left)
+    monkeypatch.setattr(mounts, "Observer", no_watches_left)
     watcher = make_watcher("native")
     assert watcher.mode == "poll"
     assert any("polling" in message for message in warnings)

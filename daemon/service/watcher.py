@@ -7,26 +7,28 @@ quietly (a watched folder removed, a share that drops out), and a writer may pau
 
 - the watchdog callback only records `path -> candidate` under a lock and returns; it never opens,
   stats, decodes or waits, so the observer's dispatcher thread can neither block nor die on a file;
-- one settle thread owns everything slow: it stats candidates until (size, mtime_ns) has held still
-  for `settle_seconds` and `is_ready` agrees, hands each over once, walks folders that moved in,
-  rescans the whole inbox now and then, and restarts the observer when any of its threads died;
+- one settle thread owns everything slow: it stats candidates and feeds each one's
+  `StabilityTracker` (stability.py), which says when (size, mtime_ns) has held still for
+  `settle_seconds` and `is_ready` agrees; it hands each over once, walks folders that moved in,
+  rescans the whole inbox now and then, and has the observer replaced when any of its threads died;
 - a memo of what was handed over, `path -> (size, mtime_ns)`, makes rescans and stray events
   harmless: only a file that changed, or left and came back, is handed over again.
 
 Symlinks, FIFOs, sockets and devices are handed over at once and never opened (opening a FIFO would
-block this thread); the service decides what to do with them.
+block this thread); the service decides what to do with them. Whether to poll or trust inotify,
+and keeping the observer alive, depend on what the inbox is mounted on: mounts.py.
 """
 
 import errno
+import functools
 import os
-import re
 import stat
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import TypeAlias
 
 from loguru import logger
 from watchdog.events import (
@@ -44,40 +46,16 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserverVFS
 
-Mode: TypeAlias = Literal["native", "poll"]
+from daemon.service.mounts import InboxObserver, Mode, choose_mode
+from daemon.service.stability import Observation, StabilityTracker, Verdict
 
 log = logger.bind(component="watcher")
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download")
 _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})  # compared casefolded: Windows wrote them
 
-# Filesystems where inotify misses writes made by other hosts (or by the host, for VM shares).
-NETWORK_FS_TYPES = frozenset(
-    {
-        "nfs",
-        "nfs4",
-        "cifs",
-        "smb3",
-        "smbfs",
-        "9p",
-        "fuse",
-        "ceph",
-        "glusterfs",
-        "davfs",
-        "afs",
-        "virtiofs",
-        "vboxsf",
-    }
-)
-
-_READY_CHECKS = 5  # settle periods a still file may fail is_ready before it is handed over anyway
 _HEALTHY_TICKS = 3  # healthy() wants a settle tick within this many tick periods
-_INOTIFY_LIMITS = frozenset({errno.ENOSPC, errno.EMFILE})  # watch or instance limit reached
-_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")  # /proc/self/mounts writes " " as \040, and so on
 
 # Only what can mean "a file appeared or changed". Opened/closed-without-writing events are left
 # out on purpose: is_ready reads the file, and those events would feed it straight back in.
@@ -93,7 +71,13 @@ _EVENT_TYPES = [
     DirDeletedEvent,
 ]
 
+# What the memo of handed-over files compares: a file back with another (size, mtime) is new.
 Signature: TypeAlias = tuple[int, int]  # (st_size, st_mtime_ns)
+
+
+def _signature(status: os.stat_result) -> Signature:
+    """The memo's view of an lstat result."""
+    return (status.st_size, status.st_mtime_ns)
 
 
 def is_ignored_name(name: str) -> bool:
@@ -105,68 +89,28 @@ def is_ignored_name(name: str) -> bool:
     )
 
 
-def fs_type_for(path: str | os.PathLike[str], mounts_text: str) -> str:
-    """The type of the filesystem holding `path`, from /proc/self/mounts text ("" when none fits).
-
-    The longest mount point containing `path` wins; of equal ones the last, which is mounted over
-    the others. `path` should already be resolved: a symlink may lead onto another mount.
-    """
-    target = os.fspath(path)
-    best_length, best_type = -1, ""
-    for line in mounts_text.splitlines():
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        mount_point = _MOUNT_ESCAPE.sub(lambda match: chr(int(match.group(1), 8)), fields[1])
-        prefix = mount_point.rstrip("/") + "/"
-        inside = target == mount_point or target.startswith(prefix) or mount_point == "/"
-        if inside and len(mount_point) >= best_length:
-            best_length, best_type = len(mount_point), fields[2]
-    return best_type
-
-
-def is_network_fs(fs_type: str) -> bool:
-    """True where inotify cannot be trusted to see every write, so the inbox must be polled."""
-    return fs_type in NETWORK_FS_TYPES or fs_type.startswith("fuse.")
-
-
-def choose_mode(inbox: Path, requested: Literal["auto", "native", "poll"]) -> Mode:
-    """The observer to use: `requested`, or for "auto" polling on network filesystems."""
-    if requested in ("native", "poll"):
-        return requested
-    if requested != "auto":
-        raise ValueError(f"watch mode {requested!r}: expected auto, native or poll")
-    try:
-        mounts = Path("/proc/self/mounts").read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError:
-        return "native"  # no /proc (macOS, BSD): their native observers are all we can judge
-    return "poll" if is_network_fs(fs_type_for(inbox.resolve(), mounts)) else "native"
-
-
 @dataclass
 class _Candidate:
     """A path seen in the inbox, not yet handed over; `events` is bumped by every new sighting."""
 
+    stability: StabilityTracker  # the settle thread's alone, like stat_error_logged
     events: int = 0
-    signature: Signature | None = None  # as last stat'ed by the settle thread
-    stable_since: float = 0.0  # clock time the signature was first seen
-    failed_ready_checks: int = 0
     stat_error_logged: bool = False
 
 
 class _Recorder(FileSystemEventHandler):
     """The watchdog callback: turns an event into inbox paths and records them, nothing more."""
 
-    def __init__(self, watcher: "Watcher", watched_root: str) -> None:
+    def __init__(self, record: Callable[[FileSystemEvent, str], None], watched_root: str) -> None:
         """`watched_root` is the resolved inbox the observer reports paths under."""
         super().__init__()
-        self._watcher = watcher
+        self._record = record
         self._watched_root = watched_root
 
     def dispatch(self, event: FileSystemEvent) -> None:
         """Record the event; an exception here would kill watchdog's dispatcher thread for good."""
         try:
-            self._watcher._record(event, self._watched_root)
+            self._record(event, self._watched_root)
         except Exception:
             log.exception("watcher: could not record {}", event)
 
@@ -201,14 +145,12 @@ class Watcher:
                 "watcher: poll and rescan intervals must be positive, settle_seconds not negative"
             )
         self.inbox = inbox
-        self.mode: Mode = choose_mode(inbox, mode)  # type: ignore[arg-type]  # checked there
         self.handover_errors = 0  # on_ready calls that raised; each file is retried on a rescan
         self._inbox = os.fspath(inbox)  # keys and handed-over paths are inbox / relative path
         self._on_ready = on_ready
         self._is_ready = is_ready or (lambda _path: True)
         self._on_scanned = on_scanned or (lambda: None)
         self._clock = clock
-        self._poll_interval_seconds = poll_interval_seconds
         self._settle_seconds = settle_seconds
         self._rescan_interval_seconds = rescan_interval_seconds
         self._tick_seconds = max(0.01, min(0.5, settle_seconds / 4))
@@ -221,14 +163,23 @@ class Watcher:
         self._folders_to_walk: set[str] = set()
         self._gone_folders: list[str] = []  # deleted or moved away: forget what was handed over
 
-        self._observer_lock = threading.Lock()  # start, restart and stop of the observer
-        self._observer: BaseObserver | None = None
         self._stopping = threading.Event()
+        self._observing = InboxObserver(
+            self._inbox,
+            choose_mode(inbox, mode),  # type: ignore[arg-type]  # checked there
+            functools.partial(_Recorder, self._record),
+            event_filter=_EVENT_TYPES,
+            poll_interval_seconds=poll_interval_seconds,
+            stopping=self._stopping,
+        )
         self._thread: threading.Thread | None = None
         self._last_tick_at = clock()
         self._next_rescan_at = 0.0
-        self._inbox_missing = False
-        self._last_start_error: str | None = None
+
+    @property
+    def mode(self) -> Mode:
+        """The observer in use ("poll" once inotify ran out of watches); safe from any thread."""
+        return self._observing.mode
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -242,8 +193,7 @@ class Watcher:
             raise RuntimeError("watcher: already started")
         if not os.path.isdir(self._inbox):
             raise FileNotFoundError(errno.ENOENT, "inbox is not a folder", self._inbox)
-        with self._observer_lock:
-            self._start_observer()
+        self._observing.start()
         log.info("watcher: watching {} ({} mode)", self._inbox, self.mode)
         self._last_tick_at = self._clock()
         self._next_rescan_at = self._clock() + self._rescan_interval_seconds
@@ -260,8 +210,7 @@ class Watcher:
             thread.join(timeout)
             if thread.is_alive():
                 log.warning("watcher: settle thread still busy after {} s; leaving it", timeout)
-        with self._observer_lock:
-            self._stop_observer(timeout)
+        self._observing.stop(timeout)
 
     def healthy(self) -> bool:
         """True while the observer (all its threads) and the settle thread run and tick."""
@@ -270,7 +219,7 @@ class Watcher:
             thread is not None
             and thread.is_alive()
             and self._clock() - self._last_tick_at < _HEALTHY_TICKS * self._tick_seconds
-            and self._observer_running()
+            and self._observing.running()
         )
 
     def idle(self) -> bool:
@@ -345,7 +294,7 @@ class Watcher:
         with self._lock:
             candidate = self._pending.get(key)
             if candidate is None:
-                self._pending[key] = _Candidate()
+                self._pending[key] = _Candidate(StabilityTracker(self._settle_seconds))
                 return True
             candidate.events += 1
             return False
@@ -373,7 +322,8 @@ class Watcher:
 
     def _tick(self) -> None:
         """One round: mind the observer, walk folders that moved in, rescan when due, settle."""
-        self._supervise()
+        if self._observing.restart_if_dead():
+            self.scan()  # whatever arrived while nobody watched
         self._walk_new_folders()
         if self._clock() >= self._next_rescan_at:
             self._next_rescan_at = self._clock() + self._rescan_interval_seconds
@@ -391,7 +341,7 @@ class Watcher:
             self._last_tick_at = self._clock()
 
     def _settle_one(self, key: str, candidate: _Candidate, events: int) -> None:
-        """Drop, keep waiting for, or hand over one candidate."""
+        """Stat one candidate, let its tracker judge what it saw, and act on the verdict."""
         try:
             status = os.stat(key, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
@@ -402,39 +352,26 @@ class Watcher:
                 candidate.stat_error_logged = True
                 log.warning("watcher: cannot stat {}: {}; will retry", key, error)
             return
-        signature = (status.st_size, status.st_mtime_ns)
         if stat.S_ISDIR(status.st_mode):  # a file replaced by a folder, say: walk it instead
             with self._lock:
                 self._folders_to_walk.add(key)
             self._discard(key, candidate, events)
             return
-        with self._lock:
-            already_handed_over = self._was_handed_over(key, signature)
-        if already_handed_over:
+        signature = _signature(status)
+        if self._is_handed_over(key, signature):
             self._discard(key, candidate, events)
             return
-        if not stat.S_ISREG(status.st_mode):
-            # Symlinks, FIFOs, sockets, devices: nothing to settle, and opening a FIFO would hang.
-            self._hand_over(key, candidate, events, signature)
-            return
-        now = self._clock()
-        if signature != candidate.signature:
-            candidate.signature, candidate.stable_since = signature, now
-            candidate.failed_ready_checks = 0
-            return
-        checks = candidate.failed_ready_checks
-        if now - candidate.stable_since < (checks + 1) * self._settle_seconds:
-            return
-        if self._check_ready(key):
-            self._hand_over(key, candidate, events, signature)
-            return
-        candidate.failed_ready_checks += 1
-        if candidate.failed_ready_checks >= _READY_CHECKS:
+        tracker = candidate.stability
+        verdict = tracker.observe(Observation.of(status), self._clock())
+        if verdict is Verdict.ASK_READY:
+            verdict = tracker.ready_checked(self._check_ready(key))
+        if verdict is Verdict.GIVE_UP:
             log.warning(
                 "watcher: {} unchanged for {} settle periods but still not ready; handing it over",
                 key,
-                _READY_CHECKS,
+                tracker.ready_checks,
             )
+        if verdict in (Verdict.SETTLED, Verdict.GIVE_UP):
             self._hand_over(key, candidate, events, signature)
 
     def _check_ready(self, key: str) -> bool:
@@ -463,6 +400,11 @@ class Watcher:
                 if self._was_handed_over(key, signature):
                     del self._handed_over[key]
         self._discard(key, candidate, events)
+
+    def _is_handed_over(self, key: str, signature: Signature) -> bool:
+        """True if `key` was handed over looking just like this (takes the lock)."""
+        with self._lock:
+            return self._was_handed_over(key, signature)
 
     def _was_handed_over(self, key: str, signature: Signature) -> bool:
         """True if `key` was handed over looking just like this; the caller holds the lock."""
@@ -516,108 +458,12 @@ class Watcher:
                     if entry.is_dir(follow_symlinks=False):
                         folders.append(entry.path)
                         continue
-                    status = entry.stat(follow_symlinks=False)
-                    signature: Signature | None = (status.st_size, status.st_mtime_ns)
+                    signature: Signature | None = _signature(entry.stat(follow_symlinks=False))
                 except OSError:
                     signature = None  # the settle thread will find out
                 seen.add(entry.path)
-                with self._lock:
-                    if signature is not None and self._was_handed_over(entry.path, signature):
-                        continue
+                if signature is not None and self._is_handed_over(entry.path, signature):
+                    continue
                 if self._note(entry.path):
                     new += 1
         return new, seen, complete
-
-    # -- the observer ---------------------------------------------------------------------------
-
-    def _observer_running(self) -> bool:
-        """True when the observer and each of its emitters are alive.
-
-        The observer's own thread survives its emitter: a polling emitter stops when the inbox
-        vanishes, an inotify one when the inbox is deleted, and is_alive() stays True.
-        """
-        observer = self._observer
-        if observer is None or not observer.is_alive():
-            return False
-        try:
-            emitters = tuple(observer.emitters)
-        except RuntimeError:  # the set changed under us (a concurrent stop); judge next tick
-            return True
-        return bool(emitters) and all(emitter.is_alive() for emitter in emitters)
-
-    def _supervise(self) -> None:
-        """Replace a dead observer, waiting for the inbox to exist again; then rescan."""
-        if self._observer_running():
-            return
-        with self._observer_lock:
-            if self._stopping.is_set():
-                return
-            if self._observer is not None:
-                log.warning(
-                    "watcher: the {} observer of {} stopped; restarting it", self.mode, self._inbox
-                )
-                self._stop_observer(timeout=1.0)
-            if not os.path.isdir(self._inbox):
-                if not self._inbox_missing:
-                    self._inbox_missing = True
-                    log.warning("watcher: inbox {} is missing; waiting for it", self._inbox)
-                return
-            try:
-                self._start_observer()
-            except OSError as error:
-                if str(error) != self._last_start_error:
-                    self._last_start_error = str(error)
-                    log.warning("watcher: cannot watch {}: {}; retrying", self._inbox, error)
-                return
-        self._last_start_error = None
-        if self._inbox_missing:
-            self._inbox_missing = False
-            log.info("watcher: inbox {} is back", self._inbox)
-        self.scan()  # whatever arrived while nobody watched
-
-    def _start_observer(self) -> None:
-        """Start an observer for the mode; out of inotify watches, fall back to polling for good."""
-        root = os.path.realpath(self._inbox)  # inotify does not follow a symlinked inbox
-        try:
-            self._observer = self._new_observer(root)
-        except OSError as error:
-            if self.mode != "native" or error.errno not in _INOTIFY_LIMITS:
-                raise
-            log.warning(
-                "watcher: cannot watch {} natively ({}); polling every {} s instead",
-                self._inbox,
-                error,
-                self._poll_interval_seconds,
-            )
-            self.mode = "poll"
-            self._observer = self._new_observer(root)
-
-    def _new_observer(self, root: str) -> BaseObserver:
-        """A started, recursive observer of `root`."""
-        observer: BaseObserver
-        if self.mode == "poll":
-            # PollingObserver, but with lstat: plain os.stat follows a symlink to a folder and would
-            # walk wherever it points (all of / for a link to /) on every poll.
-            observer = PollingObserverVFS(
-                os.lstat, os.scandir, polling_interval=self._poll_interval_seconds
-            )
-        else:
-            observer = Observer()
-        try:
-            observer.schedule(
-                _Recorder(self, root), root, recursive=True, event_filter=_EVENT_TYPES
-            )
-            observer.start()
-        except BaseException:
-            observer.stop()  # the inotify observer runs a reader thread from its constructor on
-            raise
-        return observer
-
-    def _stop_observer(self, timeout: float) -> None:
-        """Stop and forget the observer, if any."""
-        observer, self._observer = self._observer, None
-        if observer is None:
-            return
-        observer.stop()
-        if observer.is_alive():
-            observer.join(timeout)
