@@ -220,7 +220,8 @@ def _progress_logger():
 def _check(args: argparse.Namespace) -> int:
     from daemon.config import load_config
 
-    loaded = load_config(args.config)
+    # The machine checks too (loguru, Apprise, the secrets), as the daemon's start does.
+    loaded = load_config(args.config, check_machine=True)
     print(f"{loaded.path}: ok, presets: {', '.join(loaded.presets)}")
     return ExitCode.OK
 

@@ -450,7 +450,6 @@ def test_fingerprint_counts_style_weights(tmp_path: Path) -> None:
         ("logging:\n  retention: 0", 1, "logging.retention", "greater than or equal to 1, got 0"),
         ("logging:\n  rotation: ''", 1, "logging.rotation", "expected text, got ''"),
         ("logging:\n  rotation: '  '", 1, "logging.rotation", "expected text, got '  '"),
-        ("logging:\n  rotation: 10 parsecs", 1, "logging.rotation", "not a rotation loguru reads"),
         ("watch:\n  mode: pol", 1, "watch.mode", "got 'pol'; did you mean 'poll'?"),
         ("inbx: in", 0, "inbx", "unknown key; did you mean 'inbox'?"),
         ("watch:\n  settle: 2", 1, "watch.settle", "unknown key; did you mean 'settle_seconds'?"),
@@ -696,6 +695,56 @@ def test_config_errors_is_a_config_error_with_the_usage_exit_code() -> None:
     assert isinstance(errors, ConfigError)
     assert errors.exit_code == ExitCode.USAGE
     assert str(errors) == "a.yaml:1: x: bad\na.yaml:2: y: bad"
+
+
+# --- what the config asks of the machine (checks.py, only when the caller asks) ------------------
+
+
+def _machine_error(path: Path, environ: dict[str, str] | None = None) -> str:
+    """The single problem `load_config(..., check_machine=True)` reports for `path`."""
+    with pytest.raises(ConfigErrors) as raised:
+        load_config(path, environ or {}, check_machine=True)
+    (error,) = raised.value.errors
+    return error
+
+
+def test_loguru_is_asked_about_the_rotation_only_by_the_machine_check(tmp_path: Path) -> None:
+    path = _config_file(tmp_path, BASE + "logging:\n  rotation: 10 parsecs\n")
+    assert load_config(path).logging.rotation == "10 parsecs"  # parsing adds no log handler
+    error = _machine_error(path)
+    assert error.startswith(f"{path}:{NEXT_LINE + 1}: logging.rotation: "), error
+    assert "not a rotation loguru reads" in error
+    by_variable = _machine_error(
+        _config_file(tmp_path / "env", BASE), {"STYLEBOX_LOGGING_ROTATION": "10 parsecs"}
+    )
+    assert by_variable.startswith("STYLEBOX_LOGGING_ROTATION (environment, over "), by_variable
+    assert ": logging.rotation: not a rotation loguru reads" in by_variable
+
+
+def test_secret_files_are_read_only_by_the_machine_check(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("short\n")
+    (tmp_path / "secret").write_text("\n")
+    text = BASE + "web:\n  token_file: token\nnotify:\n  webhooks:\n"
+    text += "    - url: http://x/\n      secret_file: secret\n"
+    path = _config_file(tmp_path, text)
+    loaded = load_config(path)  # the files are looked up, not read
+    assert loaded.web.token_file == tmp_path / "token"
+    assert loaded.notify.webhooks[0].secret_file == tmp_path / "secret"
+    with pytest.raises(ConfigErrors) as raised:
+        load_config(path, check_machine=True)
+    assert raised.value.errors == (
+        f"{path}:{NEXT_LINE + 1}: web.token_file: {tmp_path / 'token'}: the token must be one word "
+        "of at least 16 characters (make one with: python3 -c 'import secrets; "
+        "print(secrets.token_urlsafe(32))')",
+        f"{path}:{NEXT_LINE + 5}: notify.webhooks[0].secret_file: {tmp_path / 'secret'}: empty; "
+        "put the shared secret in it",
+    )
+
+
+def test_the_machine_is_asked_once_the_file_itself_is_valid(tmp_path: Path) -> None:
+    path = _config_file(tmp_path, BASE + "logging:\n  rotation: 10 parsecs\n  retention: 0\n")
+    error = _machine_error(path)
+    assert error.startswith(f"{path}:{NEXT_LINE + 2}: logging.retention: "), error
 
 
 # --- parse_preset (a preset without a file) -------------------------------------------------------

@@ -22,7 +22,10 @@ from pydantic import TypeAdapter, ValidationError
 from yaml.nodes import Node
 
 from daemon.config import yaml_lines
-from daemon.config.models import Config, Preset, PresetModel, PresetsConfig, describe, suggestion
+from daemon.config.checks import machine_problems
+from daemon.config.models import Config, PresetsConfig
+from daemon.config.presets import Preset, PresetModel
+from daemon.config.values import describe, suggestion
 from daemon.errors import ConfigError
 
 C = TypeVar("C", Config, PresetsConfig)
@@ -43,10 +46,14 @@ class ConfigErrors(ConfigError):
         super().__init__("\n".join(self.errors))
 
 
-def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
+def load_config(
+    path: Path, environ: Mapping[str, str] = os.environ, *, check_machine: bool = False
+) -> Config:
     """Read and check the daemon's config file, with the environment's STYLEBOX_* settings
-    over it: its folders are required."""
-    return _load(path, Config, environ)
+    over it: its folders are required. Reading it touches nothing else; with `check_machine`
+    (`stylebox check`, the daemon's start and reload) what the config asks of the machine is
+    checked too (`checks.machine_problems`), each problem cited like the file's own."""
+    return _load(path, Config, environ, check_machine=check_machine)
 
 
 def load_presets(path: Path) -> PresetsConfig:
@@ -65,9 +72,11 @@ def parse_preset(name: str, raw: dict[str, Any], base_dir: Path) -> Preset:
         raise ConfigErrors([f"{dotted}: {message}" for _, dotted, message in found]) from None
 
 
-def _load(path: Path, kind: type[C], environ: Mapping[str, str]) -> C:
-    """The file, with `environ`'s settings over it, checked as `kind`, or ConfigErrors with
-    all of its problems."""
+def _load(
+    path: Path, kind: type[C], environ: Mapping[str, str], *, check_machine: bool = False
+) -> C:
+    """The file, with `environ`'s settings over it, checked as `kind` (then, with
+    `check_machine`, against the machine), or ConfigErrors with all of its problems."""
     shown = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -99,6 +108,10 @@ def _load(path: Path, kind: type[C], environ: Mapping[str, str]) -> C:
         config = TypeAdapter(kind).validate_python(document, context=context)
     except ValidationError as error:
         problems += _problems(error, kind, root, ())
+    else:
+        if check_machine and not (problems or unknown):  # a file's faults first: it may be wrong
+            for loc, message in machine_problems(config):
+                problems.append((*yaml_lines.locate(root, loc), message))
     if problems or unknown:
         problems.sort(key=lambda problem: (problem[1] not in given, problem[0]))
         where = [

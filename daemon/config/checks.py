@@ -1,0 +1,99 @@
+"""What a config asks of the machine, checked once and apart from parsing it.
+
+Parsing (`load_config`) is pure: it opens the YAML and no other file (paths are resolved and
+looked up, so that a missing painting is reported with the file's other faults), adds no log
+handler and starts no service, so any code may load a config for its values. What only the
+machine can answer is asked here instead, as OCRmyPDF's `check_options` does once its options
+are parsed: whether loguru reads the rotation, whether the web token and the webhook secrets
+can be read and hold something, whether Apprise is installed and knows each URL. `stylebox
+check`, the daemon's start and each reload (service.loop) load with `check_machine=True`,
+which runs `machine_problems` once the file itself is valid and cites each problem by its line
+like the file's own (load.py), so a file that `check` accepts is never refused at start, nor
+the reverse. The secrets stay files in the config; the page and the webhook channel read them
+where they use them.
+"""
+
+import importlib.util
+import tempfile
+from pathlib import Path
+
+from loguru import logger
+
+from daemon.config.models import Config, PresetsConfig
+from daemon.config.notify import AppriseSettings, NotifySettings
+from daemon.config.sections import MIN_TOKEN_CHARACTERS, LogSettings, WebSettings
+
+Problem = tuple[tuple[str | int, ...], str]  # where in the file (pydantic's loc), and what
+
+
+def machine_problems(config: Config | PresetsConfig) -> list[Problem]:
+    """(field, message) for each thing the machine refuses, in the order of the file's sections."""
+    return [
+        *_rotation(config.logging),
+        *_token(config.web),
+        *_secrets(config.notify),
+        *_apprise(config.notify.apprise),
+    ]
+
+
+def _rotation(logging: LogSettings) -> list[Problem]:
+    """loguru's own rotation syntax, asked of loguru: it would refuse it only when the file log
+    is opened. A handler that never writes (delay, and a filter that takes no record) is added
+    to parse it, and removed."""
+    path = Path(tempfile.gettempdir()) / "stylebox-rotation-check.log"
+    try:
+        handler = logger.add(path, rotation=logging.rotation, delay=True, filter=lambda _: False)
+    except (ValueError, TypeError) as error:
+        return [(("logging", "rotation"), f"not a rotation loguru reads ({error})")]
+    logger.remove(handler)
+    return []
+
+
+def _token(web: WebSettings) -> list[Problem]:
+    """The token file readable, and its token long enough not to be guessed."""
+    path = web.token_file
+    if path is None:
+        return []
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        return [(("web", "token_file"), f"{path}: cannot read it: {error}")]
+    if len(token) < MIN_TOKEN_CHARACTERS or any(c.isspace() for c in token):
+        message = (
+            f"{path}: the token must be one word of at least {MIN_TOKEN_CHARACTERS} characters "
+            "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+        return [(("web", "token_file"), message)]
+    return []
+
+
+def _secrets(notify: NotifySettings) -> list[Problem]:
+    """Each webhook's secret file readable and not empty."""
+    problems: list[Problem] = []
+    for index, hook in enumerate(notify.webhooks):
+        path, where = hook.secret_file, ("notify", "webhooks", index, "secret_file")
+        if path is None:
+            continue
+        try:
+            secret = path.read_bytes().strip()
+        except OSError as error:
+            problems.append((where, f"{path}: cannot read it: {error.strerror}"))
+            continue
+        if not secret:
+            problems.append((where, f"{path}: empty; put the shared secret in it"))
+    return problems
+
+
+def _apprise(apprise_settings: AppriseSettings) -> list[Problem]:
+    """Apprise installed, and each URL one it knows (not shown: they hold passwords)."""
+    urls, where = apprise_settings.urls, ("notify", "apprise", "urls")
+    if not urls:
+        return []
+    if importlib.util.find_spec("apprise") is None:
+        return [(where, "needs Apprise: pip install 'stylebox[notify]'")]
+    import apprise
+
+    for index, url in enumerate(urls):
+        if not apprise.Apprise().add(url):
+            return [(where, f"URL {index + 1} is not one Apprise knows (see its wiki's list)")]
+    return []
