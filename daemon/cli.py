@@ -306,7 +306,7 @@ def _notify_test(args: argparse.Namespace) -> int:
     from daemon.service.channels import channels_for
     from daemon.service.journal import DeliveryState
 
-    config = load_config(args.config)
+    config = load_config(args.config, check_machine=True)  # its channels, as the daemon has them
     channels = channels_for(config)
     if not channels:
         print(f"{config.path}: no notify: channels configured")

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from daemon.config.outputs import FAILED_DIR, check_name_pattern
 from daemon.errors import StyleboxError
+from daemon.paths import named_within, really_within
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -175,7 +176,7 @@ def real_file_within(path: Path, folders: Collection[Path]) -> Path | None:
             return None
     except (OSError, RuntimeError):
         return None
-    return real if any(real.is_relative_to(f.resolve()) for f in folders) else None
+    return real if really_within(real, folders) else None
 
 
 class OutsideOutbox(StyleboxError):
@@ -336,7 +337,7 @@ class Outbox:
         """`path` resolved; OutsideOutbox when it (through a symlinked folder) lies outside root.
         The one containment check: every folder the outbox writes in passes through it."""
         resolved = path.resolve()
-        if not resolved.is_relative_to(self.root.resolve()):
+        if not really_within(resolved, [self.root]):
             raise OutsideOutbox(
                 f"{path} resolves to {resolved}, outside the outbox {self.root}, so nothing is "
                 "written there; make it a real folder, then touch the photos held back (or "
@@ -443,14 +444,14 @@ class Outbox:
             source = Path(json.loads(error_file.read_bytes()).get("source", ""))
         except (OSError, ValueError, AttributeError):
             source = Path()
-        came_from = Path(os.path.normpath(source.parent))  # no `..` walks out of the inbox
+        came_from = named_within(source.parent, inbox)
         if (
             source.is_absolute()
-            and came_from.is_relative_to(inbox)
-            and came_from.is_dir()  # never made here: a folder of its own, not a link out
-            and came_from.resolve().is_relative_to(inbox.resolve())
+            and came_from is not None
+            and Path(came_from).is_dir()  # never made here: a folder of its own, not a link out
+            and really_within(Path(came_from).resolve(), [inbox])
         ):
-            folder = came_from
+            folder = Path(came_from)
         target = _free_target(folder, name)
         if not move_no_overwrite(photo, target):
             raise FileNotFoundError(errno.ENOENT, "gone before it could be moved", str(photo))

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
+from daemon.service.journal import Journal
 from tests.cluster_harness import (
     RedisServer,
     cluster_configs,
@@ -249,8 +251,6 @@ def test_a_worker_needs_the_queue_and_never_shows_its_password(tmp_path: Path) -
     url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
     config = write_config(tmp_path, queue={"url": url})
     (tmp_path / "state").mkdir()
-    from daemon.service.journal import Journal
-
     Journal(tmp_path / "state" / "journal.sqlite3").close()
     shown = stylebox("status", "--config", config)
     assert shown.returncode == 0, shown.stderr
@@ -279,4 +279,28 @@ def test_a_paused_coordinator_sends_nothing_until_resumed(
     assert journal_rows(journal)[0]["state"] == "queued"
     (tmp_path / "state" / "paused").unlink()
     wait_for(lambda: done_count(tmp_path / "state") == 1, "the photo done", daemon=coordinator)
+    stop_cleanly(coordinator)
+
+
+def test_reading_the_roster_writes_nothing_and_the_coordinator_forgets_old_hosts(
+    tmp_path: Path, redis_server: RedisServer, daemons: Daemons
+) -> None:
+    """`status` and the page's GETs read the roster; only the coordinator removes the lines of
+    hosts not heard from in a week."""
+    client = redis_server.client()
+    old = {"devices": ["cpu"], "jobs": {}, "seen": time.time() - 8 * 86400}
+    client.hset("stylebox:workers", "gone:1", json.dumps(old))
+    config = write_config(tmp_path, queue={"url": redis_server.url}, presets=cluster_presets())
+    (tmp_path / "state").mkdir()
+    Journal(tmp_path / "state" / "journal.sqlite3").close()
+    shown = stylebox("status", "--config", config)
+    assert shown.returncode == 0, shown.stderr
+    assert "gone:1" not in shown.stdout  # a week silent: not shown
+    assert client.hexists("stylebox:workers", "gone:1")  # and not removed by a read
+    coordinator = daemons.start(config)
+    wait_for(
+        lambda: not client.hexists("stylebox:workers", "gone:1"),
+        "the coordinator forgets the host",
+        daemon=coordinator,
+    )
     stop_cleanly(coordinator)

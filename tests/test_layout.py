@@ -2,12 +2,14 @@
 
 The engine knows tensors and not files: it imports torch, torchvision, numpy and the standard
 library, and of the daemon only itself and `daemon.errors`. Media knows Pillow and numpy. Imports
-point one way: cli -> web -> cluster -> service -> pipeline | outbox -> config -> engine | media
--> errors.
+point one way: cli -> web -> cluster -> service -> jobs -> pipeline | outbox -> config -> engine |
+media -> errors. A job is painted in one place, daemon/jobs (the executor), for both of its drivers.
 """
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import grimp
 import pytest
@@ -17,14 +19,16 @@ LAYERS = (
     "web",
     "cluster",
     "service",
+    "jobs",
     {"pipeline", "outbox"},
     "config",
     {"engine", "media"},
-    "errors",
+    {"errors", "paths"},
 )
 ALLOWED_OUTSIDE = {
     "daemon.engine": {"torch", "torchvision", "numpy", "daemon.engine", "daemon.errors"},
     "daemon.media": {"PIL", "numpy", "daemon.media", "daemon.errors"},
+    "daemon.paths": set(),
 }
 
 
@@ -76,12 +80,14 @@ def test_the_web_page_knows_the_service_not_the_engine(graph: grimp.ImportGraph)
     daemon_parts = {
         "daemon.service",
         "daemon.outbox",
+        "daemon.paths",
         "daemon.config",
         "daemon.media",
         "daemon.errors",
     }
     allowed = web_libraries | daemon_parts | {"daemon.web", "daemon.engine.settings"}
     allowed |= {"daemon.cluster.status"}  # the worker hosts, as the roster in Redis shows them
+    allowed |= {"daemon.jobs.previews"}  # where a running job's picture is (torch-free)
     found = _imports_beyond(graph, "daemon.web", allowed)
     beyond = {module: names - {"daemon"} for module, names in found.items()}  # its __version__
     assert {module: names for module, names in beyond.items() if names} == {}
@@ -97,3 +103,41 @@ def test_the_config_loads_without_torch_pillow_or_numpy() -> None:
     code = "import sys, daemon.config; print(sorted({'torch', 'PIL', 'numpy'} & set(sys.modules)))"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("driver", ["daemon.service.worker", "daemon.cluster.host"])
+def test_the_drivers_paint_only_through_the_executor(graph: grimp.ImportGraph, driver: str) -> None:
+    """The local worker and a worker host hand jobs to daemon.jobs; neither reaches the engine
+    or the pipeline itself, so a change to how a job is painted is made once."""
+    imported = graph.find_modules_directly_imported_by(driver)
+    beyond = {
+        name
+        for name in imported
+        if name.split(".")[:2] in (["daemon", "engine"], ["daemon", "pipeline"])
+    }
+    assert beyond == set()
+    assert "daemon.jobs.executor" in imported
+
+
+def test_only_what_starts_a_worker_imports_it(graph: grimp.ImportGraph) -> None:
+    importers = graph.find_modules_that_directly_import("daemon.service.worker")
+    assert importers == {"daemon.service.loop", "daemon.cluster.serve"}
+
+
+MAX_CLASS_LINES = 400
+MAX_MODULE_LINES = 600
+
+
+def test_no_class_or_module_in_the_daemon_is_too_big_to_read_in_a_sitting() -> None:
+    """Counted by `ast`: a class from its `class` line to its last, a module by its lines."""
+    too_big = []
+    for path in sorted((Path(__file__).parent.parent / "daemon").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if (lines := len(text.splitlines())) > MAX_MODULE_LINES:
+            too_big.append(f"{path}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_CLASS_LINES:
+                    too_big.append(f"{path}: class {node.name}, {length} lines")
+    assert too_big == []

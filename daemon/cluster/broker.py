@@ -5,8 +5,9 @@ Dramatiq acknowledges a message only after its actor returns, and requeues the u
 messages of a broker whose heartbeat has stopped for `heartbeat_timeout`, during "maintenance"
 that runs on a random share of commands; here every command does it (the work is one sorted-set
 read), so a dead worker's job goes to another within about `queue.heartbeat_seconds`. None of
-Dramatiq's middleware is used: stylebox retries, limits and records jobs in its own journal, and
-a job must never be dead-lettered or cut off by a time limit while it is still being painted.
+Dramatiq's stock middleware is used: stylebox retries, limits and records jobs in its own journal,
+and a job must never be dead-lettered or cut off by a time limit while it is still being painted.
+A worker host adds one of its own, deaths.py's, which counts the attempts during which it died.
 """
 
 from __future__ import annotations
@@ -92,8 +93,25 @@ def sign_off(client: redis.Redis, name: str) -> None:
 
 
 def roster(client: redis.Redis) -> dict[str, dict[str, Any]]:
-    """Every worker host's latest line; those not heard from in a week are dropped."""
-    lines: dict[str, dict[str, Any]] = {}
+    """Every worker host's latest line, read only (the page and `status` call it on a GET);
+    lines not heard from in a week are left out, and removed by `forget_silent`."""
+    return {name: line for name, line, seen in _lines(client) if not _forgotten(seen)}
+
+
+def forget_silent(client: redis.Redis) -> None:
+    """Remove the roster lines of hosts not heard from in a week (the coordinator's chore)."""
+    for name, _, seen in _lines(client):
+        if _forgotten(seen):
+            client.hdel(ROSTER, name)
+
+
+def _forgotten(seen: float) -> bool:
+    return time.time() - seen > FORGET_WORKERS_SECONDS
+
+
+def _lines(client: redis.Redis) -> list[tuple[str, dict[str, Any], float]]:
+    """Each roster line that a stylebox worker wrote: (host name, line, when it was seen)."""
+    lines = []
     for name, raw in client.hgetall(ROSTER).items():
         try:
             line = json.loads(raw)
@@ -102,10 +120,7 @@ def roster(client: redis.Redis) -> dict[str, dict[str, Any]]:
             line["jobs"] = {int(job): dict(progress) for job, progress in line["jobs"].items()}
         except (ValueError, KeyError, TypeError, AttributeError):
             continue  # not a line a stylebox worker writes
-        if time.time() - seen > FORGET_WORKERS_SECONDS:
-            client.hdel(ROSTER, name)
-            continue
-        lines[name.decode() if isinstance(name, bytes) else name] = line
+        lines.append((name.decode() if isinstance(name, bytes) else name, line, seen))
     return lines
 
 

@@ -24,49 +24,48 @@ from loguru import logger
 
 from daemon.cluster import broker as brokers
 from daemon.cluster.host import SHARE_MARK, Host
-from daemon.cluster.messages import HANDED_BACK, RELEASED, Assignment, Order, Report
+from daemon.cluster.messages import Assignment, Order, Report
 from daemon.config import Config, Preset
-from daemon.engine import device
+from daemon.engine.device import Models
+from daemon.jobs.executor import header_output_size
+from daemon.jobs.outcome import Outcome, classify
 from daemon.outbox import Delivery, atomic_write, open_outbox, published
 from daemon.service import pause
-from daemon.service.finish import Finisher, Outcome, classify
+from daemon.service.finish import Finisher
 from daemon.service.journal import Job, JobState, Journal, JournalError
+from daemon.service.loops import IDLE_WAIT_SECONDS, Loop, stalled
 from daemon.service.metrics import Metrics
-from daemon.service.worker import (
-    CANDIDATES_PER_PLACE,
-    IDLE_WAIT_SECONDS,
-    checked_and_planned,
-    details_for,
-    header_output_size,
-    stalled,
-)
+from daemon.service.planning import CANDIDATES_PER_PLACE, checked_and_planned, writing_of
 
 RECONCILE_SECONDS = 5.0  # how long a job may be unaccounted for before it is sent again
 STOP_SECONDS = 2.5  # each of the local worker and the results thread, out of the daemon's 8 s
 HAND_BACK_SECONDS = 5.0  # a job a host could not do waits this long, so another host takes it
 
 
-class Coordinator:
-    """Dispatcher, results and (with queue.local_worker) a worker host of its own; the same
-    face to the service as the single-host Worker. `config` may be swapped on reload."""
+class Coordinator(Loop):
+    """Dispatcher (the loop), results and (with queue.local_worker) a worker host of its own;
+    the same face to the service as the single-host Worker. `config` may be swapped on reload."""
+
+    name = "dispatcher"
 
     def __init__(
         self,
         config: Config,
         journal: Journal,
-        models: device.Models,
+        models: Models,
         *,
         metrics: Metrics,
         on_status: Callable[[str], None] = lambda text: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._fatal: BaseException | None = None
+        super().__init__()
         self._config = config
         self.journal = journal
         self.models = models
         self.clock = clock
         self.on_status = on_status
         self.finish = Finisher(journal, metrics, on_status=on_status, clock=clock)
-        self._fatal: BaseException | None = None
         self.broker = brokers.connect(config.queue)
         dramatiq.Actor(
             self._on_report,
@@ -84,14 +83,10 @@ class Coordinator:
         )
         self._host = Host(config, [models]) if config.queue.local_worker else None
         self._lock = threading.Lock()  # one job's end at a time: a report, or the reconciling
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._heartbeat = time.monotonic()
         self._missing: dict[int, float] = {}  # job id -> when it was first unaccounted for
         self._reconciled_at = 0.0
         self._away = False  # Redis unreachable: said once
         self._pause = pause.PauseWatch(on_status, held="no new job is sent")
-        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
 
     # -- the service's side (as Worker) ---------------------------------------------------------
 
@@ -105,6 +100,10 @@ class Coordinator:
         if self._fatal is None and self._host is not None:
             return self._host.fatal
         return self._fatal
+
+    @fatal.setter
+    def fatal(self, cause: BaseException | None) -> None:
+        self._fatal = cause
 
     @config.setter
     def config(self, config: Config) -> None:
@@ -132,15 +131,8 @@ class Coordinator:
         self._results.start()
         if self._host is not None:
             self._host.start()
-        self._thread.start()
+        super().start()
         logger.info("coordinating through {}", self.config.queue.shown_url)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def request_stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
 
     def join(self, timeout: float) -> bool:
         """Stop the local worker (its job is reported released), then the results thread."""
@@ -162,28 +154,22 @@ class Coordinator:
 
     # -- the dispatcher ---------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def step(self) -> float:
+        """Reconcile when it is due, then send the next job; what fails beyond Redis being
+        away (the journal failing, a bug) ends the loop."""
         try:
-            while not self._stop.is_set():
-                self._heartbeat = time.monotonic()
-                try:
-                    if time.monotonic() - self._reconciled_at >= brokers.ROSTER_SECONDS:
-                        self._reconcile()
-                    # Paused: nothing more is sent; what the hosts have in hand finishes.
-                    sent = not self._pause.holds(self.config) and self._dispatch()
-                    if self._away:
-                        logger.info("the queue's Redis answers again")
-                        self._away = False
-                except brokers.RedisError as exc:
-                    if not self._away:
-                        logger.warning("the queue's Redis is unreachable ({}); retrying", exc)
-                    self._away, sent = True, False
-                if not sent:
-                    self._wake.wait(IDLE_WAIT_SECONDS)
-                    self._wake.clear()
-        except Exception as exc:  # the journal failing, or a bug
-            logger.opt(exception=exc).critical("the dispatcher cannot go on")
-            self._fatal = exc
+            if time.monotonic() - self._reconciled_at >= brokers.ROSTER_SECONDS:
+                self._reconcile()
+            # Paused: nothing more is sent; what the hosts have in hand finishes.
+            sent = not self._pause.holds(self.config) and self._dispatch()
+            if self._away:
+                logger.info("the queue's Redis answers again")
+                self._away = False
+        except brokers.RedisError as exc:
+            if not self._away:
+                logger.warning("the queue's Redis is unreachable ({}); retrying", exc)
+            self._away, sent = True, False
+        return 0.0 if sent else IDLE_WAIT_SECONDS
 
     def _dispatch(self) -> bool:
         """Send the next due job (with its batch-mates) if a device is free for it."""
@@ -223,7 +209,7 @@ class Coordinator:
         if head.attempts > 1 or config.batch_size == 1:
             return []
         preset = config.presets[head.preset]
-        size = header_output_size(head, preset, config)
+        size = header_output_size(Path(head.source_path), preset, config.max_input_pixels)
         if size is None:
             return []
         mates: list[Job] = []
@@ -231,7 +217,7 @@ class Coordinator:
         for job in self.journal.batch_candidates(head, limit=limit):
             if len(mates) >= config.batch_size - 1:
                 break
-            if header_output_size(job, preset, config) != size:
+            if header_output_size(Path(job.source_path), preset, config.max_input_pixels) != size:
                 continue
             if (claimed := self.journal.claim(job.id)) is None:
                 continue
@@ -242,19 +228,13 @@ class Coordinator:
     def _send(self, jobs: list[Job], config: Config) -> None:
         """One assignment for these running jobs; recorded first, so that a report of an older
         sending is known for one, and a lost one is sent again."""
-        output = config.output
         dispatch = {"id": uuid.uuid4().hex, "sent_at": self.clock()}
         fingerprint = config.presets[jobs[0].preset].fingerprint
         assignment = Assignment(
             orders=tuple(Order.of(job, fingerprint, dispatch["id"]) for job in jobs),
             inbox=str(config.inbox),
             outbox=str(config.outbox),
-            output={
-                "format": output.format,
-                "quality": output.quality,
-                "bit_depth": output.bit_depth,
-                "file_mode": output.file_mode,
-            },
+            writing=writing_of(config),
             max_input_pixels=config.max_input_pixels,
             max_attempts=config.retries.max_attempts,
             sent_at=self.clock(),
@@ -277,6 +257,7 @@ class Coordinator:
         delivery finds the first in hand or published.) Also copies the hosts' progress into
         the journal."""
         self._reconciled_at = time.monotonic()
+        brokers.forget_silent(self.broker.client)
         lines = brokers.live_roster(self.broker.client, self.config.queue.heartbeat_seconds)
         painting: dict[int, dict[str, Any]] = {}
         for name, line in lines.items():
@@ -318,7 +299,7 @@ class Coordinator:
         if sidecar is None:
             return False
         delivery = Delivery(image=planned, sidecar=planned.with_suffix(".json"))
-        self.finish.done(self.config, job, delivery, sidecar, details_for(sidecar))
+        self.finish.done(self.config, job, delivery, sidecar)
         return True
 
     # -- the results thread (Dramatiq's) ------------------------------------------------------
@@ -330,10 +311,10 @@ class Coordinator:
             with self._lock:
                 self._apply(report)
         except JournalError as exc:
-            self._fatal = exc
+            self.fatal = exc
         except Exception as exc:
             logger.opt(exception=exc).critical("a worker's report could not be applied")
-            self._fatal = exc
+            self.fatal = exc
         self._wake.set()
 
     def _apply(self, report: Report) -> None:
@@ -351,24 +332,24 @@ class Coordinator:
             )
             return
         latest = job.details.get("dispatch", {}).get("id")
-        if report.outcome != Outcome.DONE and report.dispatch != latest:
+        if report.outcome is not Outcome.DONE and report.dispatch != latest:
             log.info(
                 "a report of an older sending ({}, from {}) ignored", report.outcome, report.worker
             )
             return
         self._missing.pop(job.id, None)
         config = self.config
-        if report.outcome == RELEASED:
+        if report.outcome is Outcome.RELEASED:
             self.journal.release(job.id)
             log.info("{} stopped before it was done; queued again", report.worker)
             return
-        if report.outcome == HANDED_BACK:
+        if report.outcome is Outcome.HANDED_BACK:
             self.journal.release(
                 job.id, error=report.reason, not_before=self.clock() + HAND_BACK_SECONDS
             )
             log.warning("handed back by {}: {}", report.worker, report.reason)
             return
-        if report.outcome == Outcome.DONE:
+        if report.outcome is Outcome.DONE:
             if self._finished_in_outbox(job):
                 return
             outcome = Outcome.RETRY
@@ -377,7 +358,7 @@ class Coordinator:
                 "(does that host write to the same share?)"
             )
         else:
-            outcome, reason = Outcome(report.outcome), report.reason
+            outcome, reason = report.outcome, report.reason
         source = Path(job.source_path)
         if outcome is Outcome.RETRY and not source.exists() and not source.is_symlink():
             outcome, reason = Outcome.QUARANTINED, f"{source}: the photo vanished"

@@ -24,36 +24,30 @@ import queue
 import socket
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 import dramatiq
 from loguru import logger
 
-from daemon import __version__, pipeline
+from daemon import __version__
 from daemon.cluster import broker as brokers
-from daemon.cluster.messages import HANDED_BACK, RELEASED, Assignment, Order, Report
-from daemon.config import Config, Preset
-from daemon.engine import device, transfer
+from daemon.cluster.deaths import DeathCount
+from daemon.cluster.messages import Assignment, Order, Report
+from daemon.config import Config
 from daemon.errors import InputError
-from daemon.media import decode
+from daemon.jobs.executor import Executor, Models
+from daemon.jobs.outcome import Outcome
+from daemon.jobs.work import Ended, Loaded, Snapshot
 from daemon.outbox import Outbox, published
-from daemon.service.finish import Outcome, Superseded, classify, holds
-from daemon.service.worker import (
-    StopRequested,
-    check_photo,
-    lower_objective,
-    progress_line,
-    sidecar_for,
-)
+from daemon.paths import named_within, really_within
+from daemon.service.backoff import backoff_seconds
+from daemon.service.loops import Loop
 
 SHARE_MARK = ".stylebox-share"  # written by the coordinator in its outbox: the share is mounted
 SHARE_PAUSE_SECONDS = 30.0  # a host that cannot see a photo takes no jobs for this long
 REPORT_TRIES_SECONDS = 60.0  # a report waits this long for Redis to come back
 STOPPING_REPORT_SECONDS = 2.0  # ... or this long once the host is stopping
-TRIES_SECONDS = 7 * 86400
 
 
 class ShareMissing(OSError):
@@ -66,46 +60,26 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def devices_for(name: str) -> list[str]:
-    """One device per worker thread: `auto` means every CUDA device (else the CPU)."""
-    import torch
-
-    if name == "auto" and torch.cuda.is_available():
-        return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
-    return [str(device.resolve_device(name))]
-
-
-@dataclass(frozen=True)
-class _Ready:
-    """An order whose photo is checked and loaded, with the preset it was checked against."""
-
-    order: Order
-    preset: Preset
-    source: Path  # on this host
-    planned: Path  # on this host
-    photo: decode.LoadedImage
-
-
 class Host:
     """The worker side of the queue; `start`, then `stop` (which releases what is running).
     `config` may be swapped on reload; an assignment keeps the one it began with."""
 
-    def __init__(self, config: Config, models: list[device.Models], *, name: str = "") -> None:
+    def __init__(self, config: Config, models: list[Models], *, name: str = "") -> None:
         self.config = config
         self.name = name or worker_name()
         self.broker = brokers.connect(config.queue)
+        self._deaths = DeathCount(self.broker.client)
+        self.broker.add_middleware(self._deaths)
         self.fatal: BaseException | None = None  # a device that cannot be used again
-        self._free: queue.SimpleQueue[device.Models] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        identity = {"host": socket.gethostname(), "pid": os.getpid(), "name": self.name}
+        self._free: queue.SimpleQueue[Executor] = queue.SimpleQueue()
         for each in models:
-            self._free.put(each)
+            self._free.put(Executor(each, worker=identity, stopping=self._stop.is_set))
         self._devices = [str(each.device) for each in models]
         self._own = threading.local()
-        self._styles: dict[tuple[str, str], tuple[list[transfer.Style], Any]] = {}
         self._lock = threading.Lock()  # the maps below, shared by the worker threads
         self._jobs: dict[int, dict[str, Any]] = {}  # in hand here, from receipt to report
-        self._counted: Counter[int] = Counter()  # attempts `_deaths` counted, until reported
-        self._stop = threading.Event()
-        self._changed = threading.Event()  # a job arrived or left: the roster says so at once
         self._paused_until = 0.0
         self._holding = False  # the share is missing here (or the device is gone): no jobs
         self._started = time.time()
@@ -125,7 +99,7 @@ class Host:
         )
         # One message per thread: no photo waits behind a long job while another host idles.
         self._worker.queue_prefetch = len(models)
-        self._roster = threading.Thread(target=self._report_in, name="roster", daemon=True)
+        self._roster = _Roster(self)  # woken when a job arrives or leaves: said at once
 
     def start(self) -> None:
         self._worker.start()
@@ -141,11 +115,12 @@ class Host:
         """Stop taking jobs within about `timeout`; running ones end at their next evaluation,
         reported released (or, with Redis away, sent again by the coordinator)."""
         self._stop.set()
-        self._changed.set()
+        self._roster.wake()
         try:  # Dramatiq waits up to its timeout twice: for the threads, then the consumers
             self._worker.stop(timeout=int(timeout * 1000 / 2))
         except (brokers.RedisError, dramatiq.BrokerConnectionError) as exc:
             logger.warning("stopping with the queue's Redis away: {}", exc)
+        self._roster.request_stop()
         self._roster.join(timeout=1.0)
         with contextlib.suppress(brokers.RedisError):  # else unheard-of after the heartbeat
             brokers.sign_off(self.broker.client, self.name)
@@ -154,13 +129,9 @@ class Host:
         """Why this host cannot go on, in a line; None while it can."""
         if self.fatal is not None:
             return f"the device is unusable: {self.fatal}"
-        if (
-            self._roster.ident is not None
-            and not self._roster.is_alive()
-            and not self._stop.is_set()
-        ):
-            return "the worker's roster thread is not running"
-        return None
+        if self._stop.is_set():
+            return None
+        return self._roster.problem()
 
     # -- the actor, in a Dramatiq worker thread ---------------------------------------------
 
@@ -184,14 +155,14 @@ class Host:
                 reports = self._assignment(assignment, taken, config)
             except Exception as exc:  # a bug between the steps: each job is still reported
                 logger.opt(exception=exc).error("an assignment failed: {}", exc)
-                reports = [self._failure(order, exc) for order in taken]
+                reports = [self._failure(order, exc, self._executor()) for order in taken]
             for report in reports:
                 self._report(report)
         finally:
             with self._lock:
                 for order in taken:
                     self._jobs.pop(order.id, None)
-            self._changed.set()
+            self._roster.wake()
 
     def _take(self, orders: tuple[Order, ...]) -> list[Order]:
         """The orders no one else has in hand, now listed in this host's roster line."""
@@ -211,43 +182,60 @@ class Host:
                     continue
                 self._jobs[order.id] = {}  # its progress from the first evaluation
                 taken.append(order)
-        self._changed.set()
+        self._roster.wake()
         return taken
 
-    def _models(self) -> device.Models:
+    def _executor(self) -> Executor:
         """This thread's device, taken once from the pool."""
-        if not hasattr(self._own, "models"):
-            self._own.models = self._free.get_nowait()
-        return self._own.models
+        if not hasattr(self._own, "executor"):
+            self._own.executor = self._free.get_nowait()
+        return self._own.executor
 
     def _assignment(
         self, assignment: Assignment, orders: list[Order], config: Config
     ) -> list[Report]:
         reports: list[Report] = []
-        ready: list[_Ready] = []
-        outbox = Outbox(config.outbox, file_mode=assignment.output["file_mode"])
+        ready: list[Loaded] = []
+        executor = self._executor()
+        by_job = {order.id: order for order in orders}
         for order in orders:
             if self._stop.is_set():
-                reports.append(self._ended(order, RELEASED, "the worker is stopping"))
+                reports.append(self._ended(order, Outcome.RELEASED, "the worker is stopping"))
                 continue
             if self._holding:  # taken just before the hold began
                 reason = f"{self.name} takes no jobs now: it cannot see the share"
-                reports.append(self._ended(order, HANDED_BACK, reason))
+                reports.append(self._ended(order, Outcome.HANDED_BACK, reason))
                 continue
             try:
-                prepared = self._prepare(order, assignment, config)
+                prepared = self._prepare(order, assignment, config, executor)
             except Exception as exc:
-                reports.append(self._failure(order, exc))
+                reports.append(self._failure(order, exc, executor))
                 continue
             if isinstance(prepared, Report):
                 reports.append(prepared)
             else:
                 ready.append(prepared)
         if ready:
-            reports += self._paint(ready, assignment, outbox)
+            preset = config.presets[by_job[ready[0].work.job_id].preset]
+            endings = executor.paint(
+                ready,
+                preset,
+                assignment.writing,
+                Outbox(config.outbox, file_mode=assignment.writing.file_mode),
+                max_pixels=assignment.max_input_pixels,
+                on_progress=self._progress,
+            )
+            reports += [self._report_of(by_job[e.work.job_id], e) for e in endings]
+            if executor.poisoned is not None:
+                self.fatal = executor.poisoned
+                self._stop.set()
+                self._hold(True, "the device is unusable")
+                logger.critical("the device is unusable ({}); this worker exits", self.fatal)
         return reports
 
-    def _prepare(self, order: Order, assignment: Assignment, config: Config) -> _Ready | Report:
+    def _prepare(
+        self, order: Order, assignment: Assignment, config: Config, executor: Executor
+    ) -> Loaded | Report:
         """The order's photo, checked and loaded, or the report of a job settled here."""
         log = logger.bind(job=order.id)
         source = self._here(order.source, assignment.inbox, config.inbox)
@@ -263,167 +251,73 @@ class Host:
                 "coordinator's presets"
             )
             log.error("{}", reason)
-            return self._ended(order, HANDED_BACK, reason)
-        if self._deaths(order) > assignment.max_attempts:
-            return self._ended(order, Outcome.FAILED, "a worker died during each of its attempts")
+            return self._ended(order, Outcome.HANDED_BACK, reason)
+        if self._deaths.deaths(order.id) > assignment.max_attempts:
+            reason = "a worker died during each of its attempts"
+            return self._ended(order, Outcome.FAILED, reason)
         if not source.exists() and not source.is_symlink():
             raise ShareMissing(
                 errno.ENOENT,
                 f"not found on {self.name} (is the inbox share mounted at {config.inbox}?)",
                 str(source),
             )
-        check_photo(source, order.content_hash)
-        photo = decode.load_image(
-            source,
-            max_pixels=assignment.max_input_pixels,
-            long_side=preset.settings.size,
-            follow_symlinks=False,
-        )
-        return _Ready(order, preset, source, planned, photo)
+        work = order.as_work(source, planned)
+        return executor.load(work, preset, assignment.max_input_pixels)
 
     @staticmethod
     def _here(path: str, theirs: str, ours: Path) -> Path:
         """The coordinator's `path`, inside its folder `theirs`, on this host: inside `ours`,
         through no link out of it."""
-        relative = PurePath(os.path.normpath(path))
-        if not relative.is_relative_to(theirs) or ".." in relative.parts:
+        named = named_within(path, theirs)
+        if named is None:
             raise InputError(f"{path}: not inside the coordinator's {theirs}")
-        here = ours / relative.relative_to(theirs)
-        if not here.parent.resolve().is_relative_to(ours.resolve()):
+        here = ours / named.relative_to(theirs)
+        if not really_within(here.parent.resolve(), [ours]):
             raise InputError(f"{here}: its folder leads out of {ours} (a link)")
         return here
 
-    def _paint(self, ready: list[_Ready], assignment: Assignment, outbox: Outbox) -> list[Report]:
-        """Stylise the loaded photos together, then publish each; a batch that fails is tried
-        again one photo at a time, so that one photo's fault costs its mates nothing."""
-        models = self._models()
-        preset = ready[0].preset
-        batch = f" in a batch of {len(ready)}" if len(ready) > 1 else ""
-        for each in ready:
-            logger.bind(job=each.order.id).info(
-                "{} -> preset {} on {}{}", each.source, preset.name, models.device, batch
-            )
-        started = time.monotonic()
-        try:
-            styles, targets = self._styles_for(preset, models, assignment.max_input_pixels)
-            size = transfer.output_size(*ready[0].photo.pixels.shape[:2], preset.settings)
-            if len(ready) > pipeline.room_for(size, models):
-                raise MemoryError(f"{len(ready)} photos at {size} do not fit on {models.device}")
-            results = pipeline.stylise_photos(
-                [(each.source.name, each.photo) for each in ready],
-                styles,
-                preset.settings,
-                models,
-                targets=targets,
-                callback=lambda progress: self._progress(ready, progress, started),
-            )
-        except StopRequested:
-            return [self._ended(each.order, RELEASED, "the worker stopped") for each in ready]
-        except Exception as exc:
-            if device.is_poisoned(exc):
-                self.fatal = exc
-                self._stop.set()
-                self._hold(True, "the device is unusable")
-                reason = f"device error on {self.name}: {exc}"
-                logger.critical("the device is unusable ({}); this worker exits", exc)
-                return [self._ended(each.order, HANDED_BACK, reason) for each in ready]
-            if len(ready) == 1:
-                return [self._failure(ready[0].order, exc)]
-            logger.warning("a batch of {} failed ({}); each photo runs alone", len(ready), exc)
-            return [r for each in ready for r in self._paint([each], assignment, outbox)]
-        reports = []
-        for each, result in zip(ready, results, strict=True):
-            try:
-                reports.append(self._publish(each, result, assignment, outbox, len(ready)))
-            except Exception as exc:
-                reports.append(self._failure(each.order, exc))
-        return reports
-
-    def _publish(
-        self,
-        ready: _Ready,
-        result: transfer.Result,
-        assignment: Assignment,
-        outbox: Outbox,
-        batch: int,
-    ) -> Report:
-        order, source = ready.order, ready.source
-        if published(ready.planned, order.content_hash) is not None:
-            logger.bind(job=order.id).info("published meanwhile by another worker; ours dropped")
+    def _report_of(self, order: Order, ended: Ended) -> Report:
+        """The executor's ending as the coordinator hears it."""
+        log = logger.bind(job=order.id)
+        if ended.outcome is Outcome.DONE:
+            assert ended.delivery is not None
+            log.success("published {}", ended.delivery.image)
             return self._ended(order, Outcome.DONE)
-        if source.exists() and not holds(source, order.content_hash):
-            raise Superseded(f"{source.name} changed while it was stylised")
-        output = assignment.output
-        writer = pipeline.image_writer(
-            result,
-            ready.photo,
-            format=output["format"],
-            quality=output["quality"],
-            bit_depth=output["bit_depth"],
-        )
-        job = order.as_job()
-        sidecar = sidecar_for(job, ready.preset, result, source.name, batch, time.time())
-        sidecar["worker"] = {**sidecar["worker"], "name": self.name}
-        outbox.deliver(ready.planned, writer, sidecar)
-        logger.bind(job=order.id).success("published {}", ready.planned)
-        return self._ended(order, Outcome.DONE)
+        if ended.outcome is Outcome.DEVICE_LOST:  # another host does it
+            reason = f"{ended.reason} on {self.name}"
+            return self._ended(order, Outcome.HANDED_BACK, reason)
+        if ended.outcome not in (Outcome.FAILED, Outcome.RELEASED):  # a FAILED one is logged
+            log.warning("{}: {}", ended.outcome, ended.reason)
+        return self._ended(order, ended.outcome, ended.reason)
 
-    def _progress(self, ready: list[_Ready], progress: transfer.Progress, started: float) -> None:
-        if self._stop.is_set():
-            raise StopRequested
-        job_id = ready[progress.item].order.id
-        if job_id in self._jobs:
-            best = lower_objective(progress.losses.total, self._jobs[job_id].get("objective"))
-            elapsed = time.monotonic() - started
-            self._jobs[job_id] = progress_line(progress, best, elapsed, time.time())
-
-    def _styles_for(self, preset: Preset, models: device.Models, max_pixels: int):
-        """Style images and their Gram targets, once per preset version and device."""
-        key = (preset.fingerprint, str(models.device))
+    def _progress(self, snapshot: Snapshot) -> None:
+        """How far a job is, for this host's roster line."""
         with self._lock:
-            if key not in self._styles:
-                styles = pipeline.load_styles(preset.styles, preset.settings, max_pixels=max_pixels)
-                self._styles[key] = (styles, transfer.StyleTargets())
-            return self._styles[key]
+            if snapshot.work.job_id in self._jobs:
+                self._jobs[snapshot.work.job_id] = snapshot.progress.as_dict()
 
     # -- at least once, reported once ---------------------------------------------------------
 
-    def _deaths(self, order: Order) -> int:
-        """Counts this attempt of the job; what is left of the count once attempts report is
-        how many died unreported (a photo that kills its worker must not do so forever)."""
-        key = _tries_key(order.id, order.content_hash)
-        try:
-            with self.broker.client.pipeline() as both:
-                deaths, _ = both.incr(key).expire(key, TRIES_SECONDS).execute()
-        except brokers.RedisError:
-            return 0  # not counted while Redis is away; the report waits for it anyway
-        with self._lock:
-            self._counted[order.id] += 1
-        return int(deaths)
-
-    def _failure(self, order: Order, exc: Exception) -> Report:
-        log = logger.bind(job=order.id)
+    def _failure(self, order: Order, exc: Exception, executor: Executor) -> Report:
+        """The report of an order that failed before the executor painted it."""
         if isinstance(exc, ShareMissing):
             # Not the photo's fault, nor this attempt's: handed back, and no job taken here
             # for a while, so that another host does it.
             self._paused_until = time.monotonic() + SHARE_PAUSE_SECONDS
             self._hold_while_share_missing()
-            log.warning("{}; handed back", exc)
-            return self._ended(order, HANDED_BACK, f"{Path(order.source).name}: {exc}")
-        outcome, reason = classify(exc, Path(order.source).name)
-        if outcome is Outcome.FAILED:
-            log.opt(exception=exc).error("unexpected error")
-        else:
-            log.warning("{}: {}", outcome, reason)
-        return self._ended(order, outcome, reason)
+            logger.bind(job=order.id).warning("{}; handed back", exc)
+            reason = f"{Path(order.source).name}: {exc}"
+            return self._ended(order, Outcome.HANDED_BACK, reason)
+        as_sent = order.as_work(Path(order.source), Path(order.planned))
+        return self._report_of(order, executor.failed(as_sent, exc))
 
-    def _ended(self, order: Order, outcome: str, reason: str = "") -> Report:
-        return Report(order.id, order.content_hash, order.dispatch, str(outcome), self.name, reason)
+    def _ended(self, order: Order, outcome: Outcome, reason: str = "") -> Report:
+        return Report(order.id, order.content_hash, order.dispatch, outcome, self.name, reason)
 
     def _report(self, report: Report) -> None:
-        """Send one report, waiting out a Redis restart (not long once stopping); the attempt
-        no longer counts as a death once it is sent."""
+        """Send one report, waiting out a Redis restart (not long once stopping)."""
         started = time.monotonic()
+        tries = 0
         while True:
             try:
                 brokers.send(self.broker, brokers.RESULTS, brokers.FINISHED, report.as_dict())
@@ -437,50 +331,26 @@ class Host:
                         exc,
                     )
                     return
-                time.sleep(0.5)
-        with self._lock:
-            counted = self._counted[report.job_id] > 0
-            if counted:
-                self._counted[report.job_id] -= 1
-                if not self._counted[report.job_id]:
-                    del self._counted[report.job_id]
-        if counted:
-            with contextlib.suppress(brokers.RedisError):
-                self.broker.client.decr(_tries_key(report.job_id, report.content_hash))
+                tries += 1
+                time.sleep(backoff_seconds(tries, first_seconds=0.1, most_seconds=2.0))
 
     # -- the roster, in its own thread ----------------------------------------------------------
 
-    def _report_in(self) -> None:
-        """Every few seconds, and whenever a job arrives or leaves: this host's line in the
-        roster (what it has in hand, how far), and whether it takes jobs."""
-        trouble = None
-        while not self._stop.is_set():
-            try:
-                self._hold_while_share_missing()
-                with self._lock:
-                    jobs = {str(job): dict(progress) for job, progress in self._jobs.items()}
-                brokers.report_in(
-                    self.broker.client,
-                    self.name,
-                    {
-                        "host": socket.gethostname(),
-                        "pid": os.getpid(),
-                        "devices": self._devices,
-                        "started": self._started,
-                        "taking_jobs": not self._holding,
-                        "version": __version__,
-                        "jobs": jobs,
-                    },
-                )
-                if trouble is not None:
-                    logger.info("the queue's Redis answers again")
-                trouble = None
-            except Exception as exc:  # Redis away, or the share erroring: said once, kept on
-                if trouble is None:
-                    logger.warning("the roster could not be written ({}); retrying", exc)
-                trouble = exc
-            self._changed.wait(brokers.ROSTER_SECONDS)
-            self._changed.clear()
+    def roster_line(self) -> dict[str, Any]:
+        """This host's line in the roster: what it has in hand and how far, and whether it takes
+        jobs (checked first: the share may have gone)."""
+        self._hold_while_share_missing()
+        with self._lock:
+            jobs = {str(job): dict(progress) for job, progress in self._jobs.items()}
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "devices": self._devices,
+            "started": self._started,
+            "taking_jobs": not self._holding,
+            "version": __version__,
+            "jobs": jobs,
+        }
 
     def _hold_while_share_missing(self) -> None:
         """Take no jobs while this host cannot see the share (the coordinator's mark is missing
@@ -511,8 +381,28 @@ class Host:
         else:
             consumer.resume()
             logger.info("taking jobs again")
-        self._changed.set()
+        self._roster.wake()
 
 
-def _tries_key(job_id: int, content_hash: str) -> str:
-    return f"{brokers.NAMESPACE}:tries:{job_id}:{content_hash[:16]}"
+class _Roster(Loop):
+    """Every few seconds, and whenever a job arrives or leaves (`wake`): the host's line in the
+    roster, which is how the coordinator and the other hosts know what it has in hand."""
+
+    name = "roster"
+
+    def __init__(self, host: Host) -> None:
+        super().__init__()
+        self.host = host
+        self._trouble: Exception | None = None
+
+    def step(self) -> float:
+        try:
+            brokers.report_in(self.host.broker.client, self.host.name, self.host.roster_line())
+            if self._trouble is not None:
+                logger.info("the queue's Redis answers again")
+            self._trouble = None
+        except Exception as exc:  # Redis away, or the share erroring: said once, kept on
+            if self._trouble is None:
+                logger.warning("the roster could not be written ({}); retrying", exc)
+            self._trouble = exc
+        return brokers.ROSTER_SECONDS

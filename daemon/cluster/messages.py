@@ -4,14 +4,12 @@ and one report per job. Paths are the coordinator's; each host maps them to its 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Self
 
-from daemon.service.journal import Job, JobState
-
-RELEASED = "released"  # a worker stopped mid-job: back in the queue, the attempt not counted
-# A host could not do it (the share not visible there, a preset that differs): back in the
-# queue for a moment, the attempt not counted, with the reason kept in the journal.
-HANDED_BACK = "handed_back"
+from daemon.jobs.outcome import Outcome
+from daemon.jobs.work import Work, Writing
+from daemon.service.journal import Job
 
 
 @dataclass(frozen=True)
@@ -45,24 +43,15 @@ class Order:
             dispatch,
         )
 
-    def as_job(self) -> Job:
-        """The journal's view of it, as the worker host's sidecar and reports need it."""
-        return Job(
-            id=self.id,
+    def as_work(self, source: Path, planned: Path) -> Work:
+        """What the executor paints, with this host's paths for the photo and the result."""
+        return Work(
+            job_id=self.id,
+            source=source,
+            planned=planned,
             content_hash=self.content_hash,
-            preset=self.preset,
-            fingerprint=self.fingerprint,
-            source_path=self.source,
-            state=JobState.RUNNING,
-            attempts=self.attempts,
+            attempt=self.attempts,
             enqueued_at=self.enqueued_at,
-            started_at=None,
-            finished_at=None,
-            not_before=0.0,
-            planned_output=self.planned,
-            outputs=(),
-            error=None,
-            details={},
         )
 
 
@@ -75,7 +64,7 @@ class Assignment:
     orders: tuple[Order, ...]
     inbox: str
     outbox: str
-    output: dict[str, Any]  # format, quality, bit_depth, file_mode
+    writing: Writing
     max_input_pixels: int
     max_attempts: int
     sent_at: float
@@ -85,18 +74,19 @@ class Assignment:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        return cls(**{**data, "orders": tuple(Order(**order) for order in data["orders"])})
+        orders = tuple(Order(**order) for order in data["orders"])
+        return cls(**{**data, "orders": orders, "writing": Writing(**data["writing"])})
 
 
 @dataclass(frozen=True)
 class Report:
-    """How one job of an assignment ended on a worker host: an Outcome's name (or RELEASED,
-    HANDED_BACK) with the reason; a done job's result is read from the outbox, not from here."""
+    """How one job of an assignment ended on a worker host, with the reason; a done job's
+    result is read from the outbox, not from here."""
 
     job_id: int
     content_hash: str
     dispatch: str
-    outcome: str
+    outcome: Outcome
     worker: str
     reason: str = ""
 
@@ -105,4 +95,4 @@ class Report:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        return cls(**data)
+        return cls(**{**data, "outcome": Outcome(data["outcome"])})

@@ -10,7 +10,7 @@ from pathlib import Path
 from loguru import logger
 
 from daemon.cluster.coordinator import Coordinator
-from daemon.cluster.host import Host, devices_for
+from daemon.cluster.host import Host
 from daemon.config import Config, load_config
 from daemon.engine import device
 from daemon.errors import ConfigError, ExitCode
@@ -29,6 +29,15 @@ def stylist_for(
     """The Worker alone, or the coordinator of worker hosts with queue.url."""
     kind = Coordinator if config.queue.url is not None else Worker
     return kind(config, journal, models, metrics=metrics, on_status=on_status)
+
+
+def devices_for(name: str) -> list[str]:
+    """One device per worker thread: `auto` means every CUDA device (else the CPU)."""
+    import torch
+
+    if name == "auto" and torch.cuda.is_available():
+        return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    return [str(device.resolve_device(name))]
 
 
 def run_worker(config_path: Path, *, verbose: bool = False) -> int:

@@ -2,25 +2,23 @@
 
 Shared by the worker in this process and by the coordinator applying what a worker host reports
 (daemon/cluster): one place decides what each outcome does to the journal, the photo and the
-events, wherever the job ran. An outcome travels between hosts as its name and a reason.
+events, wherever the job ran (the outcomes themselves are daemon/jobs/outcome.py's).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from daemon.config import Config
-from daemon.engine import device
-from daemon.errors import InputError
-from daemon.media.files import sha256_file
+from daemon.jobs.outcome import Outcome, holds
 from daemon.outbox import Delivery, OutsideOutbox, open_outbox
 from daemon.service import events
+from daemon.service.backoff import backoff_seconds
 from daemon.service.intake import dispose_original
 from daemon.service.journal import Job, Journal
 from daemon.service.metrics import Metrics
@@ -29,41 +27,10 @@ if TYPE_CHECKING:
     from loguru import Logger
 
 
-class Superseded(Exception):
-    """The photo's bytes changed after it was queued; the new content is a job of its own."""
-
-
-class Outcome(StrEnum):
-    """What became of one attempt at a job."""
-
-    DONE = "done"
-    RETRY = "retry"  # a transient fault (I/O, a device out of memory): worth another attempt
-    FAILED = "failed"  # an unexpected error: retrying would meet it again
-    QUARANTINED = "quarantined"  # the photo itself is bad
-    SUPERSEDED = "superseded"  # the photo changed: its new content is queued on its own
-    OUTSIDE = "outside"  # a folder of the outbox is linked out of it: an operator's link
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth another attempt: I/O trouble and a device that ran out of memory this time."""
-    return isinstance(exc, OSError) or device.is_out_of_memory(exc)
-
-
-def classify(exc: Exception, source_name: str) -> tuple[Outcome, str]:
-    """The outcome of an attempt that raised `exc`, with the reason a user reads."""
-    if isinstance(exc, Superseded):
-        return Outcome.SUPERSEDED, str(exc)
-    if isinstance(exc, InputError):
-        return Outcome.QUARANTINED, str(exc)
-    if isinstance(exc, OutsideOutbox):
-        return Outcome.OUTSIDE, str(exc)
-    reason = f"{source_name}: {type(exc).__name__}: {exc}"
-    return (Outcome.RETRY if is_transient(exc) else Outcome.FAILED), reason
-
-
-def holds(source: Path, content_hash: str) -> bool:
-    """Whether `source` is still the regular file, with these bytes, that its job was made for."""
-    return not source.is_symlink() and sha256_file(source) == content_hash
+def details_for(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """What the journal keeps of a done job's result, from its sidecar."""
+    kept = {key: sidecar[key] for key in ("size", "losses", "evaluations", "device", "batch")}
+    return {**kept, "seconds": sidecar["seconds"]["stylise"], "worker": sidecar.get("worker")}
 
 
 class Finisher:
@@ -88,12 +55,12 @@ class Finisher:
         job: Job,
         delivery: Delivery,
         sidecar: dict[str, Any],
-        details: dict[str, Any],
     ) -> None:
-        """Mark the job done with its published files, then dispose of the original."""
+        """Mark the job done with its published files and what its sidecar says of it, then
+        dispose of the original."""
         done = events.photo_done(config, job, delivery.image, delivery.sidecar, sidecar)
         outputs = [str(delivery.image), str(delivery.sidecar)]
-        self.journal.mark_done(job.id, outputs, details, events=[done])
+        self.journal.mark_done(job.id, outputs, details_for(sidecar), events=[done])
         self.metrics.finished(job.preset, "done", self.clock() - (job.started_at or self.clock()))
         log = logger.bind(job=job.id)
         log.success("done: {}", delivery.image)
@@ -131,7 +98,7 @@ class Finisher:
             self.metrics.finished(job.preset, "failed")
             log.error("{}: {}; left in the inbox", source.name, reason)
         elif outcome is Outcome.RETRY and job.attempts < config.retries.max_attempts:
-            delay = config.retries.backoff_seconds * 2 ** (job.attempts - 1)
+            delay = backoff_seconds(job.attempts, first_seconds=config.retries.backoff_seconds)
             self.journal.mark_retry(job.id, reason, self.clock() + delay)
             log.warning("attempt {} failed ({}); retrying in {:g} s", job.attempts, reason, delay)
         else:

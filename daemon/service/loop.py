@@ -35,6 +35,7 @@ from daemon.errors import (
     StateDirError,
     StyleboxError,
 )
+from daemon.jobs.previews import PREVIEWS_DIR
 from daemon.media import decode
 from daemon.outbox import folder_mode_for, make_folder, remove_stale_temps
 from daemon.service import events, pause
@@ -45,7 +46,7 @@ from daemon.service.metrics import Metrics
 from daemon.service.sd_notify import Notifier
 from daemon.service.sender import Sender
 from daemon.service.watcher import Watcher
-from daemon.service.worker import PREVIEWS_DIR, Worker
+from daemon.service.worker import Worker
 
 LOCK_NAME = "stylebox.lock"
 MAIN_LOOP_SECONDS = 0.25
@@ -153,7 +154,7 @@ class Service:
         """Start, loop until stopped (or, with --once, until the inbox is done), stop."""
         # First of all: a SIGHUP or SIGTERM during the model load must not kill the process.
         self._install_signal_handlers()
-        config = load_config(self.config_path)
+        config = load_config(self.config_path, check_machine=True)  # as `stylebox check` does
         configure_logging(config, verbose=self.verbose, to_file=False)
         lock = self._prepare_folders_and_lock(config)
         configure_logging(config, verbose=self.verbose)  # the outbox exists now
@@ -332,7 +333,7 @@ class Service:
     def _reload_config(self, old: Config, worker: Stylist, intake: Intake) -> Config:
         """SIGHUP: take the new config if it is valid, else keep the old one and say why."""
         try:
-            new = load_config(self.config_path)
+            new = load_config(self.config_path, check_machine=True)
         except ConfigError as exc:
             logger.error("config reload refused, keeping the running config:\n{}", exc)
             return old

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from loguru import logger
 
+from daemon.service.backoff import backoff_seconds
 from daemon.service.channels import Channel, Outcome
 from daemon.service.journal import DeliveryState, Journal, Pending
 
@@ -144,7 +145,9 @@ class Sender:
             self._give_up(channel, items, outcome.detail)
         else:
             attempts = max(item.attempts for item in items) + 1
-            wait = min(LAST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (attempts - 1))
+            wait = backoff_seconds(
+                attempts, first_seconds=FIRST_RETRY_SECONDS, most_seconds=LAST_RETRY_SECONDS
+            )
             self.journal.settle(
                 items, DeliveryState.PENDING, error=outcome.detail, next_try=self.clock() + wait
             )

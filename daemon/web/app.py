@@ -41,13 +41,13 @@ from daemon import __version__
 from daemon.cluster.status import workers
 from daemon.config import Config
 from daemon.engine.settings import StyleSettings
+from daemon.jobs.previews import preview_path
 from daemon.outbox import OutsideOutbox, real_file_within
 from daemon.service import failed, pause
 from daemon.service.journal import Job, JobState, Journal
 from daemon.service.loop import Running
 from daemon.service.status import read_status
 from daemon.service.thumbnails import Thumbnails
-from daemon.service.worker import preview_path
 from daemon.web.access import (
     COOKIE,
     READ_ONLY,

@@ -19,6 +19,7 @@ from typing import BinaryIO
 from starlette.responses import StreamingResponse
 
 from daemon.media.decode import image_type
+from daemon.paths import really_within
 
 INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
 CHUNK_BYTES = 256 * 1024
@@ -34,9 +35,7 @@ def open_inside(path: Path, folders: tuple[Path, ...]) -> BinaryIO | None:
     file = os.fdopen(fd, "rb")
     try:
         real = Path(os.readlink(f"/proc/self/fd/{fd}"))
-        if stat.S_ISREG(os.fstat(fd).st_mode) and any(
-            real.is_relative_to(folder.resolve()) for folder in folders
-        ):
+        if stat.S_ISREG(os.fstat(fd).st_mode) and really_within(real, folders):
             return file
     except OSError:
         pass

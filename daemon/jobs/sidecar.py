@@ -1,0 +1,51 @@
+"""The result's JSON companion: what made it, from what, how, where and by whom."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict
+from typing import Any
+
+from daemon import __version__
+from daemon.config import Preset
+from daemon.engine import device, transfer
+from daemon.jobs.work import Work
+
+
+def sidecar_for(
+    work: Work,
+    preset: Preset,
+    result: transfer.Result,
+    batch: int,
+    now: float,
+    worker: dict[str, Any],
+) -> dict[str, Any]:
+    """The sidecar of `work`'s result; `batch`: photos painted together, this one included;
+    `worker`: the host (and process) that painted it."""
+    h, w = result.image.shape[-2:]
+    return {
+        "source": work.source.name,
+        "input_sha256": work.content_hash,
+        "preset": preset.name,
+        "preset_fingerprint": preset.fingerprint,
+        "parameters": asdict(preset.settings),
+        "styles": [{"image": s.path.name, "weight": s.weight} for s in preset.styles],
+        "size": [w, h],
+        "evaluations": result.evaluations,
+        "budget": result.budget,
+        "losses": asdict(result.losses),
+        "seconds": {
+            "stylise": round(result.seconds, 3),
+            "queued": round(now - work.enqueued_at, 3),
+        },
+        "device": result.device,
+        "precision": result.precision,
+        "batch": batch,
+        "attempt": work.attempt,
+        "worker": dict(worker),
+        "versions": {
+            "stylebox": __version__,
+            "torch": device.TORCH_VERSION,
+            "python": platform.python_version(),
+        },
+    }
