@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import PAPER_LAYERS, shared_image
 
-from daemon.engine import colour, device, memory, transfer
+from daemon.engine import colour, device, memory, objective, transfer
 from daemon.engine.settings import StyleSettings
 from daemon.engine.vgg import (
     CAFFE_MEAN_BGR,
@@ -27,7 +27,7 @@ FAST = StyleSettings(size=64, steps=30)
 
 def test_content_loss_is_half_squared_error_scaled_to_4096_positions() -> None:
     features = torch.ones(1, 1, 2, 2)  # M = 4 positions, sum of squares = 4
-    assert transfer.content_loss(features, torch.zeros_like(features)).item() == 0.5 * 4096 / 4 * 4
+    assert objective.content_loss(features, torch.zeros_like(features)).item() == 0.5 * 4096 / 4 * 4
 
 
 def test_gram_is_divided_by_its_own_positions() -> None:
@@ -47,7 +47,7 @@ def test_gram_is_exactly_symmetric_at_a_layer_s_shape() -> None:
 def test_style_layer_loss_is_squared_gram_error_over_4_n_squared() -> None:
     features = torch.ones(1, 1, 1, 2)  # G/M = [[1]], N = 1
     target = torch.zeros(1, 1, 1)
-    assert transfer.style_layer_loss(features, target).item() == 1 / 4
+    assert objective.style_layer_loss(features, target).item() == 1 / 4
 
 
 def test_style_layer_loss_gradient_is_the_formulas_own() -> None:
@@ -59,7 +59,7 @@ def test_style_layer_loss_gradient_is_the_formulas_own() -> None:
     for items in (1, 2):
         target = transfer.gram(torch.rand(items, 5, 6, 6, generator=generator)).double()
         fused = features.clone().requires_grad_(True)
-        (transfer.style_layer_loss(fused, target) * weights).sum().backward()
+        (objective.style_layer_loss(fused, target) * weights).sum().backward()
         plain = features.clone().requires_grad_(True)
         flat = plain.flatten(2)
         g = flat @ flat.transpose(1, 2) / flat.shape[2]
@@ -374,6 +374,30 @@ def test_style_targets_are_cached_per_size(vgg) -> None:
     second = _run(vgg, dataclasses.replace(FAST, steps=3), targets=targets)
     assert torch.equal(first.image, second.image)
     assert len(targets._by_key) == 1
+
+
+def test_one_style_targets_serves_several_presets(vgg) -> None:
+    """Keyed by all that makes them, one StyleTargets serves presets that differ in style scale,
+    painting or weights: each gets what an instance of its own would give it."""
+    generator = torch.Generator().manual_seed(0)
+    photo = torch.rand(3, 40, 48, generator=generator) * 255
+    a, b = (transfer.Style(torch.rand(3, 48, 48, generator=generator) * 255) for _ in range(2))
+    short = dataclasses.replace(FAST, size=48, steps=2)
+    cases = [
+        (short, [a]),
+        (dataclasses.replace(short, style_scale=0.5), [a]),
+        (short, [b]),
+        (short, [transfer.Style(a.image, 0.5), b]),
+        (dataclasses.replace(short, size=32), [a]),
+    ]
+    shared = transfer.StyleTargets()
+    for settings, styles in cases:
+        together = transfer.stylise(vgg, photo, styles, settings, targets=shared)
+        alone = transfer.stylise(vgg, photo, styles, settings, targets=transfer.StyleTargets())
+        assert torch.equal(together.image, alone.image)
+    assert len(shared._by_key) == len(cases)
+    transfer.stylise(vgg, photo, [transfer.Style(a.image.clone())], short, targets=shared)
+    assert len(shared._by_key) == len(cases)  # the same painting in another tensor: its targets
 
 
 # -- colour ---------------------------------------------------------------------------------------

