@@ -44,7 +44,8 @@ def fill_journal(journal: Path, jobs: int, folder: Path) -> None:
         started = now - (jobs - index) * 30
         source = folder / "inbox" / f"IMG_{index:05d}.jpg"
         result = folder / "outbox" / "swirl" / f"IMG_{index:05d}.jpg"
-        details = {"size": [512, 384], "seconds": 28.5, "evaluations": 136, "batch": 1}
+        details = {"size": [512, 384], "seconds": 28.5, "losses": {}, "evaluations": 136}
+        details |= {"device": "cpu", "batch": 1}  # what Painted reads (daemon/service/journal)
         outputs = [str(result), str(result.with_suffix(".json"))] if state == "done" else []
         rows.append(
             (

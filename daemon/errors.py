@@ -34,42 +34,36 @@ class StyleboxError(Exception):
 
     exit_code = ExitCode.FAILURE
 
+    def __init_subclass__(cls, *, exit_code: ExitCode | None = None, **kwargs: object) -> None:
+        """`class X(StyleboxError, exit_code=...)`: the code beside the name it goes with."""
+        super().__init_subclass__(**kwargs)
+        if exit_code is not None:
+            cls.exit_code = exit_code
 
-class UsageError(StyleboxError):
+
+class UsageError(StyleboxError, exit_code=ExitCode.USAGE):
     """The command line asks for something impossible."""
 
-    exit_code = ExitCode.USAGE
 
-
-class ConfigError(StyleboxError):
+class ConfigError(StyleboxError, exit_code=ExitCode.USAGE):
     """A config file or preset is invalid; the message names the file, line and field."""
 
-    exit_code = ExitCode.USAGE
 
-
-class InputError(StyleboxError):
+class InputError(StyleboxError, exit_code=ExitCode.USAGE):
     """An input image cannot be used (cannot decode, too many pixels, ...); retrying cannot help."""
 
-    exit_code = ExitCode.USAGE
 
-
-class WeightsError(StyleboxError):
+class WeightsError(StyleboxError, exit_code=ExitCode.WEIGHTS):
     """The VGG-19 weights cannot be loaded from the chosen source; the message names the others.
     An install or a file to fix: the daemon meets it loading the model, before it is ready."""
 
-    exit_code = ExitCode.WEIGHTS
 
-
-class StateDirError(StyleboxError):
+class StateDirError(StyleboxError, exit_code=ExitCode.STATE_DIR):
     """state_dir cannot hold the journal (missing and not creatable, a file, not writable)."""
 
-    exit_code = ExitCode.STATE_DIR
 
-
-class AlreadyRunning(StyleboxError):
+class AlreadyRunning(StyleboxError, exit_code=ExitCode.LOCKED):
     """Another daemon holds state_dir's lock; two would claim each other's jobs."""
-
-    exit_code = ExitCode.LOCKED
 
 
 class JournalError(StyleboxError):
@@ -77,8 +71,6 @@ class JournalError(StyleboxError):
     the file and what to do."""
 
 
-class JournalUnusable(JournalError):
+class JournalUnusable(JournalError, exit_code=ExitCode.JOURNAL):
     """The journal is corrupt, newer than this stylebox, or not ours to open: it stays so until
     the operator moves it aside or fixes its permissions."""
-
-    exit_code = ExitCode.JOURNAL

@@ -35,7 +35,7 @@ from daemon_harness import (
 
 from daemon.config import JOURNAL_NAME
 from daemon.errors import ExitCode
-from daemon.service.journal import Journal
+from daemon.service.journal import Journal, Painted
 
 # Three attempts, 0.5 s then 1 s apart: a fault outlasts them in a few seconds. No log file: it
 # would live in the outbox under test, take its free space, and (open for writing) make a
@@ -427,7 +427,8 @@ def test_a_corrupt_journal_is_refused_naming_it_and_the_remedy(tmp_path, corrupt
             writer.add(sha256(data), "swirl", "fingerprint", str(inbox / f"{name}.jpg"))
         job = writer.claim_next()
         assert job is not None
-        writer.mark_done(job.id, [str(outbox / "swirl" / "done.jpg")], {})
+        painted = Painted([64, 48], 1.0, {"total": 1.0}, 1, "cpu", 1)
+        writer.mark_done(job.id, [str(outbox / "swirl" / "done.jpg")], painted)
     assert sorted(path.name for path in journal.parent.iterdir()) == [JOURNAL_NAME]
     damaged = bytearray(journal.read_bytes())
     corrupt(damaged, page_bytes=int.from_bytes(damaged[16:18], "big"))

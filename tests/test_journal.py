@@ -1,5 +1,6 @@
 """The journal on real SQLite files in tmp_path, with a fake clock injected, not monkeypatched."""
 
+import json
 import os
 import sqlite3
 import threading
@@ -8,9 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from daemon.service.journal import Event, JobState, Journal, JournalError
+from daemon.jobs.progress import JobProgress
+from daemon.service.journal import (
+    Details,
+    Dispatch,
+    Event,
+    JobState,
+    Journal,
+    JournalError,
+    Painted,
+)
 
 FINGERPRINT = "f" * 16
+PAINTED = Painted([64, 48], 25.0, {"total": 1.5}, 30, "cpu", 1, {"host": "h", "pid": 1})
 
 
 class FakeClock:
@@ -76,13 +87,13 @@ def test_life_cycle_add_claim_done(journal: Journal, clock: FakeClock) -> None:
     assert journal.claim_next() is None
 
     clock.time = 1_030.0
-    journal.mark_done(job.id, ["/srv/outbox/a-starry.jpg"], {"loss": 1.5, "seconds": 25.0})
+    journal.mark_done(job.id, ["/srv/outbox/a-starry.jpg"], PAINTED)
     done = journal.get(job.id)
     assert done is not None
     assert done.state is JobState.DONE
     assert done.finished_at == 1_030.0
     assert done.outputs == ("/srv/outbox/a-starry.jpg",)
-    assert done.details == {"loss": 1.5, "seconds": 25.0}
+    assert done.details == Details(painted=PAINTED)
     assert journal.running() == []
     assert journal.find(_hash(1), FINGERPRINT) == done
 
@@ -126,7 +137,7 @@ def test_planned_outputs_are_those_of_unfinished_jobs(journal: Journal, clock: F
     for job_id in (done, retrying, running):
         journal.claim(job_id)
         journal.set_planned_output(job_id, f"/srv/outbox/{job_id}.jpg")
-    journal.mark_done(done, [f"/srv/outbox/{done}.jpg"], {})
+    journal.mark_done(done, [f"/srv/outbox/{done}.jpg"], PAINTED)
     journal.mark_retry(retrying, "disk full", not_before=clock.time + 60)
     assert journal.planned_outputs() == {
         f"/srv/outbox/{retrying}.jpg",
@@ -160,7 +171,7 @@ def test_claim_waits_out_the_backoff(journal: Journal, clock: FakeClock) -> None
 def test_duplicate_of_done_job_is_not_created(journal: Journal) -> None:
     job_id = _add(journal, 1)
     journal.claim_next()
-    journal.mark_done(job_id, ["/srv/outbox/1.jpg"], {})
+    journal.mark_done(job_id, ["/srv/outbox/1.jpg"], PAINTED)
 
     again = journal.add(_hash(1), "starry", FINGERPRINT, "/srv/inbox/copy.jpg")
     assert not again.created
@@ -249,7 +260,7 @@ def test_release_does_not_count_the_attempt(journal: Journal) -> None:
 def test_only_a_running_job_can_be_finished(journal: Journal) -> None:
     job_id = _add(journal, 1)
     with pytest.raises(JournalError, match=f"job {job_id} .* not running .*queued"):
-        journal.mark_done(job_id, [], {})
+        journal.mark_done(job_id, [], PAINTED)
     with pytest.raises(JournalError, match="no such job"):
         journal.release(job_id + 1)
     assert journal.get(job_id).state is JobState.QUEUED
@@ -357,7 +368,7 @@ def test_counts_list_every_state(journal: Journal) -> None:
     assert journal.counts() == dict.fromkeys(JobState, 0)
     done, failed, _ = _add(journal, 1), _add(journal, 2), _add(journal, 3)
     journal.claim_next()
-    journal.mark_done(done, [], {})
+    journal.mark_done(done, [], PAINTED)
     journal.claim_next()
     journal.mark_failed(failed, "gave up")
     assert journal.counts() == {
@@ -375,7 +386,7 @@ def test_recent_failures_newest_first(journal: Journal, clock: FakeClock) -> Non
         clock.time = 1_000.0 + n
         journal.claim_next()
         if n == 2:
-            journal.mark_done(job_id, [], {})
+            journal.mark_done(job_id, [], PAINTED)
         elif n % 2:
             journal.mark_quarantined(job_id, f"bad {n}")
         else:
@@ -429,3 +440,32 @@ def test_a_journal_of_version_1_gains_the_events_tables_and_keeps_its_jobs(tmp_p
         assert (counts["pending"], counts["sent"], counts["given_up"]) == (1, 0, 0)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_details_are_typed_records_kept_as_the_json_they_always_were(journal: Journal) -> None:
+    """Progress and the latest sending while running; the result and the original once done;
+    the column's JSON keeps the keys older versions wrote and read."""
+    job_id = journal.add(_hash(7), "starry", FINGERPRINT, "/srv/inbox/7.jpg").job.id
+    assert journal.claim_next() is not None
+    progress = JobProgress(3, 40, 1.25e10, 2.0, 1_010.0, worker="gpu-1:42")
+    journal.record_progress({job_id: progress})
+    journal.note_dispatch([job_id], Dispatch("abc", 1_005.0, message="m-1"))
+    running = journal.get(job_id)
+    assert running is not None
+    assert running.details == Details(progress=progress, dispatch=Dispatch("abc", 1_005.0, "m-1"))
+    journal.mark_done(job_id, ["/srv/outbox/7.jpg"], PAINTED)
+    journal.note_original(job_id, "/srv/outbox/originals/7.jpg")
+    done = journal.get(job_id)
+    assert done is not None
+    assert done.details == Details(painted=PAINTED, original="/srv/outbox/originals/7.jpg")
+    with sqlite3.connect(journal.path) as raw:
+        (stored,) = raw.execute("SELECT details FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    assert json.loads(stored)["size"] == [64, 48] and json.loads(stored)["seconds"] == 25.0
+
+
+def test_details_an_older_or_edited_row_holds_are_read_as_far_as_they_fit() -> None:
+    assert Details.from_json(None) == Details()
+    assert Details.from_json({"progress": {"evaluation": 1}}) == Details()  # budget missing
+    assert Details.from_json({"original": 3, "dispatch": "x"}) == Details()
+    seen = Details.from_json({"dispatch": {"id": "a", "sent_at": 1.0, "new_key": 2}})
+    assert seen.dispatch == Dispatch("a", 1.0)

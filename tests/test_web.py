@@ -131,8 +131,13 @@ def test_running_jobs_show_their_progress_and_results_reach_the_gallery(
         for row in journal_rows(tmp_path / "state/journal.sqlite3")
     }
     job = jobs["first.jpg"]
-    for kind in ("result", "original"):
-        assert f"/thumbs/{job['id']}/{kind}.jpg".encode() in gallery
+    # the original is moved (and noted) just after the job is marked done
+    wait_for(
+        lambda: f"/thumbs/{job['id']}/original.jpg".encode() in _get(url + "/gallery")[2],
+        "the original in the gallery",
+        daemon=daemon,
+    )
+    assert f"/thumbs/{job['id']}/result.jpg".encode() in gallery
     code, headers, thumbnail = _get(f"{url}/thumbs/{job['id']}/result.jpg")
     assert code == 200 and headers["content-type"] == "image/jpeg"
     cached = list((tmp_path / "state" / "thumbnails").iterdir())

@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
+import dramatiq
 import redis
 import redis.backoff
 import redis.retry
@@ -60,6 +62,23 @@ def connect(settings: QueueSettings) -> RedisBroker:
         middleware=[],
         heartbeat_timeout=int(settings.heartbeat_seconds * 1000),
         maintenance_chance=MAINTENANCE_SCALE,
+    )
+
+
+QUEUE_OF = {STYLISE: JOBS, FINISHED: RESULTS}  # each actor's queue
+
+
+def consumer(
+    broker: RedisBroker, function: Callable[[dict[str, Any]], None], actor: str, threads: int
+) -> dramatiq.Worker:
+    """`function` declared as `actor` on its queue, and the Dramatiq worker (not started) whose
+    `threads` run it: the one way both sides take messages."""
+    queue = QUEUE_OF[actor]
+    dramatiq.Actor(
+        function, broker=broker, actor_name=actor, queue_name=queue, priority=0, options={}
+    )
+    return dramatiq.Worker(
+        broker, queues={queue}, worker_threads=threads, worker_timeout=POLL_MILLISECONDS
     )
 
 

@@ -12,6 +12,7 @@ message is requeued by Dramatiq once its heartbeat stops (queue.heartbeat_second
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -29,10 +30,11 @@ from daemon.config import Config, Preset
 from daemon.engine.device import Models
 from daemon.jobs.executor import header_output_size
 from daemon.jobs.outcome import Outcome, classify
+from daemon.jobs.progress import JobProgress
 from daemon.outbox import Delivery, atomic_write, open_outbox, published
 from daemon.service import pause
 from daemon.service.finish import Finisher
-from daemon.service.journal import Job, JobState, Journal, JournalError
+from daemon.service.journal import Dispatch, Job, JobState, Journal, JournalError
 from daemon.service.loops import IDLE_WAIT_SECONDS, Loop, stalled
 from daemon.service.metrics import Metrics
 from daemon.service.planning import CANDIDATES_PER_PLACE, checked_and_planned, writing_of
@@ -67,20 +69,7 @@ class Coordinator(Loop):
         self.on_status = on_status
         self.finish = Finisher(journal, metrics, on_status=on_status, clock=clock)
         self.broker = brokers.connect(config.queue)
-        dramatiq.Actor(
-            self._on_report,
-            broker=self.broker,
-            actor_name=brokers.FINISHED,
-            queue_name=brokers.RESULTS,
-            priority=0,
-            options={},
-        )
-        self._results = dramatiq.Worker(
-            self.broker,
-            queues={brokers.RESULTS},
-            worker_threads=1,
-            worker_timeout=brokers.POLL_MILLISECONDS,
-        )
+        self._results = brokers.consumer(self.broker, self._on_report, brokers.FINISHED, 1)
         self._host = Host(config, [models]) if config.queue.local_worker else None
         self._lock = threading.Lock()  # one job's end at a time: a report, or the reconciling
         self._missing: dict[int, float] = {}  # job id -> when it was first unaccounted for
@@ -228,10 +217,10 @@ class Coordinator(Loop):
     def _send(self, jobs: list[Job], config: Config) -> None:
         """One assignment for these running jobs; recorded first, so that a report of an older
         sending is known for one, and a lost one is sent again."""
-        dispatch = {"id": uuid.uuid4().hex, "sent_at": self.clock()}
+        dispatch = Dispatch(uuid.uuid4().hex, self.clock())
         fingerprint = config.presets[jobs[0].preset].fingerprint
         assignment = Assignment(
-            orders=tuple(Order.of(job, fingerprint, dispatch["id"]) for job in jobs),
+            orders=tuple(Order.of(job, fingerprint, dispatch.id) for job in jobs),
             inbox=str(config.inbox),
             outbox=str(config.outbox),
             writing=writing_of(config),
@@ -242,7 +231,7 @@ class Coordinator(Loop):
         ids = [job.id for job in jobs]
         self.journal.note_dispatch(ids, dispatch)
         message = brokers.send(self.broker, brokers.JOBS, brokers.STYLISE, assignment.as_dict())
-        self.journal.note_dispatch(ids, {**dispatch, "message": message})
+        self.journal.note_dispatch(ids, dataclasses.replace(dispatch, message=message))
         for job in jobs:
             logger.bind(job=job.id).info(
                 "{} -> preset {}: sent to the workers", Path(job.source_path).name, job.preset
@@ -259,16 +248,16 @@ class Coordinator(Loop):
         self._reconciled_at = time.monotonic()
         brokers.forget_silent(self.broker.client)
         lines = brokers.live_roster(self.broker.client, self.config.queue.heartbeat_seconds)
-        painting: dict[int, dict[str, Any]] = {}
+        painting: dict[int, JobProgress | None] = {}  # None: in hand, not yet painting
         for name, line in lines.items():
             for job_id, progress in line["jobs"].items():
-                painting[job_id] = {**progress, "worker": name}
-        reported = {job: p for job, p in painting.items() if "evaluation" in p}  # past loading
+                painting[job_id] = JobProgress.from_dict({**progress, "worker": name})
+        reported = {job: p for job, p in painting.items() if p is not None}
         if reported:
             self.journal.record_progress(reported)
         now = time.monotonic()
         for job in self.journal.running():
-            message = job.details.get("dispatch", {}).get("message")
+            message = job.details.dispatch and job.details.dispatch.message
             if job.id in painting or (
                 message and brokers.queued(self.broker, brokers.JOBS, message)
             ):
@@ -331,7 +320,7 @@ class Coordinator(Loop):
                 job.state,
             )
             return
-        latest = job.details.get("dispatch", {}).get("id")
+        latest = job.details.dispatch and job.details.dispatch.id
         if report.outcome is not Outcome.DONE and report.dispatch != latest:
             log.info(
                 "a report of an older sending ({}, from {}) ignored", report.outcome, report.worker

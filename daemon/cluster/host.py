@@ -36,7 +36,7 @@ from daemon.cluster.deaths import DeathCount
 from daemon.cluster.messages import Assignment, Order, Report
 from daemon.config import Config
 from daemon.errors import InputError
-from daemon.jobs.executor import Executor, Models
+from daemon.jobs.executor import Executor, Models, Painting
 from daemon.jobs.outcome import Outcome
 from daemon.jobs.work import Ended, Loaded, Snapshot
 from daemon.outbox import Outbox, published
@@ -83,20 +83,7 @@ class Host:
         self._paused_until = 0.0
         self._holding = False  # the share is missing here (or the device is gone): no jobs
         self._started = time.time()
-        dramatiq.Actor(
-            self._carry_out,
-            broker=self.broker,
-            actor_name=brokers.STYLISE,
-            queue_name=brokers.JOBS,
-            priority=0,
-            options={},
-        )
-        self._worker = dramatiq.Worker(
-            self.broker,
-            queues={brokers.JOBS},
-            worker_threads=len(models),
-            worker_timeout=brokers.POLL_MILLISECONDS,
-        )
+        self._worker = brokers.consumer(self.broker, self._carry_out, brokers.STYLISE, len(models))
         # One message per thread: no photo waits behind a long job while another host idles.
         self._worker.queue_prefetch = len(models)
         self._roster = _Roster(self)  # woken when a job arrives or leaves: said at once
@@ -217,14 +204,11 @@ class Host:
                 ready.append(prepared)
         if ready:
             preset = config.presets[by_job[ready[0].work.job_id].preset]
-            endings = executor.paint(
-                ready,
-                preset,
-                assignment.writing,
-                Outbox(config.outbox, file_mode=assignment.writing.file_mode),
-                max_pixels=assignment.max_input_pixels,
-                on_progress=self._progress,
+            outbox = Outbox(config.outbox, file_mode=assignment.writing.file_mode)
+            painting = Painting(
+                preset, assignment.writing, outbox, assignment.max_input_pixels, self._progress
             )
+            endings = executor.paint(ready, painting)
             reports += [self._report_of(by_job[e.work.job_id], e) for e in endings]
             if executor.poisoned is not None:
                 self.fatal = executor.poisoned

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,9 @@ from daemon.jobs.outcome import (
     classify,
     holds,
 )
+from daemon.jobs.progress import JobProgress, lower_objective
 from daemon.jobs.sidecar import sidecar_for
-from daemon.jobs.work import Ended, JobProgress, Loaded, Snapshot, Work, Writing, lower_objective
+from daemon.jobs.work import Ended, Loaded, Snapshot, Work, Writing
 from daemon.media import decode
 from daemon.outbox import Delivery, Outbox, atomic_write, published
 
@@ -52,24 +54,31 @@ def header_output_size(source: Path, preset: Preset, max_pixels: int) -> tuple[i
     return transfer.output_size(*shape, preset.settings)
 
 
-class Executor:
-    """One device's painter; not shared between threads (a worker host makes one per device)."""
+@dataclass(frozen=True)
+class Painting:
+    """What a batch is painted with and where its results go: the same for each of its photos."""
 
-    def __init__(
-        self,
-        models: Models,
-        *,
-        worker: dict[str, Any],
-        stopping: Callable[[], bool] = lambda: False,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        """`worker`: who paints, for the sidecars; `stopping`: asked at every evaluation."""
-        self.models = models
-        self.worker = worker
-        self.stopping = stopping
-        self.clock = clock
-        self.poisoned: BaseException | None = None  # set once the device cannot be used again
-        self._styles: dict[StyleKey, tuple[list[transfer.Style], transfer.StyleTargets]] = {}
+    preset: Preset
+    writing: Writing
+    outbox: Outbox
+    max_pixels: int  # bounds the style images as it bounds the photos
+    on_progress: OnProgress | None = None
+
+
+@dataclass(eq=False)
+class Executor:
+    """One device's painter; not shared between threads (a worker host makes one per device).
+    `worker`: who paints, for the sidecars; `stopping`: asked at every evaluation."""
+
+    models: Models
+    worker: dict[str, Any]
+    stopping: Callable[[], bool] = lambda: False
+    clock: Callable[[], float] = time.time
+    # set once the device cannot be used again
+    poisoned: BaseException | None = field(default=None, init=False)
+    _styles: dict[StyleKey, tuple[list[transfer.Style], transfer.StyleTargets]] = field(
+        default_factory=dict, init=False
+    )
 
     @property
     def device(self) -> str:
@@ -108,19 +117,9 @@ class Executor:
             log.opt(exception=exc).error("unexpected error")
         return Ended(work, outcome, reason)
 
-    def paint(
-        self,
-        batch: Sequence[Loaded],
-        preset: Preset,
-        writing: Writing,
-        outbox: Outbox,
-        *,
-        max_pixels: int,
-        on_progress: OnProgress | None = None,
-    ) -> list[Ended]:
+    def paint(self, batch: Sequence[Loaded], painting: Painting) -> list[Ended]:
         """Paint `batch` (one preset, one output size) together and publish each result; a
-        batch that fails or does not fit is painted again one photo at a time. `max_pixels`
-        bounds the style images as it bounds the photos."""
+        batch that fails or does not fit is painted again one photo at a time."""
         if self.poisoned is not None:
             return [self._lost(each.work) for each in batch]
         if len(batch) > 1 and len(batch) > self.room(batch[0].size):
@@ -130,10 +129,10 @@ class Executor:
                 batch[0].size,
                 self.device,
             )
-            return self._one_by_one(batch, preset, writing, outbox, max_pixels, on_progress)
-        self._announce(batch, preset)
+            return self._one_by_one(batch, painting)
+        self._announce(batch, painting.preset)
         try:
-            results = self._stylize(batch, preset, max_pixels, on_progress)
+            results = self._stylize(batch, painting)
         except StopRequested:
             for each in batch:
                 logger.bind(job=each.work.job_id).info(
@@ -148,28 +147,15 @@ class Executor:
             # Not one photo's failure until one fails alone: an out-of-memory, or a photo
             # the engine cannot take, must not cost its batch-mates an attempt.
             logger.warning("a batch of {} failed ({}); each photo runs alone", len(batch), exc)
-            return self._one_by_one(batch, preset, writing, outbox, max_pixels, on_progress)
+            return self._one_by_one(batch, painting)
         ended = []
         for each, result in zip(batch, results, strict=True):
-            publish = partial(self._publish, each, result, preset, writing, outbox, len(batch))
+            publish = partial(self._publish, each, result, painting, len(batch))
             ended.append(self._guarded(each.work, publish))
         return ended
 
-    def _one_by_one(
-        self,
-        batch: Sequence[Loaded],
-        preset: Preset,
-        writing: Writing,
-        outbox: Outbox,
-        max_pixels: int,
-        on_progress: OnProgress | None,
-    ) -> list[Ended]:
-        alone = partial(self.paint, preset=preset, writing=writing, outbox=outbox)
-        return [
-            ended
-            for each in batch
-            for ended in alone([each], max_pixels=max_pixels, on_progress=on_progress)
-        ]
+    def _one_by_one(self, batch: Sequence[Loaded], painting: Painting) -> list[Ended]:
+        return [ended for each in batch for ended in self.paint([each], painting)]
 
     def _lost(self, work: Work) -> Ended:
         return Ended(work, Outcome.DEVICE_LOST, f"device error: {self.poisoned}")
@@ -192,14 +178,9 @@ class Executor:
                 self.device,
             )
 
-    def _stylize(
-        self,
-        batch: Sequence[Loaded],
-        preset: Preset,
-        max_pixels: int,
-        on_progress: OnProgress | None,
-    ) -> list[transfer.Result]:
-        styles, targets = self._styles_for(preset, max_pixels)
+    def _stylize(self, batch: Sequence[Loaded], painting: Painting) -> list[transfer.Result]:
+        preset, on_progress = painting.preset, painting.on_progress
+        styles, targets = self._styles_for(preset, painting.max_pixels)
         started = time.monotonic()
         best: dict[int, float] = {}
 
@@ -228,13 +209,7 @@ class Executor:
         )
 
     def _publish(
-        self,
-        loaded: Loaded,
-        result: transfer.Result,
-        preset: Preset,
-        writing: Writing,
-        outbox: Outbox,
-        batch: int,
+        self, loaded: Loaded, result: transfer.Result, painting: Painting, batch: int
     ) -> Ended:
         """The result and its sidecar into the outbox, where the job was planned."""
         work = loaded.work
@@ -249,6 +224,7 @@ class Executor:
             # result for the old one would be a second output under one name. (Deleted mid-job:
             # the photo was whole when the job began, so its result is kept.)
             raise Superseded(f"{work.source.name} changed while it was stylised")
+        writing = painting.writing
         writer = pipeline.image_writer(
             result,
             loaded.photo,
@@ -256,8 +232,8 @@ class Executor:
             quality=writing.quality,
             bit_depth=writing.bit_depth,
         )
-        sidecar = sidecar_for(work, preset, result, batch, self.clock(), self.worker)
-        delivery = outbox.deliver(planned, writer, sidecar)
+        sidecar = sidecar_for(work, painting.preset, result, batch, self.clock(), self.worker)
+        delivery = painting.outbox.deliver(planned, writer, sidecar)
         return Ended(work, Outcome.DONE, delivery=delivery, sidecar=sidecar)
 
     def _styles_for(

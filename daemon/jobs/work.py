@@ -1,15 +1,16 @@
 """The records the executor and its drivers pass each other: a job as the executor paints it,
-how its result is written, the photo once loaded, how far a painting is, and how a job ended."""
+how its result is written, the photo once loaded, an evaluation's snapshot, and how a job
+ended."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daemon.jobs.outcome import Outcome
+from daemon.jobs.progress import JobProgress
 from daemon.media.decode import LoadedImage
 from daemon.outbox import Delivery
 
@@ -46,21 +47,6 @@ class Loaded:
 
 
 @dataclass(frozen=True)
-class JobProgress:
-    """How far a running job is, as `stylebox status` and the page read it from the journal."""
-
-    evaluation: int
-    budget: int
-    objective: float | None  # the best so far; None while every value is inf or NaN
-    elapsed_seconds: float
-    updated_at: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """The journal's and the roster's JSON form."""
-        return {**asdict(self), "elapsed_seconds": round(self.elapsed_seconds, 3)}
-
-
-@dataclass(frozen=True)
 class Snapshot:
     """One evaluation of one job, for its driver: its progress, and its picture so far (a copy
     from the device: for a seldom preview, not for every report)."""
@@ -80,11 +66,3 @@ class Ended:
     reason: str = ""
     delivery: Delivery | None = None
     sidecar: dict[str, Any] | None = None
-
-
-def lower_objective(total: float, best: float | None) -> float | None:
-    """The best objective so far after one evaluation: a line search's probe may be worse than
-    the best, and an inf or NaN is no objective at all."""
-    if math.isfinite(total) and (best is None or total < best):
-        return total
-    return best

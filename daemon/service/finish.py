@@ -20,17 +20,11 @@ from daemon.outbox import Delivery, OutsideOutbox, open_outbox
 from daemon.service import events
 from daemon.service.backoff import backoff_seconds
 from daemon.service.intake import dispose_original
-from daemon.service.journal import Job, Journal
+from daemon.service.journal import Job, Journal, Painted
 from daemon.service.metrics import Metrics
 
 if TYPE_CHECKING:
     from loguru import Logger
-
-
-def details_for(sidecar: dict[str, Any]) -> dict[str, Any]:
-    """What the journal keeps of a done job's result, from its sidecar."""
-    kept = {key: sidecar[key] for key in ("size", "losses", "evaluations", "device", "batch")}
-    return {**kept, "seconds": sidecar["seconds"]["stylise"], "worker": sidecar.get("worker")}
 
 
 class Finisher:
@@ -60,7 +54,7 @@ class Finisher:
         dispose of the original."""
         done = events.photo_done(config, job, delivery.image, delivery.sidecar, sidecar)
         outputs = [str(delivery.image), str(delivery.sidecar)]
-        self.journal.mark_done(job.id, outputs, details_for(sidecar), events=[done])
+        self.journal.mark_done(job.id, outputs, Painted.of_sidecar(sidecar), events=[done])
         self.metrics.finished(job.preset, "done", self.clock() - (job.started_at or self.clock()))
         log = logger.bind(job=job.id)
         log.success("done: {}", delivery.image)

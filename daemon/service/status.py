@@ -57,5 +57,6 @@ def _job(job: Job, *, progress: bool = False) -> dict[str, Any]:
         "outputs": list(job.outputs),
     }
     if progress:  # None until the worker's first report (the photo loading)
-        shown["progress"] = job.details.get("progress")
+        running = job.details.progress
+        shown["progress"] = running.as_dict() if running is not None else None
     return shown

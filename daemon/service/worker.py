@@ -22,7 +22,7 @@ from pathlib import Path
 from loguru import logger
 
 from daemon.config import Config, Preset
-from daemon.jobs.executor import Executor, Models, header_output_size
+from daemon.jobs.executor import Executor, Models, Painting, header_output_size
 from daemon.jobs.outcome import DevicePoisoned, Outcome
 from daemon.jobs.previews import preview_path
 from daemon.jobs.work import Ended, Loaded, Snapshot
@@ -125,14 +125,10 @@ class Worker(Loop):
         self._progress, self._side_failed = {}, False
         self._reported_at = self._previewed_at = 0.0
         try:
-            endings = self.executor.paint(
-                batch,
-                preset,
-                writing_of(config),
-                outbox,
-                max_pixels=config.max_input_pixels,
-                on_progress=self._on_progress,
+            painting = Painting(
+                preset, writing_of(config), outbox, config.max_input_pixels, self._on_progress
             )
+            endings = self.executor.paint(batch, painting)
         finally:  # previews are for running jobs only
             self._progress = {}
             for each in batch:
@@ -240,9 +236,7 @@ class Worker(Loop):
 
     def _report_progress(self) -> None:
         """How far each photo of the batch is, into the journal for other processes to read."""
-        self.journal.record_progress(
-            {job_id: s.progress.as_dict() for job_id, s in self._progress.items()}
-        )
+        self.journal.record_progress({job_id: s.progress for job_id, s in self._progress.items()})
 
     def _write_previews(self) -> None:
         """Each photo as painted so far, for the page."""

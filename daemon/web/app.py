@@ -234,15 +234,14 @@ class Site:
         preset = request.query_params.get("preset") or None
         if preset is not None and preset not in self.config.presets:
             preset = None
-        total = self.journal.finished(JobState.DONE, preset=preset, limit=0)[0]
-        pages = max(1, math.ceil(total / PAGE_SIZE))
-        try:  # clamped before it becomes an offset: past the last page shows the last
-            page = min(max(1, int(request.query_params.get("page", "1"))), pages)
+        try:  # the journal clamps it: past the last page shows the last
+            asked = int(request.query_params.get("page", "1"))
         except ValueError:
-            page = 1
-        total, jobs = self.journal.finished(
-            JobState.DONE, preset=preset, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+            asked = 1
+        total, page, jobs = self.journal.finished(
+            JobState.DONE, preset=preset, page=asked, page_size=PAGE_SIZE
         )
+        pages = max(1, math.ceil(total / PAGE_SIZE))
 
         def link(number: int) -> str:
             query = {"page": number, **({"preset": preset} if preset else {})}
@@ -262,13 +261,13 @@ class Site:
         )
 
     def _card(self, job: Job) -> dict[str, Any]:
-        original = job.details.get("original")
+        original, painted = job.details.original, job.details.painted
         return {
             "id": job.id,
             "name": Path(job.source_path).name,
             "preset": job.preset,
-            "size": job.details.get("size"),
-            "seconds": job.details.get("seconds"),
+            "size": painted.size if painted else None,
+            "seconds": painted.seconds if painted else None,
             "finished_at": job.finished_at,
             "has_original": original is not None and os.path.lexists(original),
             # a link, if it can be served (serving checks again, on the open file)
@@ -304,8 +303,12 @@ class Site:
     # -- actions ----------------------------------------------------------------------------
 
     async def login(self, request: Request) -> Response:
+        """The form is read on the event loop; the token file and the template off it."""
         require_same_origin(request)
         form = await read_form(request)
+        return await run_in_threadpool(self._login, request, form)
+
+    def _login(self, request: Request, form: dict[str, str]) -> Response:
         if self.access.read_only:
             raise HTTPException(403, READ_ONLY)
         if not self.access.check_token(form.get("token", "").strip()):
@@ -427,8 +430,8 @@ class Site:
             raise HTTPException(404)
         if kind == "result" and job.outputs:
             return job, Path(job.outputs[0])
-        if kind == "original" and job.details.get("original"):
-            return job, Path(job.details["original"])
+        if kind == "original" and job.details.original:
+            return job, Path(job.details.original)
         raise HTTPException(404)
 
     @staticmethod

@@ -17,7 +17,9 @@ from types import TracebackType
 from typing import Any, Self
 
 from daemon.errors import JournalError, JournalUnusable
+from daemon.jobs.progress import JobProgress
 from daemon.service.journal.db import BUSY_TIMEOUT_SECONDS, Database
+from daemon.service.journal.details import Details, Dispatch, Painted
 from daemon.service.journal.events import DeliveryState, Event, EventStore, Pending
 from daemon.service.journal.jobs import AddResult, Job, JobState, JobStore
 from daemon.service.journal.memo import FileMemo
@@ -29,6 +31,8 @@ __all__ = [
     "AddResult",
     "Database",
     "DeliveryState",
+    "Details",
+    "Dispatch",
     "Event",
     "EventStore",
     "FileMemo",
@@ -38,6 +42,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalUnusable",
+    "Painted",
     "Pending",
 ]
 
@@ -129,11 +134,11 @@ class Journal:
         """Record the output path before writing it, so a retry reuses the name."""
         self.jobs.set_planned_output(job_id, path)
 
-    def record_progress(self, progress: dict[int, dict[str, Any]]) -> None:
+    def record_progress(self, progress: dict[int, JobProgress]) -> None:
         """Keep how far each running job is, for readers in other processes."""
         self.jobs.record_progress(progress)
 
-    def note_dispatch(self, job_ids: Sequence[int], dispatch: dict[str, Any]) -> None:
+    def note_dispatch(self, job_ids: Sequence[int], dispatch: Dispatch) -> None:
         """Note the latest sending of these running jobs to the worker hosts."""
         self.jobs.note_dispatch(job_ids, dispatch)
 
@@ -149,11 +154,11 @@ class Journal:
         self,
         job_id: int,
         outputs: Sequence[str],
-        details: dict[str, Any],
+        painted: Painted,
         events: Sequence[Event] = (),
     ) -> None:
         """Record the delivered files and settle the job done; on disk once this returns."""
-        self.jobs.mark_done(job_id, outputs, details, events)
+        self.jobs.mark_done(job_id, outputs, painted, events)
 
     def mark_retry(self, job_id: int, error: str, not_before: float) -> None:
         """Queue the job again after a transient failure, not before `not_before`."""
@@ -206,10 +211,10 @@ class Journal:
         return self.jobs.recent_failures(limit)
 
     def finished(
-        self, state: JobState, *, preset: str | None = None, limit: int = 24, offset: int = 0
-    ) -> tuple[int, list[Job]]:
-        """A page of jobs in a final state, with how many there are (JobStore.finished)."""
-        return self.jobs.finished(state, preset=preset, limit=limit, offset=offset)
+        self, state: JobState, *, preset: str | None = None, page: int = 1, page_size: int = 24
+    ) -> tuple[int, int, list[Job]]:
+        """A page of jobs in a final state: the total, the page shown, its jobs (JobStore's)."""
+        return self.jobs.finished(state, preset=preset, page=page, page_size=page_size)
 
     def next_wake_time(self) -> float | None:
         """When the earliest queued job becomes due."""

@@ -12,7 +12,9 @@ from enum import StrEnum
 from typing import Any
 
 from daemon.errors import JournalError
+from daemon.jobs.progress import JobProgress
 from daemon.service.journal.db import Database
+from daemon.service.journal.details import Details, Dispatch, Painted, as_json
 from daemon.service.journal.events import Event, EventStore
 
 
@@ -49,7 +51,7 @@ class Job:
     planned_output: str | None
     outputs: tuple[str, ...]
     error: str | None
-    details: dict[str, Any]
+    details: Details
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def _job(row: sqlite3.Row) -> Job:
         planned_output=row["planned_output"],
         outputs=tuple(json.loads(row["outputs"])),
         error=row["error"],
-        details=json.loads(row["details"]),
+        details=Details.from_json(json.loads(row["details"])),
     )
 
 
@@ -172,7 +174,7 @@ class JobStore:
             (path, job_id, JobState.RUNNING),
         )
 
-    def record_progress(self, progress: dict[int, dict[str, Any]]) -> None:
+    def record_progress(self, progress: dict[int, JobProgress]) -> None:
         """Keep how far each running job is in its details, one transaction for a batch, so that
         `stylebox status` and the web page see it from any process. A job no longer running
         (stopped, done) is left as it is."""
@@ -180,13 +182,16 @@ class JobStore:
             conn.executemany(
                 "UPDATE jobs SET details = json_set(details, '$.progress', json(?)) WHERE id = ?"
                 " AND state = ?",
-                [(json.dumps(p), job_id, JobState.RUNNING) for job_id, p in progress.items()],
+                [
+                    (json.dumps(as_json(p)), job_id, JobState.RUNNING)
+                    for job_id, p in progress.items()
+                ],
             )
 
-    def note_dispatch(self, job_ids: Sequence[int], dispatch: dict[str, Any]) -> None:
+    def note_dispatch(self, job_ids: Sequence[int], dispatch: Dispatch) -> None:
         """Which sending of these running jobs is the latest, and its broker message (several
         hosts): the coordinator sends again what is lost. A job settled meanwhile is left."""
-        encoded = json.dumps(dispatch)
+        encoded = json.dumps(as_json(dispatch))
         with self._db.transaction() as conn:
             conn.executemany(
                 "UPDATE jobs SET details = json_set(details, '$.dispatch', json(?)) WHERE id = ?"
@@ -213,7 +218,7 @@ class JobStore:
             ).rowcount
 
     def mark_done(
-        self, job_id: int, outputs: Sequence[str], details: dict[str, Any], events: Sequence[Event]
+        self, job_id: int, outputs: Sequence[str], painted: Painted, events: Sequence[Event]
     ) -> None:
         """Record the delivered files; once this returns, the commit is on disk."""
         self._update_running(
@@ -225,7 +230,7 @@ class JobStore:
                 JobState.DONE,
                 self._db.now(),
                 json.dumps(list(outputs)),
-                json.dumps(details),
+                json.dumps(as_json(painted)),
                 job_id,
                 JobState.RUNNING,
             ),
@@ -373,22 +378,25 @@ class JobStore:
         )
 
     def finished(
-        self, state: JobState, *, preset: str | None = None, limit: int = 24, offset: int = 0
-    ) -> tuple[int, list[Job]]:
-        """Jobs in a final state, the latest to finish first, a page at a time, with how many
-        there are in all (of `preset` alone, if given)."""
+        self, state: JobState, *, preset: str | None = None, page: int = 1, page_size: int = 24
+    ) -> tuple[int, int, list[Job]]:
+        """Jobs in a final state, the latest to finish first, a page at a time (of `preset`
+        alone, if given), in one read: how many there are in all, the page shown (`page`
+        clamped to those there are: past the last is the last), and its jobs."""
         # `? IS NULL OR preset = ?`: one statement serves both, a NULL preset matching every row.
         with self._db.reading() as conn:
             total = conn.execute(
                 "SELECT COUNT(*) FROM jobs WHERE state = ? AND (? IS NULL OR preset = ?)",
                 (state, preset, preset),
             ).fetchone()[0]
+            page = min(max(1, page), max(1, -(-total // page_size)))
+            limit, offset = page_size, (page - 1) * page_size
             rows = conn.execute(
                 "SELECT * FROM jobs WHERE state = ? AND (? IS NULL OR preset = ?)"
                 " ORDER BY finished_at DESC, id DESC LIMIT ? OFFSET ?",
                 (state, preset, preset, limit, offset),
             ).fetchall()
-        return total, [_job(row) for row in rows]
+        return total, page, [_job(row) for row in rows]
 
     def next_wake_time(self) -> float | None:
         """When the earliest queued job becomes due, so the worker can sleep until then."""

@@ -1,0 +1,43 @@
+"""How far a running job is: what the executor reports and the journal keeps. Torch-free, so
+that the journal, `stylebox status` and the page can read it without loading the engine."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """One running job's latest evaluation, as `stylebox status` and the page show it."""
+
+    evaluation: int
+    budget: int
+    objective: float | None  # the best so far; None while every value is inf or NaN
+    elapsed_seconds: float
+    updated_at: float
+    worker: str | None = None  # the host painting it, with several hosts
+
+    @classmethod
+    def from_dict(cls, data: Any) -> JobProgress | None:
+        """From its JSON form (a journal row, a host's roster line); None if it is not one."""
+        if not isinstance(data, dict):
+            return None
+        known = {field.name for field in fields(cls)}
+        try:
+            return cls(**{key: value for key, value in data.items() if key in known})
+        except TypeError:
+            return None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The journal's and the roster's JSON form."""
+        return {**asdict(self), "elapsed_seconds": round(self.elapsed_seconds, 3)}
+
+
+def lower_objective(total: float, best: float | None) -> float | None:
+    """The best objective so far after one evaluation: a line search's probe may be worse than
+    the best, and an inf or NaN is no objective at all."""
+    if math.isfinite(total) and (best is None or total < best):
+        return total
+    return best
