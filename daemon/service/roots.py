@@ -1,0 +1,53 @@
+"""The three folders a user names (inbox, outbox, state_dir) are theirs, and often shares: they
+are never created here, only checked. One missing at start is refused (`stylebox check` says the
+same); one that goes away, or turns into another filesystem (a mount came or went: `st_dev`),
+while the daemon runs is a fault of the environment: work pauses with a health error and goes on
+by itself once the folder is back as it was. Writing on a share that is not mounted would put
+results on the local disk under the mount point, where nobody looks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+Identity = tuple[int, int]  # (st_dev, st_ino) of a folder
+
+
+def identity(folder: Path) -> Identity | None:
+    """Which folder `folder` is now, None when it is not there (or not a folder)."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    if not os.path.isdir(folder):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def missing(field: str, folder: Path) -> str:
+    """The line that says a root is not there, as `check` and the start say it."""
+    return (
+        f"{field} {folder} does not exist: is the share mounted? (stylebox makes folders inside "
+        f"it, never the {field} itself)"
+    )
+
+
+class RootWatch:
+    """The roots as they were at start; `problem` says which one is gone or changed since."""
+
+    def __init__(self, roots: dict[str, Path]) -> None:
+        self.roots = roots
+        self.known = {field: identity(folder) for field, folder in roots.items()}
+
+    def problem(self) -> str | None:
+        """Why work must wait, in a line (the first root at fault); None while all are there."""
+        for field, folder in self.roots.items():
+            now = identity(folder)
+            if now is None:
+                return missing(field, folder)
+            if now != self.known[field]:
+                return (
+                    f"{field} {folder} is another folder than at the start (a mount came or "
+                    "went): waiting for it to come back"
+                )
+        return None
