@@ -71,6 +71,11 @@ class JournalError(StyleboxError):
     the file and what to do."""
 
 
+class JournalDiskError(JournalError):
+    """The disk under the journal is full or failing: a fault of the environment, which the
+    worker waits out (service/environment.py) instead of stopping the daemon."""
+
+
 class JournalUnusable(JournalError, exit_code=ExitCode.JOURNAL):
     """The journal is corrupt, newer than this stylebox, or not ours to open: it stays so until
     the operator moves it aside or fixes its permissions."""

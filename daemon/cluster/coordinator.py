@@ -141,6 +141,11 @@ class Coordinator(Loop):
             return problem
         return stalled("the dispatcher", self._thread, self._heartbeat)
 
+    def waiting(self) -> str | None:
+        """What holds this host's own painting back from outside, if it paints (the hosts
+        report theirs in the roster)."""
+        return self._host.waiting() if self._host is not None else None
+
     # -- the dispatcher ---------------------------------------------------------------------------
 
     def step(self) -> float:

@@ -42,6 +42,7 @@ from daemon.jobs.work import Ended, Loaded, Snapshot
 from daemon.outbox import Outbox, published
 from daemon.paths import named_within, really_within
 from daemon.service.backoff import backoff_seconds
+from daemon.service.environment import EnvironmentWatch
 from daemon.service.loops import Loop
 
 SHARE_MARK = ".stylebox-share"  # written by the coordinator in its outbox: the share is mounted
@@ -83,6 +84,8 @@ class Host:
         self._paused_until = 0.0
         self._holding = False  # the share is missing here (or the device is gone): no jobs
         self._started = time.time()
+        roots = {"inbox": config.inbox, "outbox": config.outbox}
+        self._environment = EnvironmentWatch(roots, ("outbox",))
         self._worker = brokers.consumer(self.broker, self._carry_out, brokers.STYLISE, len(models))
         # One message per thread: no photo waits behind a long job while another host idles.
         self._worker.queue_prefetch = len(models)
@@ -111,6 +114,10 @@ class Host:
         self._roster.join(timeout=1.0)
         with contextlib.suppress(brokers.RedisError):  # else unheard-of after the heartbeat
             brokers.sign_off(self.broker.client, self.name)
+
+    def waiting(self) -> str | None:
+        """A fault of the environment this host waits out (its outbox full, a share gone)."""
+        return self._environment.holding
 
     def problem(self) -> str | None:
         """Why this host cannot go on, in a line; None while it can."""
@@ -270,6 +277,10 @@ class Host:
         if ended.outcome is Outcome.DEVICE_LOST:  # another host does it
             reason = f"{ended.reason} on {self.name}"
             return self._ended(order, Outcome.HANDED_BACK, reason)
+        if ended.outcome is Outcome.PAUSED:  # not the photo's fault: back, and no job here
+            self._environment.fault(ended.reason)
+            self._hold(True, ended.reason)
+            return self._ended(order, Outcome.HANDED_BACK, f"{ended.reason} on {self.name}")
         if ended.outcome not in (Outcome.FAILED, Outcome.RELEASED):  # a FAILED one is logged
             log.warning("{}: {}", ended.outcome, ended.reason)
         return self._ended(order, ended.outcome, ended.reason)
@@ -345,6 +356,8 @@ class Host:
             missing = True
         if missing:
             self._hold(True, f"{self.config.outbox / SHARE_MARK} is missing")
+        elif (waits := self._environment.problem()) is not None:
+            self._hold(True, waits)
         elif time.monotonic() < self._paused_until:
             self._hold(True, "a photo was not found here")
         elif self.fatal is None:

@@ -3,11 +3,12 @@ between hosts, and the exceptions that sort a job's failure into it."""
 
 from __future__ import annotations
 
+import errno
 from enum import StrEnum
 from pathlib import Path
 
 from daemon.engine import device
-from daemon.errors import InputError
+from daemon.errors import InputError, JournalDiskError
 from daemon.media.files import sha256_file
 from daemon.outbox import OutsideOutbox
 
@@ -28,6 +29,9 @@ class Outcome(StrEnum):
     # The device failed so that this process cannot use it again: the job goes back to the
     # queue and the process exits, for its supervisor to restart it.
     DEVICE_LOST = "device_lost"
+    # A fault of the environment (the outbox or state_dir full, read-only, failing, a share
+    # gone): no verdict on the photo, no attempt counted; work waits until it is fixed.
+    PAUSED = "paused"
 
 
 class Superseded(Exception):
@@ -43,6 +47,28 @@ class DevicePoisoned(Exception):
     """A CUDA error after which the process cannot use the device again."""
 
 
+# What a disk or a share says when it, not the photo, is at fault.
+ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EIO,
+        errno.ESTALE,
+        errno.ENOTCONN,
+        errno.EHOSTDOWN,
+        errno.ENODEV,
+    }
+)
+
+
+def is_environment_fault(exc: BaseException) -> bool:
+    """A full, read-only, failing or vanished disk or share (or the journal on one)."""
+    if isinstance(exc, JournalDiskError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS
+
+
 def is_transient(exc: BaseException) -> bool:
     """Worth another attempt: I/O trouble and a device that ran out of memory this time."""
     return isinstance(exc, OSError) or device.is_out_of_memory(exc)
@@ -56,6 +82,10 @@ def classify(exc: Exception, source_name: str) -> tuple[Outcome, str]:
         return Outcome.QUARANTINED, str(exc)
     if isinstance(exc, OutsideOutbox):
         return Outcome.OUTSIDE, str(exc)
+    if is_environment_fault(exc):
+        where = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return Outcome.PAUSED, f"{where}{detail}"
     reason = f"{source_name}: {type(exc).__name__}: {exc}"
     return (Outcome.RETRY if is_transient(exc) else Outcome.FAILED), reason
 

@@ -91,6 +91,9 @@ class Finisher:
             self.journal.mark_failed(job.id, reason, events=[failed])
             self.metrics.finished(job.preset, "failed")
             log.error("{}: {}; left in the inbox", source.name, reason)
+        elif outcome is Outcome.PAUSED:  # the environment's fault: back, unattempted
+            self.journal.release(job.id, error=reason)
+            log.warning("{}: {}; back in the queue until that is fixed", source.name, reason)
         elif outcome is Outcome.RETRY and job.attempts < config.retries.max_attempts:
             delay = backoff_seconds(job.attempts, first_seconds=config.retries.backoff_seconds)
             self.journal.mark_retry(job.id, reason, self.clock() + delay)

@@ -119,6 +119,7 @@ class Stylist(Protocol):
     def request_stop(self) -> None: ...
     def join(self, timeout: float) -> bool: ...
     def problem(self) -> str | None: ...
+    def waiting(self) -> str | None: ...
 
 
 StylistFactory = Callable[..., Stylist]  # (config, journal, models, *, metrics, on_status)
@@ -230,8 +231,13 @@ class Service:
         return self._config
 
     def health(self) -> str | None:
-        """None while the watcher and the worker are healthy (what the watchdog pings for),
-        else why not, in a line."""
+        """None while work can go on (for `/healthz` and the page), else why not, in a line:
+        the daemon's own trouble, or a fault of the environment it waits out."""
+        return self.liveness() or (self._worker.waiting() if self._worker else None)
+
+    def liveness(self) -> str | None:
+        """None while the watcher and the worker are running (what the watchdog pings for: a
+        full disk is waited out, not a reason for systemd to restart the daemon)."""
         if self._worker is None or self._watcher is None:
             return "starting: loading VGG-19 and scanning the inbox"
         if self._stop_signals:
@@ -312,7 +318,7 @@ class Service:
             if self._reload.is_set():
                 self._reload.clear()
                 config = self._config = self._reload_config(config, worker, intake)
-            healthy = self.health() is None
+            healthy = self.liveness() is None
             if watchdog_every and healthy and time.monotonic() - last_ping >= watchdog_every:
                 self.notifier.watchdog()
                 last_ping = time.monotonic()

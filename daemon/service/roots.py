@@ -32,22 +32,35 @@ def missing(field: str, folder: Path) -> str:
     )
 
 
+def mounted(folder: Path) -> bool | None:
+    """Whether `folder` is a mount point (another filesystem than its parent's), None when it
+    is not there. A share's device number may change with each mount; being one does not."""
+    if identity(folder) is None:
+        return None
+    try:
+        return os.stat(folder).st_dev != os.stat(folder.resolve().parent).st_dev
+    except OSError:
+        return None
+
+
 class RootWatch:
-    """The roots as they were at start; `problem` says which one is gone or changed since."""
+    """The roots as they were at start; `problem` says which one is gone, or has lost (or
+    gained) the mount it had, since."""
 
     def __init__(self, roots: dict[str, Path]) -> None:
         self.roots = roots
-        self.known = {field: identity(folder) for field, folder in roots.items()}
+        self.known = {field: mounted(folder) for field, folder in roots.items()}
 
     def problem(self) -> str | None:
         """Why work must wait, in a line (the first root at fault); None while all are there."""
         for field, folder in self.roots.items():
-            now = identity(folder)
+            now = mounted(folder)
             if now is None:
                 return missing(field, folder)
             if now != self.known[field]:
+                change = "is no longer mounted" if self.known[field] else "has a new mount on it"
                 return (
-                    f"{field} {folder} is another folder than at the start (a mount came or "
-                    "went): waiting for it to come back"
+                    f"{field} {folder} {change} (it was {'' if self.known[field] else 'not '}"
+                    "a mount point at the start): waiting for it to be as it was"
                 )
         return None

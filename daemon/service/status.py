@@ -8,6 +8,7 @@ from typing import Any
 
 from daemon.config import Config
 from daemon.service.channels import channel_labels
+from daemon.service.environment import look, roots_of
 from daemon.service.journal import Job, Journal
 from daemon.service.pause import is_paused
 
@@ -26,6 +27,8 @@ def read_status(
         "journal": str(config.journal_path),
         "time": time.time(),
         "paused": is_paused(config),
+        # a fault of the environment that holds work (a share gone, a disk full), if any
+        "waiting": look(roots_of(config)),
         "counts": {str(state): n for state, n in journal.counts().items()},
         "running": [_job(job, progress=True) for job in journal.running()],
         "queue": [_job(job) for job in journal.pending(limit=20)],

@@ -22,14 +22,16 @@ from pathlib import Path
 from loguru import logger
 
 from daemon.config import Config, Preset
+from daemon.errors import JournalDiskError
 from daemon.jobs.executor import Executor, Models, Painting, header_output_size
 from daemon.jobs.outcome import DevicePoisoned, Outcome
 from daemon.jobs.previews import preview_path
 from daemon.jobs.work import Ended, Loaded, Snapshot
 from daemon.outbox import Outbox, open_outbox
 from daemon.service import pause
+from daemon.service.environment import WRITABLE, EnvironmentWatch, roots_of
 from daemon.service.finish import Finisher
-from daemon.service.journal import Job, Journal, JournalError
+from daemon.service.journal import Job, JobState, Journal, JournalError
 from daemon.service.loops import IDLE_WAIT_SECONDS, Loop
 from daemon.service.metrics import Metrics
 from daemon.service.planning import CANDIDATES_PER_PLACE, checked_and_planned, work_of, writing_of
@@ -70,6 +72,8 @@ class Worker(Loop):
             models, worker=identity, stopping=lambda: self.stopping, clock=clock
         )
         self._pause = pause.PauseWatch(on_status, held="no new job starts")
+        self.environment = EnvironmentWatch(roots_of(config), WRITABLE)
+        self._stranded: set[int] = set()  # running in the journal when it could not be written
         self._jobs: dict[int, Job] = {}  # the batch in the executor, by job id
         self._progress: dict[int, Snapshot] = {}  # the last report per job of the batch
         self._side_failed = False  # a progress report or preview failed in this batch
@@ -89,14 +93,34 @@ class Worker(Loop):
 
     # -- the loop ----------------------------------------------------------------------------
 
+    def waiting(self) -> str | None:
+        """What holds work back from outside the daemon (a disk full, a share gone), if
+        anything: for `/healthz`, the page and `status`, not a reason to restart."""
+        return self.environment.holding
+
     def step(self) -> float:
-        if self._pause.holds(self.config):
+        if self.environment.problem() is not None or self._pause.holds(self.config):
             return IDLE_WAIT_SECONDS
-        job = self.journal.claim_next()
-        if job is None:
-            return self._idle_wait()
-        self._process(job)
+        try:
+            self._release_stranded()
+            job = self.journal.claim_next()
+            if job is None:
+                return self._idle_wait()
+            self._process(job)
+        except JournalDiskError as exc:  # the disk under the journal: waited out, not fatal
+            self._stranded |= set(self._jobs)
+            self._jobs = {}
+            self.environment.fault(str(exc))
         return 0.0
+
+    def _release_stranded(self) -> None:
+        """Jobs whose end could not be written while the journal's disk was at fault go back
+        to the queue, as after a crash (a published result is found and kept)."""
+        for job_id in sorted(self._stranded):
+            job = self.journal.get(job_id)
+            if job is not None and job.state is JobState.RUNNING:  # else its end was written
+                self.journal.release(job_id)
+            self._stranded.discard(job_id)
 
     def ended_by(self, exc: Exception) -> None:
         if isinstance(exc, DevicePoisoned):  # said where it was found
@@ -207,6 +231,9 @@ class Worker(Loop):
             self.journal.release(job.id)
         elif ended.outcome is Outcome.DEVICE_LOST:  # back in the queue, as after a crash
             self.journal.mark_retry(job.id, ended.reason, self.clock())
+        elif ended.outcome is Outcome.PAUSED:  # not the photo's fault: unattempted, held
+            self.journal.release(job.id, error=ended.reason)
+            self.environment.fault(ended.reason)
         else:
             self.finish.ended(config, job, ended.outcome, ended.reason)
 

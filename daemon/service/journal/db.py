@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import JournalError, JournalUnusable
+from daemon.errors import JournalDiskError, JournalError, JournalUnusable
 from daemon.service.journal.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 
 BUSY_TIMEOUT_SECONDS = 5.0
@@ -177,7 +177,7 @@ class Database:
                 "exists and that this user may write there"
             )
         if primary in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
-            return JournalError(
+            return JournalDiskError(
                 f"cannot write the journal at {self.path} ({exc}); check the disk holding it "
                 "(full? failing?)"
             )
