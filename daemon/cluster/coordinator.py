@@ -355,6 +355,6 @@ class Coordinator(Loop):
             outcome, reason = report.outcome, report.reason
         source = Path(job.source_path)
         if outcome is Outcome.RETRY and not source.exists() and not source.is_symlink():
-            outcome, reason = Outcome.QUARANTINED, f"{source}: the photo vanished"
+            outcome, reason = Outcome.CANCELLED, f"{source.name} left the inbox"
         log.info("{} from {}", outcome, report.worker)
         self.finish.ended(config, job, outcome, reason)

@@ -32,6 +32,13 @@ class Outcome(StrEnum):
     # A fault of the environment (the outbox or state_dir full, read-only, failing, a share
     # gone): no verdict on the photo, no attempt counted; work waits until it is fixed.
     PAUSED = "paused"
+    # The photo left the inbox before it was painted (deleted, or moved where its job does not
+    # follow): nothing to do, nothing to quarantine.
+    CANCELLED = "cancelled"
+
+
+class Vanished(Exception):
+    """The photo is no longer where its job says, nor anywhere the job followed it to."""
 
 
 class Superseded(Exception):
@@ -78,6 +85,8 @@ def classify(exc: Exception, source_name: str) -> tuple[Outcome, str]:
     """The outcome of an attempt that raised `exc`, with the reason a user reads."""
     if isinstance(exc, Superseded):
         return Outcome.SUPERSEDED, str(exc)
+    if isinstance(exc, Vanished):
+        return Outcome.CANCELLED, str(exc)
     if isinstance(exc, InputError):
         return Outcome.QUARANTINED, str(exc)
     if isinstance(exc, OutsideOutbox):

@@ -7,6 +7,7 @@ events, wherever the job ran (the outcomes themselves are daemon/jobs/outcome.py
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +92,8 @@ class Finisher:
             self.journal.mark_failed(job.id, reason, events=[failed])
             self.metrics.finished(job.preset, "failed")
             log.error("{}: {}; left in the inbox", source.name, reason)
+        elif outcome is Outcome.CANCELLED:
+            self.cancel(job, reason)
         elif outcome is Outcome.PAUSED:  # the environment's fault: back, unattempted
             self.journal.release(job.id, error=reason)
             log.warning("{}: {}; back in the queue until that is fixed", source.name, reason)
@@ -103,11 +106,24 @@ class Finisher:
             reason = f"gave up after {job.attempts} attempt(s): {reason}"
             self.quarantine(config, job, reason, gave_up=True)
 
+    def cancel(self, job: Job, reason: str) -> None:
+        """The photo left the inbox before it was painted: its job is forgotten, with nothing
+        in failed/ (an error file for a photo that is not there could never be retried)."""
+        self.journal.cancel(job.id)
+        self.journal.forget_files([job.source_path])
+        self.metrics.finished(job.preset, "cancelled")
+        logger.bind(job=job.id).info("cancelled: {}", reason)
+        self.on_status("idle")
+
     def quarantine(self, config: Config, job: Job, reason: str, *, gave_up: bool = False) -> None:
         """Move the photo to outbox/failed with its reason; `gave_up`: retries ran out (state
-        failed: dropping it again retries), else the photo itself is bad (quarantined)."""
+        failed: dropping it again retries), else the photo itself is bad (quarantined). A photo
+        no longer there is cancelled instead."""
         log = logger.bind(job=job.id)
         source = Path(job.source_path)
+        if not os.path.lexists(source):
+            self.cancel(job, f"{source.name} left the inbox ({reason})")
+            return
         outbox = open_outbox(config)
         details = {
             "reason": reason,
@@ -132,7 +148,8 @@ class Finisher:
         self.on_status("idle")
 
     def _dispose_original(self, config: Config, job: Job, log: Logger) -> None:
-        source = Path(job.source_path)
+        current = self.journal.get(job.id)  # renamed or moved while painted: where it is now
+        source = Path(current.source_path if current is not None else job.source_path)
         try:
             if source.exists() and not holds(source, job.content_hash):
                 log.debug("{} changed since its job began; left for its own job", source.name)

@@ -77,6 +77,8 @@ class Intake:
         if added.created:
             logger.bind(job=job.id).info("queued {} for preset {}", relative, preset_name)
             self.on_queued()
+        elif self._followed(job, path, relative):
+            return
         elif job.state is JobState.QUARANTINED:
             self._quarantine(
                 outbox,
@@ -98,6 +100,20 @@ class Intake:
         elif job.state is JobState.DONE:
             # Its own original, still here after a crash between mark_done and the move.
             dispose_original(config, self.journal, outbox, path)
+
+    def _followed(self, job: Job, path: Path, relative: PurePosixPath) -> bool:
+        """Whether this file is the unfinished job's photo, renamed or moved inside the inbox
+        since it was queued (its old name is gone): the job follows it, nothing is queued or
+        disposed of twice."""
+        if job.state not in (JobState.QUEUED, JobState.RUNNING) or job.source_path == str(path):
+            return False
+        if os.path.lexists(job.source_path) or not self.journal.move_source(job.id, str(path)):
+            return False
+        self.journal.forget_files([job.source_path])
+        logger.bind(job=job.id).info(
+            "{}: {} was moved here; its job follows it", relative, Path(job.source_path).name
+        )
+        return True
 
     def forget_gone_files(self) -> int:
         """Drop the hash memo of files no longer in the inbox (deleted or moved by hand); how

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from daemon.config import Config
 from daemon.errors import InputError
-from daemon.jobs.outcome import check_photo
+from daemon.jobs.outcome import Vanished, check_photo
 from daemon.jobs.work import Work, Writing
 from daemon.outbox import Outbox
 from daemon.service.journal import Job, Journal
@@ -25,7 +25,7 @@ def checked_and_planned(job: Job, config: Config, outbox: Outbox, journal: Journ
     if preset is None:
         raise InputError(f"{source.name}: preset {job.preset!r} is no longer configured")
     if not source.exists() and not source.is_symlink():
-        raise InputError(f"{source}: the photo vanished before it could be processed")
+        raise Vanished(f"{source.name} left the inbox before it was painted")
     check_photo(source, job.content_hash)
     if job.planned_output is not None:
         return Path(job.planned_output)

@@ -178,6 +178,14 @@ class Journal:
         """Put a job back, the attempt not counted (JobStore.release)."""
         self.jobs.release(job_id, error=error, not_before=not_before)
 
+    def move_source(self, job_id: int, path: str) -> bool:
+        """An unfinished job follows its photo to `path` (JobStore.move_source)."""
+        return self.jobs.move_source(job_id, path)
+
+    def cancel(self, job_id: int) -> None:
+        """Forget a claimed job whose photo left the inbox (JobStore.cancel)."""
+        self.jobs.cancel(job_id)
+
     def requeue_running(self) -> int:
         """At start-up, queue again the jobs a crash left running; how many."""
         return self.jobs.requeue_running()

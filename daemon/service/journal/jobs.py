@@ -288,6 +288,36 @@ class JobStore:
             (JobState.QUEUED, error, not_before or self._db.now(), job_id, JobState.RUNNING),
         )
 
+    def move_source(self, job_id: int, path: str) -> bool:
+        """The photo of an unfinished job was renamed or moved inside the inbox (sync tools do
+        it all the time): the job follows its content there. False if it has finished."""
+        with self._db.transaction() as conn:
+            return (
+                conn.execute(
+                    "UPDATE jobs SET source_path = ? WHERE id = ? AND state IN (?, ?)",
+                    (path, job_id, JobState.QUEUED, JobState.RUNNING),
+                ).rowcount
+                == 1
+            )
+
+    def cancel(self, job_id: int) -> None:
+        """Forget a claimed job whose photo left the inbox before it was painted: there is
+        nothing to paint, to quarantine or to retry, and the same bytes dropped again later are
+        a new job."""
+        with self._db.transaction() as conn:
+            if (
+                conn.execute(
+                    "DELETE FROM jobs WHERE id = ? AND state = ?", (job_id, JobState.RUNNING)
+                ).rowcount
+                == 0
+            ):
+                job = _get(conn, job_id)
+                found = "no such job" if job is None else f"the job is {job.state}"
+                raise JournalError(
+                    f"cannot cancel job {job_id} in the journal at {self._db.path}: it is not "
+                    f"running ({found})"
+                )
+
     def requeue_running(self) -> int:
         """At start-up, queue again the jobs a crash left running; returns how many.
 
