@@ -295,9 +295,15 @@ def _free_target(folder: Path, name: str, companions: tuple[str, ...] = ()) -> P
 
 
 def _json_bytes(document: dict[str, Any]) -> bytes:
-    """Stable, human-readable JSON; NaN refused, since other readers would choke on it."""
-    text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    return (text + "\n").encode("utf-8")
+    """Stable, human-readable JSON; NaN refused, since other readers would choke on it. A name
+    that is not UTF-8 (lone surrogates in Python) is written \\u-escaped, which reads back to
+    the same name (a quarantined photo's way back needs its folder exactly)."""
+    options: dict[str, Any] = {"indent": 2, "sort_keys": True, "allow_nan": False}
+    text = json.dumps(document, ensure_ascii=False, **options)
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(document, ensure_ascii=True, **options) + "\n").encode("utf-8")
 
 
 @dataclass(frozen=True)

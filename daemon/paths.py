@@ -23,3 +23,29 @@ def named_within(path: PurePath | str, folder: PurePath | str) -> PurePath | Non
     if ".." in normal.parts or not normal.is_relative_to(os.path.normpath(folder)):
         return None
     return normal
+
+
+def shown(text: str) -> str:
+    """A name as a person reads it: the bytes of a name that is not UTF-8 (legacy SMB, FTP and
+    zip names), which Python holds as lone surrogates, as `\\xNN`; anything else as it is. For
+    logs, the page, events and error messages, which must be valid UTF-8 to be written at all."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is not an undecodable byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def stored(path: str) -> str | bytes:
+    """A path as the journal keeps it: text when it is UTF-8, else its bytes (a BLOB, as SQLite
+    stores what it is given), so that every name a filesystem allows is kept exactly."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def restored(value: str | bytes) -> str:
+    """A path the journal kept (`stored`), as Python names it."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value

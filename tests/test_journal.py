@@ -469,3 +469,21 @@ def test_details_an_older_or_edited_row_holds_are_read_as_far_as_they_fit() -> N
     assert Details.from_json({"original": 3, "dispatch": "x"}) == Details()
     seen = Details.from_json({"dispatch": {"id": "a", "sent_at": 1.0, "new_key": 2}})
     assert seen.dispatch == Dispatch("a", 1.0)
+
+
+def test_a_name_that_is_not_utf8_is_kept_exactly_and_its_errors_readably(journal: Journal) -> None:
+    """Legacy SMB, FTP and zip names: Python holds their bytes as lone surrogates, which SQLite
+    text cannot take; the journal keeps the path's bytes and says errors with `\\xNN`."""
+    name = os.fsdecode(b"/srv/inbox/caf\xe9 \xff.jpg")
+    job_id = journal.add(_hash(9), "starry", FINGERPRINT, name).job.id
+    journal.remember_file(name, 10, 20, _hash(9))
+    assert journal.known_hash(name, 10, 20) == _hash(9)
+    assert journal.remembered_paths() == [name]
+    claimed = journal.claim_next()
+    assert claimed is not None and claimed.source_path == name
+    assert os.fsencode(claimed.source_path) == b"/srv/inbox/caf\xe9 \xff.jpg"
+    journal.mark_retry(job_id, f"{name}: OSError", 0.0)
+    again = journal.get(job_id)
+    assert again is not None and again.error == "/srv/inbox/caf\\xe9 \\xff.jpg: OSError"
+    journal.forget_files([name])
+    assert journal.remembered_paths() == []

@@ -22,6 +22,7 @@ from typing import Any
 
 from daemon import __version__
 from daemon.config import Config
+from daemon.paths import shown
 from daemon.service.journal import Event, Job
 
 
@@ -41,8 +42,9 @@ def event(event_type: str, *, event_id: str | None = None, **fields: Any) -> Eve
 
 
 def _photo(config: Config, path: Path) -> dict[str, str]:
+    """The photo as a receiver reads it: names that are not UTF-8 with `\\xNN` (paths.shown)."""
     below = path.relative_to(config.inbox).as_posix() if path.is_relative_to(config.inbox) else None
-    return {"name": path.name, "path": below or path.name}
+    return {"name": shown(path.name), "path": shown(below or path.name)}
 
 
 def _below_outbox(config: Config, path: Path) -> str:
@@ -76,7 +78,7 @@ def photo_done(
 def photo_given_up(config: Config, job: Job | None, path: Path, reason: str, *, kind: str) -> Event:
     """A photo quarantined (it cannot be used) or failed for good (its retries spent); `job`
     None for a file that never became one (a link, no preset for it)."""
-    fields: dict[str, Any] = {"photo": _photo(config, path), "reason": reason}
+    fields: dict[str, Any] = {"photo": _photo(config, path), "reason": shown(reason)}
     if job is not None:
         fields |= {
             "preset": job.preset,
@@ -94,7 +96,7 @@ def photo_duplicate(config: Config, path: Path, of: Job) -> Event:
     name = f"{of.content_hash}:{of.fingerprint}:{path}"
     return event(
         "photo.duplicate",
-        event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, "stylebox:duplicate:" + name)),
+        event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, "stylebox:duplicate:" + shown(name))),
         photo=_photo(config, path),
         preset=of.preset,
         input_sha256=of.content_hash,

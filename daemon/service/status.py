@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
+from daemon.paths import shown as readable
 from daemon.service.channels import channel_labels
 from daemon.service.environment import look, roots_of
 from daemon.service.journal import Job, Journal
@@ -51,7 +52,7 @@ def _events(config: Config, journal: Journal) -> list[dict[str, Any]]:
 def _job(job: Job, *, progress: bool = False) -> dict[str, Any]:
     shown = {
         "id": job.id,
-        "source": Path(job.source_path).name,
+        "source": readable(Path(job.source_path).name),
         "preset": job.preset,
         "state": str(job.state),
         "attempts": job.attempts,

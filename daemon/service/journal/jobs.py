@@ -13,6 +13,7 @@ from typing import Any
 
 from daemon.errors import JournalError
 from daemon.jobs.progress import JobProgress
+from daemon.paths import restored, shown, stored
 from daemon.service.journal.db import Database
 from daemon.service.journal.details import Details, Dispatch, Painted, as_json
 from daemon.service.journal.events import Event, EventStore
@@ -69,7 +70,7 @@ def _job(row: sqlite3.Row) -> Job:
         content_hash=row["content_hash"],
         preset=row["preset"],
         fingerprint=row["fingerprint"],
-        source_path=row["source_path"],
+        source_path=restored(row["source_path"]),
         state=JobState(row["state"]),
         attempts=row["attempts"],
         enqueued_at=row["enqueued_at"],
@@ -115,7 +116,15 @@ class JobStore:
                 job_id = conn.execute(
                     "INSERT INTO jobs (content_hash, preset, fingerprint, source_path, state,"
                     " attempts, enqueued_at, not_before) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-                    (content_hash, preset, fingerprint, source_path, JobState.QUEUED, now, now),
+                    (
+                        content_hash,
+                        preset,
+                        fingerprint,
+                        stored(source_path),
+                        JobState.QUEUED,
+                        now,
+                        now,
+                    ),
                 ).lastrowid
             elif row["state"] == JobState.FAILED:
                 # It keeps its id (the logs of the earlier tries stay linked), and so its place.
@@ -125,7 +134,7 @@ class JobStore:
                     " enqueued_at = ?, not_before = ?, started_at = NULL, finished_at = NULL,"
                     " planned_output = NULL, outputs = '[]', error = NULL, details = '{}'"
                     " WHERE id = ?",
-                    (JobState.QUEUED, preset, source_path, now, now, job_id),
+                    (JobState.QUEUED, preset, stored(source_path), now, now, job_id),
                 )
             else:
                 return AddResult(_job(row), created=False)
@@ -203,9 +212,9 @@ class JobStore:
         """Where a done job's original now lies (kept, or moved), for the gallery."""
         with self._db.transaction() as conn:
             conn.execute(
-                "UPDATE jobs SET details = json_set(details, '$.original', ?) WHERE id = ?"
+                "UPDATE jobs SET details = json_set(details, '$.original', json(?)) WHERE id = ?"
                 " AND state = ?",
-                (path, job_id, JobState.DONE),
+                (json.dumps(path), job_id, JobState.DONE),
             )
 
     def reopen(self, content_hash: str) -> int:
@@ -243,7 +252,7 @@ class JobStore:
             job_id,
             "retry it",
             "UPDATE jobs SET state = ?, error = ?, not_before = ? WHERE id = ? AND state = ?",
-            (JobState.QUEUED, error, not_before, job_id, JobState.RUNNING),
+            (JobState.QUEUED, shown(error), not_before, job_id, JobState.RUNNING),
         )
 
     def mark_failed(self, job_id: int, error: str, events: Sequence[Event] = ()) -> None:
@@ -263,7 +272,7 @@ class JobStore:
             job_id,
             action,
             "UPDATE jobs SET state = ?, error = ?, finished_at = ? WHERE id = ? AND state = ?",
-            (state, error, self._db.now(), job_id, JobState.RUNNING),
+            (state, shown(error), self._db.now(), job_id, JobState.RUNNING),
             events,
         )
 
@@ -285,7 +294,13 @@ class JobStore:
             "release it",
             "UPDATE jobs SET state = ?, attempts = attempts - 1, error = ?, not_before = ?"
             " WHERE id = ? AND state = ?",
-            (JobState.QUEUED, error, not_before or self._db.now(), job_id, JobState.RUNNING),
+            (
+                JobState.QUEUED,
+                shown(error),
+                not_before or self._db.now(),
+                job_id,
+                JobState.RUNNING,
+            ),
         )
 
     def move_source(self, job_id: int, path: str) -> bool:
@@ -295,7 +310,7 @@ class JobStore:
             return (
                 conn.execute(
                     "UPDATE jobs SET source_path = ? WHERE id = ? AND state IN (?, ?)",
-                    (path, job_id, JobState.QUEUED, JobState.RUNNING),
+                    (stored(path), job_id, JobState.QUEUED, JobState.RUNNING),
                 ).rowcount
                 == 1
             )

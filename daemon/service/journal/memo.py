@@ -6,6 +6,7 @@ skip a file whose size and mtime are as they were when it was hashed.
 
 from collections.abc import Collection
 
+from daemon.paths import restored, stored
 from daemon.service.journal.db import Database
 
 
@@ -23,7 +24,7 @@ class FileMemo:
                 "INSERT INTO files (path, size, mtime_ns, content_hash) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (path) DO UPDATE SET size = excluded.size,"
                 " mtime_ns = excluded.mtime_ns, content_hash = excluded.content_hash",
-                (path, size, mtime_ns, content_hash),
+                (stored(path), size, mtime_ns, content_hash),
             )
 
     def known_hash(self, path: str, size: int, mtime_ns: int) -> str | None:
@@ -31,14 +32,14 @@ class FileMemo:
         with self._db.reading() as conn:
             row = conn.execute(
                 "SELECT content_hash FROM files WHERE path = ? AND size = ? AND mtime_ns = ?",
-                (path, size, mtime_ns),
+                (stored(path), size, mtime_ns),
             ).fetchone()
         return None if row is None else row[0]
 
     def paths(self) -> list[str]:
         """Every path the memo holds, so a caller can find those no longer in the inbox."""
         with self._db.reading() as conn:
-            return [row[0] for row in conn.execute("SELECT path FROM files")]
+            return [restored(row[0]) for row in conn.execute("SELECT path FROM files")]
 
     def forget(self, paths: Collection[str]) -> None:
         """Drop the memo of files that left the inbox, in one transaction: a row per photo ever
@@ -46,4 +47,6 @@ class FileMemo:
         if not paths:
             return
         with self._db.transaction() as conn:
-            conn.executemany("DELETE FROM files WHERE path = ?", [(path,) for path in paths])
+            conn.executemany(
+                "DELETE FROM files WHERE path = ?", [(stored(path),) for path in paths]
+            )
