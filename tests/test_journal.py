@@ -405,23 +405,25 @@ def test_planned_output_survives_reopen(path: Path, clock: FakeClock) -> None:
 
 
 def test_file_memo(journal: Journal) -> None:
-    journal.remember_file("/srv/inbox/a.jpg", 1234, 5_000, _hash(1))
-    assert journal.known_hash("/srv/inbox/a.jpg", 1234, 5_000) == _hash(1)
-    assert journal.known_hash("/srv/inbox/a.jpg", 1234, 5_001) is None  # touched since
-    assert journal.known_hash("/srv/inbox/a.jpg", 1235, 5_000) is None  # grew since
-    assert journal.known_hash("/srv/inbox/b.jpg", 1234, 5_000) is None
+    journal.remember_file("/srv/inbox/a.jpg", (1234, 5_000, 7_000), _hash(1))
+    assert journal.known_hash("/srv/inbox/a.jpg", (1234, 5_000, 7_000)) == _hash(1)
+    assert journal.known_hash("/srv/inbox/a.jpg", (1234, 5_001, 7_000)) is None  # touched since
+    assert journal.known_hash("/srv/inbox/a.jpg", (1235, 5_000, 7_000)) is None  # grew since
+    # rewritten keeping its size and mtime (`cp -p`): only the ctime tells
+    assert journal.known_hash("/srv/inbox/a.jpg", (1234, 5_000, 7_001)) is None
+    assert journal.known_hash("/srv/inbox/b.jpg", (1234, 5_000, 7_000)) is None
 
-    journal.remember_file("/srv/inbox/a.jpg", 99, 6_000, _hash(2))  # rewritten in place
-    assert journal.known_hash("/srv/inbox/a.jpg", 99, 6_000) == _hash(2)
-    assert journal.known_hash("/srv/inbox/a.jpg", 1234, 5_000) is None
+    journal.remember_file("/srv/inbox/a.jpg", (99, 6_000, 8_000), _hash(2))  # rewritten in place
+    assert journal.known_hash("/srv/inbox/a.jpg", (99, 6_000, 8_000)) == _hash(2)
+    assert journal.known_hash("/srv/inbox/a.jpg", (1234, 5_000, 7_000)) is None
 
-    journal.remember_file("/srv/inbox/b.jpg", 7, 8_000, _hash(3))
+    journal.remember_file("/srv/inbox/b.jpg", (7, 8_000, 9_000), _hash(3))
     assert sorted(journal.remembered_paths()) == ["/srv/inbox/a.jpg", "/srv/inbox/b.jpg"]
     journal.forget_files(["/srv/inbox/a.jpg", "/srv/inbox/never-seen.jpg"])
-    assert journal.known_hash("/srv/inbox/a.jpg", 99, 6_000) is None
+    assert journal.known_hash("/srv/inbox/a.jpg", (99, 6_000, 8_000)) is None
     assert journal.remembered_paths() == ["/srv/inbox/b.jpg"]
     journal.forget_files([])  # nothing gone: no transaction at all
-    assert journal.known_hash("/srv/inbox/b.jpg", 7, 8_000) == _hash(3)
+    assert journal.known_hash("/srv/inbox/b.jpg", (7, 8_000, 9_000)) == _hash(3)
 
 
 def test_a_journal_of_version_1_gains_the_events_tables_and_keeps_its_jobs(tmp_path) -> None:
@@ -431,6 +433,7 @@ def test_a_journal_of_version_1_gains_the_events_tables_and_keeps_its_jobs(tmp_p
     with sqlite3.connect(path) as conn:  # what stylebox wrote before it had events
         conn.execute("DROP TABLE deliveries")
         conn.execute("DROP TABLE events")
+        conn.execute("ALTER TABLE files DROP COLUMN ctime_ns")  # nor the memo's ctime (3)
         conn.execute("PRAGMA user_version = 1")
     with Journal(path) as journal:
         assert [job.source_path for job in journal.pending()] == ["/inbox/a.jpg"]
@@ -439,7 +442,7 @@ def test_a_journal_of_version_1_gains_the_events_tables_and_keeps_its_jobs(tmp_p
         counts = journal.delivery_counts()["events_log"]
         assert (counts["pending"], counts["sent"], counts["given_up"]) == (1, 0, 0)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_details_are_typed_records_kept_as_the_json_they_always_were(journal: Journal) -> None:
@@ -476,8 +479,8 @@ def test_a_name_that_is_not_utf8_is_kept_exactly_and_its_errors_readably(journal
     text cannot take; the journal keeps the path's bytes and says errors with `\\xNN`."""
     name = os.fsdecode(b"/srv/inbox/caf\xe9 \xff.jpg")
     job_id = journal.add(_hash(9), "starry", FINGERPRINT, name).job.id
-    journal.remember_file(name, 10, 20, _hash(9))
-    assert journal.known_hash(name, 10, 20) == _hash(9)
+    journal.remember_file(name, (10, 20, 30), _hash(9))
+    assert journal.known_hash(name, (10, 20, 30)) == _hash(9)
     assert journal.remembered_paths() == [name]
     claimed = journal.claim_next()
     assert claimed is not None and claimed.source_path == name

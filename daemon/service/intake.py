@@ -18,7 +18,7 @@ from daemon.config import Config
 from daemon.media.files import sha256_file
 from daemon.outbox import Outbox, OutsideOutbox, open_outbox
 from daemon.service import events
-from daemon.service.journal import Job, JobState, Journal
+from daemon.service.journal import Job, JobState, Journal, version_of
 
 
 def dispose_original(config: Config, journal: Journal, outbox: Outbox, path: Path) -> Path | None:
@@ -68,10 +68,10 @@ class Intake:
                 logger.info("{}: no routing rule matches it; left in place", relative)
             return
         preset = config.presets[preset_name]
-        content_hash = self.journal.known_hash(str(path), info.st_size, info.st_mtime_ns)
+        content_hash = self.journal.known_hash(str(path), version_of(info))
         if content_hash is None:
             content_hash = sha256_file(path)
-            self.journal.remember_file(str(path), info.st_size, info.st_mtime_ns, content_hash)
+            self.journal.remember_file(str(path), version_of(info), content_hash)
         added = self.journal.add(content_hash, preset_name, preset.fingerprint, str(path))
         job = added.job
         if added.created:

@@ -22,7 +22,7 @@ from daemon.service.journal.db import BUSY_TIMEOUT_SECONDS, Database
 from daemon.service.journal.details import Details, Dispatch, Painted
 from daemon.service.journal.events import DeliveryState, Event, EventStore, Pending
 from daemon.service.journal.jobs import AddResult, Job, JobState, JobStore
-from daemon.service.journal.memo import FileMemo
+from daemon.service.journal.memo import FileMemo, FileVersion, version_of
 from daemon.service.journal.schema import SCHEMA_VERSION
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "Event",
     "EventStore",
     "FileMemo",
+    "FileVersion",
     "Job",
     "JobState",
     "JobStore",
@@ -44,6 +45,7 @@ __all__ = [
     "JournalUnusable",
     "Painted",
     "Pending",
+    "version_of",
 ]
 
 
@@ -271,13 +273,13 @@ class Journal:
 
     # -- the file memo -----------------------------------------------------------------------
 
-    def remember_file(self, path: str, size: int, mtime_ns: int, content_hash: str) -> None:
-        """Note the hash of a file as it is now (size and mtime identify the version)."""
-        self.memo.remember(path, size, mtime_ns, content_hash)
+    def remember_file(self, path: str, version: FileVersion, content_hash: str) -> None:
+        """Note the hash of a file as it is now (size, mtime and ctime: its version)."""
+        self.memo.remember(path, version, content_hash)
 
-    def known_hash(self, path: str, size: int, mtime_ns: int) -> str | None:
-        """The remembered hash, only if the file still has the same size and mtime."""
-        return self.memo.known_hash(path, size, mtime_ns)
+    def known_hash(self, path: str, version: FileVersion) -> str | None:
+        """The remembered hash, only if the file is still the same version."""
+        return self.memo.known_hash(path, version)
 
     def remembered_paths(self) -> list[str]:
         """Every path the memo holds."""

@@ -6,7 +6,7 @@ not a store's: a migration is numbered in one sequence for all the tables. The s
 whitespace is part of what SQLite stores in `sqlite_master`, so it stays as first written.
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each statement is run on its own: executescript() would COMMIT the surrounding transaction.
 SCHEMA: tuple[str, ...] = (
@@ -70,5 +70,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """,
         "CREATE INDEX deliveries_due ON deliveries (channel, state, next_try)",
         "PRAGMA user_version = 2",
+    ),
+    # Version 3: a file's ctime beside its mtime. `cp -p` (and sync tools) can replace a photo's
+    # bytes keeping its size and mtime; no tool can set the ctime, which any write changes.
+    3: (
+        "ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0",
+        "PRAGMA user_version = 3",
     ),
 }
