@@ -18,15 +18,17 @@ from daemon.service.roots import RootWatch, identity, missing
 
 PROBE_SECONDS = 10.0  # how often a fault is probed for its end; well within a minute
 # Less room than this on the outbox or state_dir is not "fixed" yet: a result and its sidecar,
-# or the journal's next pages, would fail again at once.
+# or the journal's next pages, would fail again at once. A small filesystem needs an eighth of
+# its size free instead.
 ROOM_BYTES = 16 * 2**20
 PROBE_NAME = ".stylebox-probe"
 
 
-def free_bytes(folder: Path) -> int:
-    """Room left for this user on the filesystem holding `folder`."""
+def short_of_room(folder: Path) -> int | None:
+    """The room left on `folder`'s filesystem when it is too little to go on with, else None."""
     stats = os.statvfs(folder)
-    return stats.f_bavail * stats.f_frsize
+    room = stats.f_bavail * stats.f_frsize
+    return room if room < min(ROOM_BYTES, stats.f_blocks * stats.f_frsize // 8) else None
 
 
 def shown_bytes(count: int) -> str:
@@ -55,12 +57,12 @@ def look(roots: dict[str, Path], writable: tuple[str, ...] = WRITABLE) -> str | 
     for field in writable:
         folder = roots[field]
         try:
-            room = free_bytes(folder)
+            room = short_of_room(folder)
         except OSError as exc:
             return f"{field} {folder}: {exc.strerror or exc}"
         if not os.access(folder, os.W_OK):
             return f"{field} {folder} cannot be written (read-only?)"
-        if room < ROOM_BYTES:
+        if room is not None:
             return f"{field} {folder} full: {shown_bytes(room)} free"
     return None
 
@@ -114,8 +116,8 @@ class EnvironmentWatch:
         the fault that remains, if any."""
         for field, folder in self.writable.items():
             try:
-                room = free_bytes(folder)
-                if room < ROOM_BYTES:
+                room = short_of_room(folder)
+                if room is not None:
                     return f"{field} {folder} full: {shown_bytes(room)} free"
                 path = folder / PROBE_NAME
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -133,10 +135,10 @@ class EnvironmentWatch:
         """The fault as a user reads it: with the room left where that is the matter."""
         for field, folder in self.writable.items():
             try:
-                room = free_bytes(folder)
+                room = short_of_room(folder)
             except OSError:
                 continue
-            if room < ROOM_BYTES:
+            if room is not None:
                 return f"{field} {folder} full: {shown_bytes(room)} free ({reason})"
         return reason
 
