@@ -4,6 +4,7 @@ retry, /metrics (read with prometheus_client's own parser) and /healthz."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -25,10 +26,12 @@ from daemon_harness import (
     wait_for,
     write_config,
 )
+from loguru import logger
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.service.thumbnails import Thumbnails
+from daemon.web.app import OneLineErrors
 
 TOKEN = "test-token-0123456789abcdef"
 XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
@@ -446,3 +449,63 @@ def test_the_thumbnail_cache_keeps_the_ones_used_last(tmp_path: Path) -> None:
     assert made[1].name not in kept
     with Image.open(made[4]) as thumbnail:
         assert max(thumbnail.size) <= 240 and thumbnail.format == "JPEG"
+
+
+def test_ids_out_of_range_are_404_and_cost_the_log_nothing(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    """Issue 23: a huge id answered 500 and logged a traceback of some 200 lines, with local
+    variables, per request: any local process could flood the log."""
+    daemon = daemons.start(_config(tmp_path))
+    url = daemon.web_url()
+    daemon.wait_ready()
+    huge, endless = str(2**63), "9" * 5000  # past SQLite's integers; past int()'s digit limit
+    paths = [
+        f"/files/{huge}/original",
+        f"/files/{huge}/result",
+        f"/thumbs/{huge}/result.jpg",
+        f"/thumbs/{huge}/original.jpg",
+        f"/previews/{huge}.jpg",
+        f"/thumbs/preset/swirl/{huge}.jpg",
+        f"/files/{endless}/original",
+        f"/thumbs/{endless}/result.jpg",
+        f"/previews/{endless}.jpg",
+        f"/thumbs/preset/swirl/{endless}.jpg",
+        "/files/-1/original",
+        "/files/0/original",
+        "/files/abc/result",
+        "/files/1e3/result",
+        "/files/%EF%BC%91/result",  # a fullwidth digit one: int() would take it
+        "/thumbs/preset/swirl/-1.jpg",
+        "/previews/x.jpg",
+    ]
+    before = daemon.log()
+    for path in paths:
+        code, _, body = _get(url + path)
+        assert code == 404, (path[:60], code, body[:200])
+    assert _get(url + "/healthz")[0] == 200  # and it still answers
+    written = daemon.log()[len(before) :]
+    assert "Traceback" not in written and "Exception in ASGI" not in written, written[:3000]
+    assert len(written.splitlines()) <= len(paths), written[:3000]
+
+
+def test_an_unexpected_error_is_one_log_line_a_request_and_its_traceback_once() -> None:
+    """A fault a client can cause again and again costs the log a line each time; its
+    traceback is written the first time only."""
+
+    async def broken(scope: dict, receive: object, send: object) -> None:
+        raise LookupError("no such thing " + "x" * 5000)
+
+    app = OneLineErrors(broken)
+    records: list[dict] = []
+    sink = logger.add(lambda message: records.append(message.record), level="DEBUG")
+    try:
+        for _ in range(3):
+            scope = {"type": "http", "method": "GET", "path": "/files/" + "9" * 5000}
+            asyncio.run(app(scope, None, None))
+    finally:
+        logger.remove(sink)
+    assert [r["level"].name for r in records] == ["ERROR"] * 3
+    assert [r["exception"] is not None for r in records] == [True, False, False]
+    assert all(len(r["message"]) < 600 for r in records), records[0]["message"]
+    assert "answered 500 (LookupError: no such thing" in records[0]["message"]

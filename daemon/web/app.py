@@ -13,13 +13,16 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import time
+import traceback
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import jinja2
+from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -74,6 +77,9 @@ SECURITY_HEADERS = [
 ]
 _STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 _DEFAULTS = StyleSettings()
+LOGGED_CHARACTERS = 200  # of a client's path or an error message, in a log line
+MAX_PATH_NUMBER = 2**63 - 1  # SQLite's largest integer
+_PATH_NUMBER = re.compile(r"[0-9]{1,19}")  # ASCII only: int() also reads other scripts' digits
 
 
 class SecurityHeaders:
@@ -94,6 +100,49 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+class OneLineErrors:
+    """The app's last word on an exception no route expected. Starlette has answered 500 by
+    then and raises it again for the server to log, which uvicorn does with the whole traceback
+    for every request: a client able to cause the fault could flood the log. Here it is one
+    ERROR line a request, with the traceback (never local variables) only the first time a
+    fault is seen at its place in the code, so a bug is still found and cannot be replayed
+    into the log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._seen: set[tuple[str, str, int]] = set()  # one per place in the code: bounded
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            if scope["type"] != "http":
+                raise
+            place = _raised_at(exc)
+            first = place not in self._seen
+            self._seen.add(place)
+            logger.opt(exception=exc if first else None).error(
+                "web: {} {}: answered 500 ({}: {}){}",
+                scope.get("method", "?"),
+                _clipped(scope.get("path", "?")),
+                type(exc).__name__,
+                _clipped(str(exc)),
+                "" if first else "; its traceback was logged the first time",
+            )
+
+
+def _raised_at(exc: BaseException) -> tuple[str, str, int]:
+    """The exception's type and the file and line that raised it."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    last = frames[-1] if frames else None
+    return type(exc).__name__, last.filename if last else "?", (last.lineno or 0) if last else 0
+
+
+def _clipped(text: str, most: int = LOGGED_CHARACTERS) -> str:
+    """A client's text as a log line may hold it: a URL may be kilobytes long."""
+    return text if len(text) <= most else f"{text[:most]}... ({len(text)} characters)"
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
@@ -143,6 +192,16 @@ def _environment() -> jinja2.Environment:
     return environment
 
 
+def path_number(request: Request, name: str) -> int:
+    """A number in the URL's path (a job id, a painting's index), or 404: only ASCII digits,
+    and only what SQLite's integers hold, so that no id from outside reaches the journal as
+    something it cannot bind."""
+    text = request.path_params[name]
+    if not _PATH_NUMBER.fullmatch(text) or int(text) > MAX_PATH_NUMBER:
+        raise HTTPException(404)
+    return int(text)
+
+
 async def read_form(request: Request) -> dict[str, str]:
     """An urlencoded form's fields (the first of each), at most FORM_LIMIT_BYTES of it."""
     body = b""
@@ -188,10 +247,12 @@ class Site:
             Route("/metrics", self.metrics),
             Route("/healthz", self.healthz),
             Route("/static/{name}", self.static_file),
-            Route("/previews/{job_id:int}.jpg", self.preview),
-            Route("/thumbs/{job_id:int}/{kind}.jpg", self.job_thumbnail),
-            Route("/thumbs/preset/{name}/{index:int}.jpg", self.painting_thumbnail),
-            Route("/files/{job_id:int}/{kind}", self.job_file),
+            # Numbers in a path are read by path_number, not by Starlette's `:int`, which
+            # takes ids SQLite cannot hold and raises on a few thousand digits (a 500 each).
+            Route("/previews/{job_id}.jpg", self.preview),
+            Route("/thumbs/{job_id}/{kind}.jpg", self.job_thumbnail),
+            Route("/thumbs/preset/{name}/{index}.jpg", self.painting_thumbnail),
+            Route("/files/{job_id}/{kind}", self.job_file),
         ]
 
     # -- pages ----------------------------------------------------------------------------------
@@ -389,7 +450,7 @@ class Site:
         return Response(content, media_type=media_type, headers={"cache-control": "max-age=86400"})
 
     def preview(self, request: Request) -> Response:
-        path = preview_path(self.config.state_dir, request.path_params["job_id"])
+        path = preview_path(self.config.state_dir, path_number(request, "job_id"))
         return self._send(path, (path.parent,), cache="no-cache")
 
     def job_thumbnail(self, request: Request) -> Response:
@@ -404,7 +465,7 @@ class Site:
 
     def painting_thumbnail(self, request: Request) -> Response:
         preset = self.config.presets.get(request.path_params["name"])
-        index = request.path_params["index"]
+        index = path_number(request, "index")
         if preset is None or index >= len(preset.styles):
             raise HTTPException(404)
         painting = preset.styles[index].path  # named by the config, wherever it lies
@@ -424,7 +485,7 @@ class Site:
 
     def _job_source(self, request: Request) -> tuple[Job, Path]:
         """A done job's result or original, as the URL's id and kind name them."""
-        job = self.journal.get(request.path_params["job_id"])
+        job = self.journal.get(path_number(request, "job_id"))
         kind = request.path_params["kind"]
         if job is None or job.state is not JobState.DONE:
             raise HTTPException(404)
@@ -452,12 +513,12 @@ def allowed_hosts(config: Config) -> list[str]:
     return [*LOOPBACK_HOSTS, web.host, f"[{web.host}]", *web.hosts]
 
 
-def build_app(running: Running, journal: Journal, access: Access) -> Starlette:
-    """The ASGI app."""
+def build_app(running: Running, journal: Journal, access: Access) -> ASGIApp:
+    """The ASGI app, whose unexpected errors are one log line each (OneLineErrors)."""
     site = Site(running, journal, access)
     hosts = allowed_hosts(running.config())
     middleware = [
         Middleware(SecurityHeaders),
         Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False),
     ]
-    return Starlette(routes=site.routes(), middleware=middleware)
+    return OneLineErrors(Starlette(routes=site.routes(), middleware=middleware))
