@@ -31,9 +31,17 @@ from PIL import Image, ImageOps
 from daemon.outbox import TEMP_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
+DATA = REPO / ".." / "shared" / "data"  # for bench/ only: the tests need nothing beside the clone
 STYLES = REPO / "styles"
-SOURCE_PHOTOS = ("tubingen.jpg", "golden_gate.jpg", "hoovertowernight.jpg", "child.png")
+SAMPLE_PHOTO = REPO / "samples" / "grace_hopper.jpg"
+# What photo_bytes crops and tints into distinct photos: what the clone ships (the sample photo
+# and the paintings the tiny presets do not paint with), so the tests need nothing beside it.
+SOURCE_PHOTOS = (
+    SAMPLE_PHOTO,
+    STYLES / "shipwreck.jpg",
+    STYLES / "great_wave.png",
+    STYLES / "the_scream.jpg",
+)
 START_SECONDS = 90.0  # VGG-19 loads in ~3 s; other test runs may share the CPUs
 JOB_SECONDS = 60.0  # a tiny preset takes ~1 s; the slow one, run after a restart, far more
 _READY_LINE = "outputs go to"  # the service logs it right before READY=1
@@ -77,7 +85,7 @@ def write_config(folder: Path, *, name: str = "config.yaml", **overrides: Any) -
 
 @cache
 def _source_photo(index: int) -> Image.Image:
-    with Image.open(DATA / "photos" / SOURCE_PHOTOS[index % len(SOURCE_PHOTOS)]) as image:
+    with Image.open(SOURCE_PHOTOS[index % len(SOURCE_PHOTOS)]) as image:
         return image.convert("RGB")
 
 

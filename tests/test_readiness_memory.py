@@ -5,7 +5,7 @@ needs. The real daemon's peak resident memory (VmHWM, reset once it is ready) ov
 import signal
 
 import pytest
-from daemon_harness import DATA, photo_cost_kib, write_config
+from daemon_harness import SAMPLE_PHOTO, photo_cost_kib, write_config
 from PIL import Image
 
 from daemon.config import JOURNAL_NAME
@@ -21,8 +21,9 @@ STOP_SECONDS = 10.0
 def test_a_12_megapixel_photo_costs_the_daemon_far_less_than_its_size_in_floats(
     tmp_path, daemons, format: str, share_of_floats: float
 ) -> None:
-    with Image.open(DATA / "photos" / "tubingen.jpg") as source:
-        photo = source.convert("RGB").resize((4000, 3000), Image.Resampling.BILINEAR)
+    with Image.open(SAMPLE_PHOTO) as source:  # a 4:3 band of it, blown up to 12 megapixels
+        band = source.convert("RGB").crop((0, 20, 512, 404))
+        photo = band.resize((4000, 3000), Image.Resampling.BILINEAR)
     name = f"big.{format.lower()}"
     staged = tmp_path / name
     photo.save(staged, format=format, quality=90)
