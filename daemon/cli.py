@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import select
 import sys
 import time
 from collections.abc import Sequence
@@ -106,9 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `stylebox` command; returns the exit code."""
     args = build_parser().parse_args(argv)
     logger.remove()
-    logger.add(sys.stderr, level="DEBUG" if args.verbose else "INFO", format=_LOG_FORMAT)
+    level = "DEBUG" if args.verbose else "INFO"
+    # No local variables in a traceback (loguru's diagnose): they hold names and secrets.
+    logger.add(sys.stderr, level=level, format=_LOG_FORMAT, backtrace=False, diagnose=False)
     try:
-        return _COMMANDS[args.command](args)
+        code = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, where a reader that has gone is caught, not at exit
+        return code
     except StyleboxError as exc:
         print(f"stylebox: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
@@ -116,12 +122,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("stylebox: interrupted", file=sys.stderr)
         return ExitCode.FAILURE
     except Exception as exc:  # the one place where anything unexpected becomes exit code 1
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            return _reader_gone()
         logger.opt(exception=exc).debug("unexpected error")
         print(f"stylebox: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return ExitCode.FAILURE
 
 
 _LOG_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}"
+
+
+def _reader_gone() -> int:
+    """`stylebox status | head -1`: the reader took what it wanted and closed the pipe. The
+    command ends quietly with 0, as if its output had been read to the end: the reader's
+    choice is no failure, and a pipeline under `set -o pipefail` must not fail or not by
+    when the reader left (the SIGPIPE convention, 141, would)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
+    return ExitCode.OK
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe or socket whose reader has gone (poll says POLLERR)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError):  # no stdout at all
+        return True
 
 
 def _stylize(args: argparse.Namespace) -> int:
@@ -220,9 +247,12 @@ def _progress_logger():
 def _check(args: argparse.Namespace) -> int:
     from daemon.config import load_config
 
-    # The machine checks too (loguru, Apprise, the secrets), as the daemon's start does.
+    # The machine checks too (folders, paintings, loguru, Apprise, the secrets), as the
+    # daemon's start does.
     loaded = load_config(args.config, check_machine=True)
     print(f"{loaded.path}: ok, presets: {', '.join(loaded.presets)}")
+    if len(loaded.presets) == 1 and loaded.routing.unmatched == "default":
+        print(f"every photo goes to preset {loaded.routing.default_preset}, the only one")
     return ExitCode.OK
 
 

@@ -268,8 +268,6 @@ def test_presets_only_file_is_enough_without_the_daemon(tmp_path: Path) -> None:
     assert config.inbox is None and list(config.presets) == ["swirl"]
     name = str(path)
     assert _errors(path) == (  # within a line, in the order of the fields
-        f"{name}:1: routing.default_preset: required while routing.unmatched is 'default' "
-        "(or set unmatched to ignore or quarantine)",
         f"{name}:1: inbox: required: a folder path, to run the daemon",
         f"{name}:1: outbox: required: a folder path, to run the daemon",
         f"{name}:1: state_dir: required: a folder path, to run the daemon",
@@ -502,7 +500,6 @@ inbox: in
     path = _config_file(tmp_path, text)
     errors = _errors(path)
     assert [e.split(": ", 2)[:2] for e in errors] == [
-        [f"{path}:1", "routing.default_preset"],
         [f"{path}:1", "state_dir"],
         [f"{path}:4", "presets.swirl.size"],
         [f"{path}:5", "presets.swirl.colour"],
@@ -611,6 +608,25 @@ def test_unmatched_ignore_needs_no_default(tmp_path: Path) -> None:
     text = BASE.replace("  default_preset: swirl", "  unmatched: ignore")
     routing = load_config(_config_file(tmp_path, text)).routing
     assert routing == Routing(unmatched="ignore")
+
+
+def test_the_only_preset_takes_every_photo_without_routing(tmp_path: Path) -> None:
+    """Issue 23: a config with one preset and no `routing:` was refused, asking for a
+    default_preset that could only be that one."""
+    text = BASE.replace("routing:\n  default_preset: swirl\n", "")
+    config = load_config(_config_file(tmp_path, text))
+    assert config.routing.default_preset == "swirl"
+    assert config.routing.preset_for(PurePosixPath("holiday/IMG_1.jpg"), config.presets) == "swirl"
+    two = text + "  glass:\n    style: style.png\n"
+    path = _config_file(tmp_path / "two", two)
+    assert _only_error(path) == (
+        f"{path}:1: routing.default_preset: required while routing.unmatched is 'default', "
+        "unless there is only one preset (or set unmatched to ignore or quarantine)"
+    )
+    ignoring = text + "routing:\n  unmatched: ignore\n"
+    assert load_config(_config_file(tmp_path / "ignore", ignoring)).routing == Routing(
+        unmatched="ignore"
+    )
 
 
 @pytest.mark.parametrize(
@@ -745,6 +761,47 @@ def test_the_machine_is_asked_once_the_file_itself_is_valid(tmp_path: Path) -> N
     path = _config_file(tmp_path, BASE + "logging:\n  rotation: 10 parsecs\n  retention: 0\n")
     error = _machine_error(path)
     assert error.startswith(f"{path}:{NEXT_LINE + 2}: logging.retention: "), error
+
+
+def test_a_painting_that_is_not_a_whole_image_is_refused_with_its_preset(tmp_path: Path) -> None:
+    """Issue 23: `check` passed a painting that is not an image, and the daemon's start then
+    stopped with exit code 2, no line and no preset, as if a photo were wrong."""
+    (tmp_path / "notes.png").write_text("not a painting\n")
+    cut = _style(tmp_path, "cut.jpg")
+    Image.new("RGB", (64, 48), (10, 200, 90)).save(cut, quality=90)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    _style(tmp_path, "fine.png")
+    text = (
+        BASE
+        + """\
+  glass:
+    style: notes.png
+  mixed:
+    style:
+      - fine.png
+      - image: cut.jpg
+        weight: 2
+"""
+    )
+    path = _config_file(tmp_path, text)
+    assert load_config(path).presets["glass"].styles  # parsing reads no painting
+    with pytest.raises(ConfigErrors) as raised:
+        load_config(path, check_machine=True)
+    assert raised.value.errors[0] == (
+        f"{path}:{NEXT_LINE + 1}: presets.glass.style: {tmp_path / 'notes.png'}: not an image "
+        "in a format Pillow can read"
+    )
+    assert raised.value.errors[1].startswith(
+        f"{path}:{NEXT_LINE + 5}: presets.mixed.style[1].image: {cut}: cannot decode image ("
+    )
+    assert len(raised.value.errors) == 2
+
+
+def test_a_file_where_a_folder_is_named_is_refused_with_its_line(tmp_path: Path) -> None:
+    """Issue 23: `check` passed a state_dir that is a file, which the daemon's start refuses."""
+    path = _config_file(tmp_path, BASE)
+    (tmp_path / "state").write_text("a file\n")
+    assert _machine_error(path) == f"{path}:3: state_dir: {tmp_path / 'state'}: not a folder"
 
 
 # --- parse_preset (a preset without a file) -------------------------------------------------------

@@ -22,18 +22,53 @@ from loguru import logger
 from daemon.config.models import Config, PresetsConfig
 from daemon.config.notify import AppriseSettings, NotifySettings
 from daemon.config.sections import MIN_TOKEN_CHARACTERS, LogSettings, WebSettings
+from daemon.errors import InputError
+from daemon.media import decode
 
 Problem = tuple[tuple[str | int, ...], str]  # where in the file (pydantic's loc), and what
+STYLE_CHECK_SIDE = 64  # px a side the paintings are decoded at here: every byte is still read
 
 
 def machine_problems(config: Config | PresetsConfig) -> list[Problem]:
     """(field, message) for each thing the machine refuses, in the order of the file's sections."""
     return [
+        *_folders(config),
+        *_style_images(config),
         *_rotation(config.logging),
         *_token(config.web),
         *_secrets(config.notify),
         *_apprise(config.notify.apprise),
     ]
+
+
+def _folders(config: Config | PresetsConfig) -> list[Problem]:
+    """inbox, outbox and state_dir: a file where a folder is named is refused here as the
+    daemon's start refuses it (service.loop), not left for the start to find."""
+    problems: list[Problem] = []
+    for field in ("inbox", "outbox", "state_dir"):
+        path = getattr(config, field)
+        if path is not None and path.exists() and not path.is_dir():
+            problems.append(((field,), f"{path}: not a folder"))
+    return problems
+
+
+def _style_images(config: Config | PresetsConfig) -> list[Problem]:
+    """Each preset's paintings decoded as the daemon's start decodes them (the header, then
+    every byte, bounded by max_input_pixels; at a small size, which a JPEG is decoded at
+    directly): a painting that is not a whole image is named with its preset here, instead
+    of stopping the start with a message that reads like one about a photo."""
+    problems: list[Problem] = []
+    for name, preset in config.presets.items():
+        for index, style in enumerate(preset.styles):
+            try:
+                decode.load_image(
+                    style.path, max_pixels=config.max_input_pixels, long_side=STYLE_CHECK_SIDE
+                )
+            except InputError as error:  # its message starts with the file's name
+                why = str(error).removeprefix(f"{style.path.name}: ")
+                where = ("presets", name, "style", index, "image")
+                problems.append((where, f"{style.path}: {why}"))
+    return problems
 
 
 def _rotation(logging: LogSettings) -> list[Problem]:

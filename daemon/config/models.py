@@ -52,7 +52,7 @@ from daemon.config.sections import (
     WatchSettings,
     WebSettings,
 )
-from daemon.config.values import Folder, Section, describe, resolved_path
+from daemon.config.values import Folder, Section, describe, from_context, resolved_path
 from daemon.media.files import DEFAULT_MAX_PIXELS
 
 # What the daemon's modules import from here; each is defined in the module named above.
@@ -145,15 +145,21 @@ class Config(_Common):
 
     @field_validator("routing")
     @classmethod
-    def _photos_have_a_preset(cls, routing: Routing) -> Routing:
-        """unmatched 'default' needs a default preset."""
-        if routing.unmatched == "default" and routing.default_preset is None:
-            message = (
-                "required while routing.unmatched is 'default' (or set unmatched to ignore or "
-                "quarantine)"
-            )
-            raise _errors_at([(("default_preset",), message)])
-        return routing
+    def _photos_have_a_preset(cls, routing: Routing, info: ValidationInfo) -> Routing:
+        """unmatched 'default' needs a default preset: the only preset, when there is one,
+        since there is no choice to make (`stylebox check` says where photos go)."""
+        if routing.unmatched != "default" or routing.default_preset is not None:
+            return routing
+        names = from_context(info, "preset_names", None)
+        if names is None:  # a config built in code: its presets, if they were valid
+            names = tuple(info.data.get("presets") or ())
+        if len(names) == 1 and isinstance(names[0], str):
+            return routing.model_copy(update={"default_preset": names[0]})
+        message = (
+            "required while routing.unmatched is 'default', unless there is only one preset "
+            "(or set unmatched to ignore or quarantine)"
+        )
+        raise _errors_at([(("default_preset",), message)])
 
     @model_validator(mode="wrap")
     @classmethod
