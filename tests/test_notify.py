@@ -27,9 +27,13 @@ from daemon_harness import (
     wait_for,
     write_config,
 )
+from loguru import logger
 
-from daemon.service.channels import EventsLog
-from daemon.service.journal import Event
+from daemon.config.notify import WebhookSettings
+from daemon.service import events
+from daemon.service.channels import EventsLog, Webhook
+from daemon.service.journal import Event, Journal
+from daemon.service.sender import Sender
 
 SECRET = b"a shared secret for the signatures"
 
@@ -402,3 +406,50 @@ def test_a_digest_gathers_the_photos_done_since_its_last_message(
     assert [line.split(" done in ")[0] for line in lines] == [
         f"swirl: photo{index}.jpg" for index in range(1, 4)
     ]
+
+
+def test_a_backlog_is_one_log_line_each_way_and_goes_out_once_the_receiver_is_back(
+    tmp_path: Path,
+) -> None:
+    """Issue 23: 74 events for a receiver that was down logged 377 lines (one per event per
+    try), and drained over minutes once it was back, each event waiting out its own backoff.
+    The Sender here is the daemon's, on a real journal, with a real receiver; its first wait
+    is short so that the test takes seconds."""
+    receiver = Receiver(status=503).start()
+    journal = Journal(tmp_path / "journal.sqlite3")
+    channel = Webhook(WebhookSettings(url=receiver.url, events=["photo.done"]))
+    sender = Sender(journal, [channel], give_up_after_seconds=3600, first_retry_seconds=0.2)
+    journal.event_routes, journal.on_events = sender.routes, sender.wake
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="DEBUG")
+    try:
+        sender.start()
+        for index in range(30):
+            journal.record_events([events.event("photo.done", photo={"name": f"{index}.jpg"})])
+        wait_for(lambda: len(receiver.requests) >= 5, "five tries of a receiver that is down")
+        assert len(receiver.events()) == len(receiver.requests)  # a try is one request
+        assert {e["photo"]["name"] for e in receiver.events()} == {"0.jpg"}  # the oldest asks
+        assert [line for line in lines if channel.label in line] == [
+            f"{channel.label}: HTTP 503 Service Unavailable; its events wait, and one is tried "
+            "again in 0.2 s, then less often (at most 60 s apart); `stylebox status` shows the "
+            "last try"
+        ]
+        receiver.status = 204
+        back = time.monotonic()
+        wait_for(
+            lambda: journal.delivery_counts()[channel.name]["pending"] == 0,
+            "the backlog delivered",
+            timeout=30,
+        )
+        # the wait before the next try (at most 6.4 s by now), then the whole backlog at once
+        assert time.monotonic() - back < 12
+        names = [e["photo"]["name"] for e in receiver.events()][-30:]
+        assert names == [f"{index}.jpg" for index in range(30)]  # in order, each once
+        (again,) = [line for line in lines if channel.label in line][1:]
+        assert again.startswith(f"{channel.label}: delivering again after ")
+        assert again.endswith("; 30 event(s) were waiting")
+    finally:
+        logger.remove(sink)
+        sender.stop(5)
+        journal.close()
+        receiver.stop()

@@ -25,6 +25,7 @@ from daemon.config import Config
 from daemon.config.models import EVENT_TYPES, AppriseSettings, WebhookSettings
 from daemon.outbox import fsync_dir
 from daemon.service.journal import DeliveryState, Event
+from daemon.service.roots import RootWatch
 from daemon.service.thumbnails import Thumbnails
 
 EVENTS_LOG = "events.jsonl"
@@ -51,6 +52,7 @@ class Channel(Protocol):
     events: Sequence[str]
     digest_seconds: float  # > 0: deliver() gets every due event at once, this often at most
     expires: bool  # events tried and refused give_up_after_hours are given up
+    most_retry_seconds: float  # the longest wait between two tries while its tries fail
 
     def deliver(self, events: Sequence[Event]) -> Outcome: ...
 
@@ -61,11 +63,14 @@ def _json_line(event: Event) -> bytes:
 
 class EventsLog:
     """<outbox>/events.jsonl: one JSON line per event, fsynced before it counts as delivered,
-    rotated at a size (events.jsonl.1 is the newest of the old ones)."""
+    rotated at a size (events.jsonl.1 is the newest of the old ones). Nothing is written while
+    the outbox is gone or not the mount it was (service/roots.py): the line would land on the
+    local disk under the share's mount point, and count as delivered."""
 
     name = "events_log"
     digest_seconds = 0.0
     expires = False  # a full disk holds events back for as long as it takes, never drops them
+    most_retry_seconds = 60.0  # a try is one append: room is found within a minute of its return
     events: Sequence[str] = EVENT_TYPES
 
     def __init__(self, path: Path, *, max_bytes: int, file_mode: int) -> None:
@@ -74,8 +79,11 @@ class EventsLog:
         self.max_bytes = max_bytes
         self.file_mode = file_mode
         self._checked = False
+        self._outbox = RootWatch({"outbox": path.parent})
 
     def deliver(self, events: Sequence[Event]) -> Outcome:
+        if (problem := self._outbox.problem()) is not None:
+            return Outcome(DeliveryState.PENDING, problem)
         try:
             for event in events:
                 self._append(_json_line(event))
@@ -160,6 +168,7 @@ class Webhook:
 
     digest_seconds = 0.0
     expires = True
+    most_retry_seconds = 60.0  # a try is one request: a receiver back is found within a minute
 
     def __init__(self, settings: WebhookSettings) -> None:
         self.url = settings.url
@@ -202,6 +211,9 @@ class AppriseChannel:
     name = "apprise"
     label = "apprise"
     expires = True
+    # A failed try may have reached some of its services, which each try again would tell
+    # again: tries go on less often, up to an hour apart.
+    most_retry_seconds = 3600.0
 
     def __init__(self, settings: AppriseSettings, thumbnails: Thumbnails, config: Config) -> None:
         import apprise  # the optional extra: `stylebox check` says so when it is missing
