@@ -80,6 +80,12 @@ def test_a_record_is_one_line_and_its_traceback_has_no_local_variables(logged: P
 # -- the real daemon -----------------------------------------------------------------------------
 
 
+def _roots(folder: Path) -> None:
+    """The inbox, outbox and state_dir: the user's to make (the daemon never makes them)."""
+    for name in ("inbox", "outbox", "state"):
+        (folder / name).mkdir(exist_ok=True)
+
+
 def _log_file(folder: Path) -> list[str]:
     return (folder / "outbox" / "logs" / LOG_FILE_NAME).read_text(encoding="utf-8").splitlines()
 
@@ -93,6 +99,7 @@ def test_a_newline_in_a_photos_name_forges_no_log_line(tmp_path: Path, daemons: 
     """Before: the name's newline started a line of the log's own form, `... ERROR journal
     corrupt`, that no record wrote."""
     name = f"IMG\n{FORGED}\n.jpg"
+    _roots(tmp_path)
     drop(tmp_path / "inbox" / name, photo_bytes(0))
     daemon = daemons.start(write_config(tmp_path))
     wait_for(
@@ -116,8 +123,8 @@ def test_a_newline_in_a_photos_name_forges_no_log_line(tmp_path: Path, daemons: 
 def test_a_name_that_is_not_utf8_is_logged_readably(tmp_path: Path, daemons: Daemons) -> None:
     """Before: loguru's file sink raised UnicodeEncodeError on the name's lone surrogate and
     printed its own traceback to stderr for every record that named it."""
+    _roots(tmp_path)
     inbox = tmp_path / "inbox"
-    inbox.mkdir()
     fd = os.open(os.fsencode(inbox) + b"/caf\xe9.jpg", os.O_WRONLY | os.O_CREAT, 0o644)
     os.write(fd, photo_bytes(1))
     os.close(fd)
@@ -144,8 +151,8 @@ def small_outbox(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs mounted as the outbox (its logs/ holds the log file)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    _roots(tmp_path)
     outbox = tmp_path / "outbox"
-    outbox.mkdir()
     _mount_tmpfs(outbox)
     try:
         yield outbox

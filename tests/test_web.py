@@ -456,6 +456,8 @@ def test_ids_out_of_range_are_404_and_cost_the_log_nothing(
 ) -> None:
     """Issue 23: a huge id answered 500 and logged a traceback of some 200 lines, with local
     variables, per request: any local process could flood the log."""
+    for root in ("inbox", "outbox", "state"):  # the user's to make: the daemon never does
+        (tmp_path / root).mkdir()
     daemon = daemons.start(_config(tmp_path))
     url = daemon.web_url()
     daemon.wait_ready()
