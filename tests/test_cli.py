@@ -1,5 +1,6 @@
 """The `stylebox` command as a user runs it: a real subprocess, real files, exit codes, messages."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,51 @@ def test_check_flags_a_bad_config_with_its_line(tmp_path) -> None:
     result = stylebox("check", "--config", config)
     assert result.returncode == 2
     assert "bad.yaml:7: presets.p.beta" in result.stderr
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path) -> None:
+    """Issue 23: `stylebox status | head -1` sometimes ended in BrokenPipeError, rc 1. Here
+    the reader is gone before the command writes at all: every write meets a closed pipe."""
+    from daemon_harness import write_config
+
+    from daemon.service.journal import Journal
+
+    for folder in ("inbox", "outbox", "state"):
+        (tmp_path / folder).mkdir()
+    config = write_config(tmp_path)
+    Journal(tmp_path / "state" / "journal.sqlite3").close()  # what `status` reads
+    for args in (("status", "--config", config), ("check", "--config", config)):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            command = [sys.executable, "-m", "daemon", *map(str, args)]
+            result = subprocess.run(
+                command, cwd=REPO, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120
+            )
+        finally:
+            os.close(write_end)
+        assert (result.returncode, result.stderr) == (0, ""), (args[0], result.stderr)
+
+
+def test_check_and_the_daemons_start_name_a_painting_that_is_not_an_image(tmp_path) -> None:
+    """Issue 23: `check` passed it; `run` then exited 2 naming neither the config's line nor
+    the preset, as if a photo were wrong."""
+    (tmp_path / "notes.png").write_text("not a painting\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "inbox: in\noutbox: out\nstate_dir: state\npresets:\n  p:\n    style: notes.png\n"
+    )
+    for folder in ("in", "out", "state"):
+        (tmp_path / folder).mkdir()
+    expected = (
+        f"{config}:6: presets.p.style: {tmp_path / 'notes.png'}: not an image in a format "
+        "Pillow can read"
+    )
+    for command in ("check", "run"):
+        result = stylebox(command, "--config", config)
+        assert result.returncode == 2, result.stderr
+        assert error_line(result) == f"stylebox: error: {expected}", result.stderr
+    Image.new("RGB", (16, 16), (90, 30, 200)).save(tmp_path / "notes.png", format="PNG")
+    result = stylebox("check", "--config", config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "every photo goes to preset p, the only one"
