@@ -32,7 +32,8 @@ PAINTING = REPO / "styles" / "starry_night.jpg"
 def run_daemon(tree: Path, photos: list[Path], size: int, folder: Path) -> list[dict]:
     """One `stylebox run --once` of `tree` over `photos`: each result's sidecar."""
     shutil.rmtree(folder, ignore_errors=True)
-    (folder / "inbox").mkdir(parents=True)
+    for root in ("inbox", "outbox", "state"):  # the daemon never makes its roots
+        (folder / root).mkdir(parents=True)
     for photo in photos:
         shutil.copy(photo, folder / "inbox" / photo.name)
     config = {

@@ -49,3 +49,12 @@ def stored(path: str) -> str | bytes:
 def restored(value: str | bytes) -> str:
     """A path the journal kept (`stored`), as Python names it."""
     return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def missing_root(field: str, folder: Path) -> str:
+    """The line that says one of the daemon's roots (inbox, outbox, state_dir) is not there, as
+    `check`, the start and a running daemon's health say it."""
+    return (
+        f"{field} {folder} does not exist: is the share mounted? (stylebox makes folders inside "
+        f"it, never the {field} itself)"
+    )

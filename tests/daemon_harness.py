@@ -59,6 +59,23 @@ def tiny_preset(style: str = "swirl.png", **settings: Any) -> dict[str, Any]:
     return {"style": str(STYLES / style), "size": 40, "steps": 4, **settings}
 
 
+def make_roots_of(config: Path) -> None:
+    """The inbox, outbox and state_dir a config names, made if missing (a file in a root's
+    place, or a config that does not parse, is left for the daemon to refuse)."""
+    try:
+        document = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return
+    if not isinstance(document, dict):
+        return
+    for key in ("inbox", "outbox", "state_dir"):
+        value = document.get(key)
+        if isinstance(value, str):
+            root = Path(value) if Path(value).is_absolute() else config.parent / value
+            if not os.path.lexists(root):
+                root.mkdir(parents=True, exist_ok=True)
+
+
 def write_config(folder: Path, *, name: str = "config.yaml", **overrides: Any) -> Path:
     """A daemon config with its folders in `folder` and two tiny presets, swirl and glass."""
     document: dict[str, Any] = {
@@ -196,7 +213,12 @@ class Daemon:
         once: bool = False,
         env: dict[str, str] | None = None,
         command: str = "run",
+        make_roots: bool = True,
     ):
+        """`make_roots`: make the inbox, outbox and state_dir first, as a user (or a mount)
+        does: the daemon never makes them."""
+        if make_roots and command == "run":
+            make_roots_of(config)
         serial = next(self._serial)
         self.config = config
         name = "daemon" if command == "run" else command
@@ -279,8 +301,13 @@ class Daemons:
             daemon.kill()
 
 
-def stylebox(*args: object, cwd: Path = REPO, timeout: float = 180) -> subprocess.CompletedProcess:
-    """Run a stylebox sub-command to its end, as `python -m daemon`."""
+def stylebox(
+    *args: object, cwd: Path = REPO, timeout: float = 180, make_roots: bool = True
+) -> subprocess.CompletedProcess:
+    """Run a stylebox sub-command to its end, as `python -m daemon`; for `run` and `check`, the
+    config's roots are made first (`make_roots`), as a user does."""
+    if make_roots and args and args[0] in ("run", "check") and "--config" in map(str, args):
+        make_roots_of(Path(str(args[list(map(str, args)).index("--config") + 1])))
     command = [sys.executable, "-m", "daemon", *map(str, args)]
     return subprocess.run(
         command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=daemon_env()

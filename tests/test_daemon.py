@@ -452,10 +452,10 @@ def test_check_and_run_refuse_a_bad_config_naming_its_line(tmp_path) -> None:
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     where = f"{config}:{index + 1}: presets.swirl.steps"
 
-    check = stylebox("check", "--config", config)
+    check = stylebox("check", "--config", config, make_roots=False)
     assert check.returncode == 2
     assert where in check.stderr
-    run = stylebox("run", "--config", config, timeout=60)
+    run = stylebox("run", "--config", config, timeout=60, make_roots=False)
     assert run.returncode == 2
     assert where in run.stderr
     assert not (tmp_path / "inbox").exists()  # refused before touching anything
@@ -463,10 +463,10 @@ def test_check_and_run_refuse_a_bad_config_naming_its_line(tmp_path) -> None:
 
 def test_run_refuses_an_outbox_inside_the_inbox(tmp_path) -> None:
     config = write_config(tmp_path, outbox=str(tmp_path / "inbox" / "results"))
-    check = stylebox("check", "--config", config)
+    check = stylebox("check", "--config", config, make_roots=False)
     assert check.returncode == 2
     assert "outbox" in check.stderr and "inside inbox" in check.stderr
-    run = stylebox("run", "--config", config, timeout=60)
+    run = stylebox("run", "--config", config, timeout=60, make_roots=False)
     assert run.returncode == 2
     assert "inside inbox" in run.stderr
     assert not (tmp_path / "inbox").exists()

@@ -334,7 +334,8 @@ def _run_on_a_read_only_state_dir(tmp_path, tmpfs) -> tuple[subprocess.Completed
     state = tmpfs(tmp_path / "state")
     state.remount(readonly=True)
     config = write_config(tmp_path)
-    return stylebox("run", "--config", config, cwd=tmp_path, timeout=START_SECONDS), state.path
+    run = stylebox("run", "--config", config, cwd=tmp_path, timeout=START_SECONDS, make_roots=False)
+    return run, state.path
 
 
 def test_an_unwritable_state_dir_stops_the_start_with_one_line_naming_it(tmp_path, tmpfs) -> None:

@@ -23,7 +23,7 @@ from daemon.config.models import Config, PresetsConfig
 from daemon.config.notify import AppriseSettings, NotifySettings
 from daemon.config.sections import MIN_TOKEN_CHARACTERS, LogSettings, WebSettings
 from daemon.errors import InputError
-from daemon.media import decode
+from daemon.paths import missing_root
 
 Problem = tuple[tuple[str | int, ...], str]  # where in the file (pydantic's loc), and what
 STYLE_CHECK_SIDE = 64  # px a side the paintings are decoded at here: every byte is still read
@@ -42,13 +42,18 @@ def machine_problems(config: Config | PresetsConfig) -> list[Problem]:
 
 
 def _folders(config: Config | PresetsConfig) -> list[Problem]:
-    """inbox, outbox and state_dir: a file where a folder is named is refused here as the
-    daemon's start refuses it (service.loop), not left for the start to find."""
+    """inbox, outbox and state_dir: a file where a folder is named, or no folder at all, is
+    refused here as the daemon's start refuses it (service.loop), not left for the start to find.
+    They are never created: one missing is most often a share that is not mounted."""
     problems: list[Problem] = []
     for field in ("inbox", "outbox", "state_dir"):
         path = getattr(config, field)
-        if path is not None and path.exists() and not path.is_dir():
+        if path is None:
+            continue
+        if path.exists() and not path.is_dir():
             problems.append(((field,), f"{path}: not a folder"))
+        elif not path.exists():
+            problems.append(((field,), missing_root(field, path)))
     return problems
 
 
@@ -56,7 +61,10 @@ def _style_images(config: Config | PresetsConfig) -> list[Problem]:
     """Each preset's paintings decoded as the daemon's start decodes them (the header, then
     every byte, bounded by max_input_pixels; at a small size, which a JPEG is decoded at
     directly): a painting that is not a whole image is named with its preset here, instead
-    of stopping the start with a message that reads like one about a photo."""
+    of stopping the start with a message that reads like one about a photo. (Pillow is
+    imported here, not with the config, which loads without it.)"""
+    from daemon.media import decode
+
     problems: list[Problem] = []
     for name, preset in config.presets.items():
         for index, style in enumerate(preset.styles):

@@ -41,8 +41,10 @@ from daemon.errors import (
 from daemon.jobs.previews import PREVIEWS_DIR
 from daemon.media import decode
 from daemon.outbox import folder_mode_for, make_folder, remove_stale_temps
+from daemon.paths import missing_root as missing
 from daemon.service import events, pause
 from daemon.service.channels import channels_for
+from daemon.service.environment import roots_of
 from daemon.service.intake import Intake
 from daemon.service.journal import JobState, Journal
 from daemon.service.metrics import Metrics
@@ -53,6 +55,7 @@ from daemon.service.watcher import Watcher
 from daemon.service.worker import Worker
 
 LOCK_NAME = "stylebox.lock"
+SHARE_LOCK_NAME = ".stylebox.lock"  # in the inbox and outbox: a dotfile, ignored by scanners
 MAIN_LOOP_SECONDS = 0.25
 STOP_GRACE_SECONDS = 8.0  # systemd and users expect an exit within 10 s of SIGTERM
 TEMP_AGE_WITH_WORKERS_SECONDS = 3600.0
@@ -306,52 +309,54 @@ class Service:
         """Start, loop until stopped (or, with --once, until the inbox is done), stop."""
         # First of all: a SIGHUP or SIGTERM during the model load must not kill the process.
         self._install_signal_handlers()
-        config = load_config(self.config_path, check_machine=True)  # as `stylebox check` does
+        config = load_config(self.config_path)
         configure_logging(config, verbose=self.verbose, to_file=False)
-        lock = self._prepare_folders_and_lock(config)
+        # The roots first: one missing is most often a share not mounted yet, which a restart
+        # (exit 1) sees through; then all that `stylebox check` asks of the machine.
+        locks = self._check_roots_and_lock(config)
+        try:
+            config = load_config(self.config_path, check_machine=True)
+        except BaseException:
+            for fd in locks:
+                os.close(fd)
+            raise
         configure_logging(config, verbose=self.verbose)  # the outbox exists now
         try:
             return self._run_locked(config)
         finally:
-            os.close(lock)
+            for fd in locks:
+                os.close(fd)
             logger.complete()  # the file sink writes from a queue: flush it before exit
 
-    def _prepare_folders_and_lock(self, config: Config) -> int:
-        """state_dir first: a start refused for it must leave no folders behind elsewhere.
+    def _check_roots_and_lock(self, config: Config) -> list[int]:
+        """The three roots must be there (a share not mounted is never written under its mount
+        point), each locked: state_dir's lock keeps one daemon per journal; the inbox's and the
+        outbox's keep a second daemon (with a state_dir of its own) from painting every photo
+        again. Locks held by a process end with it: a crash leaves none behind.
 
         A state_dir fault is final (StateDirError: it is local, and only the operator can fix
         it); one of the inbox or outbox is not, since either may be a share that comes back.
         """
-        for folder, field, error in (
-            (config.state_dir, "state_dir", StateDirError),
-            (config.inbox, "inbox", StyleboxError),
-            (config.outbox, "outbox", StyleboxError),
-        ):
+        roots = [(folder, field) for field, folder in roots_of(config).items()]
+        roots.sort(key=lambda root: root[1] != "state_dir")  # state_dir first: it is final
+        for folder, field in roots:
+            error = StateDirError if field == "state_dir" else StyleboxError
             where = f"{self.config_path}: {field} {folder}"
-            try:
-                if folder == config.outbox:  # for the share's users, like every folder inside it
-                    make_folder(folder, folder_mode_for(config.output.file_mode))
-                else:  # the umask decides: the journal is private, the inbox is the share's
-                    folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                if folder.exists() and not folder.is_dir():
-                    raise error(f"{where}: not a folder") from exc
-                raise error(f"{where}: cannot create: {exc.strerror}") from exc
+            if os.path.lexists(folder) and not folder.is_dir():
+                raise error(f"{where}: not a folder")
+            if not folder.is_dir():
+                raise error(f"{self.config_path}: {missing(field, folder)}")
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise error(f"{where}: not writable")
-        lock_path = config.state_dir / LOCK_NAME
+        locks: list[int] = []
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:  # a folder in its place, or left by root for the service user
-            raise StateDirError(f"{lock_path}: cannot open the lock: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise AlreadyRunning(
-                f"{lock_path}: another stylebox daemon uses this state_dir"
-            ) from None
-        return fd
+            for folder, field in roots:
+                locks.append(_lock(folder, field, config.state_dir))
+        except BaseException:
+            for fd in locks:
+                os.close(fd)
+            raise
+        return locks
 
     def _run_locked(self, config: Config) -> int:
         journal = Journal(config.journal_path)
@@ -529,3 +534,27 @@ def _with_fields_of(new: Config, old: Config, names: list[str]) -> Config:
     import dataclasses
 
     return dataclasses.replace(new, **{name: getattr(old, name) for name in names})
+
+
+def _lock(folder: Path, field: str, state_dir: Path) -> int:
+    """An exclusive lock on `folder`'s lock file; in the inbox and outbox it names its holder's
+    state_dir, for the refusal a second daemon gets."""
+    error = StateDirError if field == "state_dir" else StyleboxError
+    lock_path = folder / (LOCK_NAME if field == "state_dir" else SHARE_LOCK_NAME)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # a folder in its place, or left by root for the service user
+        raise error(f"{lock_path}: cannot open the lock: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        os.close(fd)
+        raise AlreadyRunning(
+            f"{lock_path}: another stylebox daemon uses this {field}"
+            + (f" (its state_dir: {holder})" if holder else "")
+        ) from None
+    if field != "state_dir":
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, os.fsencode(f"{state_dir}\n"), 0)
+    return fd

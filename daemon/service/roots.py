@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from daemon.paths import missing_root as missing
+
 Identity = tuple[int, int]  # (st_dev, st_ino) of a folder
 
 
@@ -22,14 +24,6 @@ def identity(folder: Path) -> Identity | None:
     if not os.path.isdir(folder):
         return None
     return info.st_dev, info.st_ino
-
-
-def missing(field: str, folder: Path) -> str:
-    """The line that says a root is not there, as `check` and the start say it."""
-    return (
-        f"{field} {folder} does not exist: is the share mounted? (stylebox makes folders inside "
-        f"it, never the {field} itself)"
-    )
 
 
 def mounted(folder: Path) -> bool | None:
