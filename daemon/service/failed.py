@@ -15,6 +15,7 @@ from typing import Any
 from daemon.config import Config
 from daemon.media.files import sha256_file
 from daemon.outbox import ERROR_SUFFIX, open_outbox
+from daemon.paths import shown
 from daemon.service.journal import Journal
 
 LISTED = 200  # the newest; a folder of thousands of failures is read by other means
@@ -24,7 +25,8 @@ LISTED = 200  # the newest; a folder of thousands of failures is read by other m
 class FailedPhoto:
     """One quarantined photo, as its error file tells it."""
 
-    name: str  # in failed/
+    name: str  # in failed/, as shown (a name that is not UTF-8 with \xNN)
+    key: str  # what the retry form sends back for it (see `key_of`)
     reason: str
     preset: str | None
     attempts: int | None
@@ -60,11 +62,12 @@ def _photo(name: str, document: dict[str, Any], failed_at: float, config: Config
     source = document.get("source")
     came_from = None
     if isinstance(source, str) and Path(source).is_relative_to(config.inbox):
-        came_from = Path(source).relative_to(config.inbox).as_posix()
+        came_from = shown(Path(source).relative_to(config.inbox).as_posix())
     attempts = document.get("attempts")
     return FailedPhoto(
-        name=name,
-        reason=str(document.get("reason", "no reason recorded")),
+        name=shown(name),
+        key=key_of(name),
+        reason=shown(str(document.get("reason", "no reason recorded"))),
         preset=document.get("preset") if isinstance(document.get("preset"), str) else None,
         attempts=attempts if isinstance(attempts, int) else None,
         failed_at=failed_at,
@@ -72,13 +75,30 @@ def _photo(name: str, document: dict[str, Any], failed_at: float, config: Config
     )
 
 
-def retry(config: Config, journal: Journal, name: str) -> Path:
+def key_of(name: str) -> str:
+    """A name in failed/ as a form can carry it: itself when it is UTF-8, else "/" and its bytes
+    in hex (no name holds a "/", so the two cannot meet)."""
+    return name if shown(name) == name else "/" + os.fsencode(name).hex()
+
+
+def name_of(key: str) -> str:
+    """The name a retry form's `key_of` stands for."""
+    if key.startswith("/"):
+        try:
+            return os.fsdecode(bytes.fromhex(key[1:]))
+        except ValueError:
+            raise FileNotFoundError(key) from None
+    return key
+
+
+def retry(config: Config, journal: Journal, key: str) -> Path:
     """Put a quarantined photo back into the inbox to be stylised again; its new path.
 
     The journal is told first: once the photo is back, the watcher may queue it at any moment,
-    and a job still quarantined would send it straight back. FileNotFoundError when `name` is
+    and a job still quarantined would send it straight back. FileNotFoundError when `key` is
     not a photo in failed/.
     """
+    name = name_of(key)
     outbox = open_outbox(config)
     photo = outbox.quarantined(name)
     journal.reopen(sha256_file(photo))

@@ -55,7 +55,6 @@ from daemon.service.watcher import Watcher
 from daemon.service.worker import Worker
 
 LOCK_NAME = "stylebox.lock"
-SHARE_LOCK_NAME = ".stylebox.lock"  # in the inbox and outbox: a dotfile, ignored by scanners
 MAIN_LOOP_SECONDS = 0.25
 STOP_GRACE_SECONDS = 8.0  # systemd and users expect an exit within 10 s of SIGTERM
 TEMP_AGE_WITH_WORKERS_SECONDS = 3600.0
@@ -351,7 +350,7 @@ class Service:
         locks: list[int] = []
         try:
             for folder, field in roots:
-                locks.append(_lock(folder, field, config.state_dir))
+                locks.append(_lock(folder, field))
         except BaseException:
             for fd in locks:
                 os.close(fd)
@@ -536,25 +535,28 @@ def _with_fields_of(new: Config, old: Config, names: list[str]) -> Config:
     return dataclasses.replace(new, **{name: getattr(old, name) for name in names})
 
 
-def _lock(folder: Path, field: str, state_dir: Path) -> int:
-    """An exclusive lock on `folder`'s lock file; in the inbox and outbox it names its holder's
-    state_dir, for the refusal a second daemon gets."""
+def _lock(folder: Path, field: str) -> int:
+    """An exclusive lock: state_dir's on its lock file; the inbox's and the outbox's on the
+    folder itself (flock takes a folder's descriptor), so nothing is added to a share that its
+    users or a photo library would see."""
     error = StateDirError if field == "state_dir" else StyleboxError
-    lock_path = folder / (LOCK_NAME if field == "state_dir" else SHARE_LOCK_NAME)
+    lock_path = folder / LOCK_NAME if field == "state_dir" else folder
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if field == "state_dir":
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        else:
+            fd = os.open(lock_path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:  # a folder in its place, or left by root for the service user
         raise error(f"{lock_path}: cannot open the lock: {exc.strerror}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
         os.close(fd)
         raise AlreadyRunning(
             f"{lock_path}: another stylebox daemon uses this {field}"
-            + (f" (its state_dir: {holder})" if holder else "")
+            + ("" if field == "state_dir" else " (with a state_dir of its own)")
         ) from None
-    if field != "state_dir":
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, os.fsencode(f"{state_dir}\n"), 0)
+    except OSError:  # a filesystem that locks no folders (some network ones): not a refusal
+        if field == "state_dir":
+            raise
     return fd

@@ -46,6 +46,7 @@ from daemon.config import Config
 from daemon.engine.settings import StyleSettings
 from daemon.jobs.previews import preview_path
 from daemon.outbox import OutsideOutbox, real_file_within
+from daemon.paths import shown
 from daemon.service import failed, pause
 from daemon.service.journal import Job, JobState, Journal
 from daemon.service.loop import Running
@@ -325,7 +326,7 @@ class Site:
         original, painted = job.details.original, job.details.painted
         return {
             "id": job.id,
-            "name": Path(job.source_path).name,
+            "name": shown(Path(job.source_path).name),
             "preset": job.preset,
             "size": painted.size if painted else None,
             "seconds": painted.seconds if painted else None,
@@ -414,7 +415,8 @@ class Site:
             raise HTTPException(404, "no such photo in failed/") from None
         except (OSError, OutsideOutbox, ValueError) as exc:  # it stays in failed/
             raise HTTPException(409, f"could not move it back into the inbox: {exc}") from None
-        return self._done(request, "/failed", retried=str(moved.relative_to(self.config.inbox)))
+        retried = shown(str(moved.relative_to(self.config.inbox)))
+        return self._done(request, "/failed", retried=retried)
 
     def _done(self, request: Request, page: str, **result: Any) -> Response:
         """A script (Bearer) gets what happened as JSON; a browser goes back to the page."""
