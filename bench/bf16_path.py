@@ -43,7 +43,7 @@ def main() -> None:
     report: dict = {"size": args.size, "steps": args.steps, "runs": {}}
     for precision in ("fp32", "bf16"):
         progress: list[transfer.Progress] = []
-        result = transfer.stylise(
+        result = transfer.stylize(
             model, content, styles, settings, precision=precision, callback=progress.append
         )
         report["runs"][precision] = {

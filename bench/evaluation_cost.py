@@ -46,8 +46,8 @@ photo = pipeline.load_photo(Path(sys.argv[4]), settings, max_pixels=10**8)
 styles = pipeline.load_styles([StyleImage(Path(sys.argv[5]))], settings, max_pixels=10**8)
 content = pipeline.to_tensor(photo.pixels)
 targets = transfer.StyleTargets()
-transfer.stylise(model, content, styles, StyleSettings(size=size, steps=2), targets=targets)
-result = transfer.stylise(model, content, styles, settings, targets=targets)
+transfer.stylize(model, content, styles, StyleSettings(size=size, steps=2), targets=targets)
+result = transfer.stylize(model, content, styles, settings, targets=targets)
 print(json.dumps({"seconds": result.seconds, "evaluations": result.evaluations,
                   "objective": result.losses.total}))
 """

@@ -54,7 +54,7 @@ def cpu_agreement(models: device.Models) -> dict:
     for name in ("cpu", str(models.device)):
         model = device.Models(torch.device(name)).for_settings(settings)
         photo, styles = load(torch.device(name), 64)
-        result = transfer.stylise(model, photo, styles, settings, precision="fp32")
+        result = transfer.stylize(model, photo, styles, settings, precision="fp32")
         results[name] = result.losses.total
     cpu, gpu = results.values()
     return {"cpu": cpu, "gpu": gpu, "relative_difference": abs(cpu - gpu) / cpu}
@@ -123,7 +123,7 @@ def photo_time(models: device.Models, size: int, precision: str = DEFAULT_PRECIS
     torch.cuda.reset_peak_memory_stats()
     torch.cuda.synchronize()
     started = time.perf_counter()
-    result = transfer.stylise(model, photo, styles, settings, precision=precision)
+    result = transfer.stylize(model, photo, styles, settings, precision=precision)
     torch.cuda.synchronize()
     return {
         "size": size,

@@ -17,7 +17,7 @@ auto), the same child also reports torch.cuda.max_memory_allocated over the eval
 
 The line memory = a + b * pixels is fitted by least squares on the evaluation peaks; the largest
 4:3 long side under --budget-gib follows from it. One evaluation is not a whole job: L-BFGS keeps
-2 * history_size flat copies of the image (transfer._optimise: history 100), which is shown beside
+2 * history_size flat copies of the image (transfer._optimize: history 100), which is shown beside
 it as a computed, not measured, addition. Prints a table and writes memory_<stamp>.json.
 """
 

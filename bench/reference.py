@@ -26,7 +26,7 @@ from daemon.engine.vgg import VGGFeatures
 from daemon.media import encode
 
 
-def reference_stylise(
+def reference_stylize(
     model: VGGFeatures,
     content: Tensor,
     styles: list[transfer.Style],
@@ -74,7 +74,7 @@ def main() -> None:
     photo = pipeline.load_photo(args.photo, settings, max_pixels=10**9)
     content = pipeline.to_tensor(photo.pixels).to(models.device)
     model = models.for_settings(settings)
-    image, _ = reference_stylise(model, content, styles, settings, args.evaluations)
+    image, _ = reference_stylize(model, content, styles, settings, args.evaluations)
     encode.save_image(pipeline.to_pixels(image), args.out, format="png")
 
 

@@ -59,7 +59,7 @@ for name in ("first evaluation", "second evaluation"):
     loss, _ = objective(x)
     loss.backward()
     mark(name)
-result = transfer.stylise(model, content, styles, settings)
+result = transfer.stylize(model, content, styles, settings)
 writer = pipeline.image_writer(result, photo, format="jpeg", quality=92, bit_depth=8)
 with open(out, "wb") as file:
     writer(file)

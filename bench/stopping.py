@@ -40,7 +40,7 @@ def trail(models: Models, photo: str, painting: str, size: int, evaluations: int
     styles = pipeline.load_styles(
         [StyleImage(data_file("styles", painting))], settings, max_pixels=10**9
     )
-    result = transfer.stylise(model, pipeline.to_tensor(loaded.pixels), styles, settings)
+    result = transfer.stylize(model, pipeline.to_tensor(loaded.pixels), styles, settings)
     return {
         "photo": photo,
         "painting": painting,

@@ -87,12 +87,12 @@ def measure(
     images = distinct_photos(photos, size)
     targets = transfer.StyleTargets()
     warm_up = dataclasses.replace(settings, steps=3)  # cuDNN's and the allocator's first calls
-    transfer.stylise(model, images[0], styles, warm_up, targets=targets, precision=precision)
+    transfer.stylize(model, images[0], styles, warm_up, targets=targets, precision=precision)
 
     synchronise(models.device)
     started = time.perf_counter()
     sequential = [
-        transfer.stylise(model, p, styles, settings, targets=targets, precision=precision)
+        transfer.stylize(model, p, styles, settings, targets=targets, precision=precision)
         for p in images
     ]
     synchronise(models.device)
@@ -104,7 +104,7 @@ def measure(
     batched = []
     for first in range(0, len(images), batch):
         chunk = images[first : first + batch]
-        batched += transfer.stylise_batch(
+        batched += transfer.stylize_batch(
             model, chunk, styles, settings, targets=targets, precision=precision
         )
     synchronise(models.device)

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    stylize = sub.add_parser("stylize", help="stylise one photo and exit")
+    stylize = sub.add_parser("stylize", help="stylize one photo and exit")
     stylize.add_argument("photo", type=Path)
     stylize.add_argument("--style", type=Path, action="append", help="painting (repeat to blend)")
     stylize.add_argument("--preset", help="a preset from --config instead of --style")
@@ -84,12 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config file")
     check.add_argument("--config", type=Path, required=True)
 
-    run = sub.add_parser("run", help="run the daemon: watch the inbox, stylise into the outbox")
+    run = sub.add_parser("run", help="run the daemon: watch the inbox, stylize into the outbox")
     run.add_argument("--config", type=Path, required=True)
     run.add_argument("--once", action="store_true", help="process what is there, then exit 0")
 
     worker = sub.add_parser(
-        "worker", help="stylise for a coordinator's queue (queue.url) on this host's devices"
+        "worker", help="stylize for a coordinator's queue (queue.url) on this host's devices"
     )
     worker.add_argument("--config", type=Path, required=True)
 
@@ -199,7 +199,7 @@ def _stylize(args: argparse.Namespace) -> int:
         models.precision_reason,
     )
     styles = pipeline.load_styles(sources, settings, max_pixels=max_pixels)
-    result, photo = pipeline.stylise_file(
+    result, photo = pipeline.stylize_file(
         args.photo, styles, settings, models, max_pixels=max_pixels, callback=_progress_logger()
     )
     writer = pipeline.image_writer(

@@ -62,7 +62,7 @@ def room_for(size: tuple[int, int], models: Models) -> int:
     return memory.photos_fitting(*size, models.memory_budget_bytes())
 
 
-def stylise_photos(
+def stylize_photos(
     photos: Sequence[tuple[str, decode.LoadedImage]],
     styles: Sequence[transfer.Style],
     settings: StyleSettings,
@@ -71,7 +71,7 @@ def stylise_photos(
     targets: transfer.StyleTargets | None = None,
     callback: Callable[[transfer.Progress], None] | None = None,
 ) -> list[transfer.Result]:
-    """Stylise named photos with one output size together (transfer.stylise_batch; the caller
+    """Stylise named photos with one output size together (transfer.stylize_batch; the caller
     keeps a batch within `room_for`). A lone photo the device cannot hold at that size is
     stylised smaller, with a log line: a 24-megapixel photo at a huge size must not OOM forever."""
     if len(photos) == 1:
@@ -79,7 +79,7 @@ def stylise_photos(
         settings = _fitted(name, photo, settings, models)
     model = models.for_settings(settings)
     contents = [to_tensor(photo.pixels) for _, photo in photos]
-    return transfer.stylise_batch(
+    return transfer.stylize_batch(
         model,
         contents,
         styles,
@@ -110,7 +110,7 @@ def _fitted(
     return dataclasses.replace(settings, size=fitting)
 
 
-def stylise_file(
+def stylize_file(
     photo_path: Path,
     styles: Sequence[transfer.Style],
     settings: StyleSettings,
@@ -122,7 +122,7 @@ def stylise_file(
     """One photo file, loaded and stylised (the one-shot CLI's path)."""
     photo = load_photo(photo_path, settings, max_pixels=max_pixels)
     named = [(photo_path.name, photo)]
-    (result,) = stylise_photos(named, styles, settings, models, callback=callback)
+    (result,) = stylize_photos(named, styles, settings, models, callback=callback)
     return result, photo
 
 

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.container
-def test_the_cpu_image_stylises_a_photo_and_stops_on_sigterm() -> None:
+def test_the_cpu_image_stylizes_a_photo_and_stops_on_sigterm() -> None:
     run = subprocess.run(
         ["bash", str(REPO / "bench" / "container_check.sh")],
         capture_output=True,

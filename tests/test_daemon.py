@@ -75,7 +75,7 @@ def assert_result(
 # -- photos in, results out -------------------------------------------------------------------
 
 
-def test_photos_dropped_every_way_are_each_stylised_once(tmp_path, daemons) -> None:
+def test_photos_dropped_every_way_are_each_stylized_once(tmp_path, daemons) -> None:
     # A long rescan interval: every drop below must be caught by the watcher's events, not a rescan.
     watch = {"settle_seconds": 0.3, "poll_interval_seconds": 0.2, "rescan_interval_seconds": 300}
     config = write_config(tmp_path, watch=watch)

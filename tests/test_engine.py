@@ -202,10 +202,10 @@ def test_the_network_is_torchvisions_vgg19_features_with_the_caffe_weights() -> 
 def _run(vgg, settings: StyleSettings, photo_side: int = 64, **kwargs) -> transfer.Result:
     photo = sample_photo(photo_side)
     style = shipped_image("styles/starry_night.jpg", 64)
-    return transfer.stylise(vgg, photo, [transfer.Style(style)], settings, **kwargs)
+    return transfer.stylize(vgg, photo, [transfer.Style(style)], settings, **kwargs)
 
 
-def test_short_stylisation_lowers_the_objective_a_lot(vgg) -> None:
+def test_short_stylization_lowers_the_objective_a_lot(vgg) -> None:
     progress: list[transfer.Progress] = []
     result = _run(vgg, FAST, callback=progress.append)
     first = progress[0].losses.total  # the photo itself
@@ -232,11 +232,11 @@ def test_a_batch_gives_each_photo_what_it_gets_alone(vgg) -> None:
     settings = dataclasses.replace(FAST, steps=20)
     alone: list[list[transfer.Progress]] = [[], []]
     singles = [
-        transfer.stylise(vgg, p, style, settings, callback=alone[i].append)
+        transfer.stylize(vgg, p, style, settings, callback=alone[i].append)
         for i, p in enumerate(_two_photos())
     ]
     together: list[transfer.Progress] = []
-    batch = transfer.stylise_batch(vgg, _two_photos(), style, settings, callback=together.append)
+    batch = transfer.stylize_batch(vgg, _two_photos(), style, settings, callback=together.append)
     for item, single in enumerate(singles):
         mine = [p for p in together if p.item == item]
         assert mine[0].losses.total == pytest.approx(alone[item][0].losses.total, rel=1e-5)
@@ -248,7 +248,7 @@ def test_a_batch_gives_each_photo_what_it_gets_alone(vgg) -> None:
 def test_photos_of_different_output_sizes_cannot_share_a_batch(vgg) -> None:
     photo = sample_photo(48)
     with pytest.raises(ValueError, match="one output size"):
-        transfer.stylise_batch(vgg, [photo, photo[:, :20]], [transfer.Style(photo)], FAST)
+        transfer.stylize_batch(vgg, [photo, photo[:, :20]], [transfer.Style(photo)], FAST)
 
 
 def test_an_error_in_one_photo_of_a_batch_reaches_the_caller(vgg) -> None:
@@ -263,7 +263,7 @@ def test_an_error_in_one_photo_of_a_batch_reaches_the_caller(vgg) -> None:
 
     style = [transfer.Style(shipped_image("styles/starry_night.jpg", 64))]
     with pytest.raises(Stop):
-        transfer.stylise_batch(vgg, _two_photos(), style, FAST, callback=stop_second_photo)
+        transfer.stylize_batch(vgg, _two_photos(), style, FAST, callback=stop_second_photo)
 
 
 def test_output_keeps_aspect_and_is_never_upscaled(vgg) -> None:
@@ -277,7 +277,7 @@ def test_an_already_optimal_photo_ends_the_run_before_its_budget(vgg) -> None:
     """A photo that is its own style image has nothing to gain: no budget is spent on it."""
     photo = sample_photo(48)
     settings = dataclasses.replace(FAST, steps=200)
-    result = transfer.stylise(vgg, photo, [transfer.Style(photo)], settings)
+    result = transfer.stylize(vgg, photo, [transfer.Style(photo)], settings)
     assert result.evaluations < 10 and result.budget == 200
 
 
@@ -391,11 +391,11 @@ def test_one_style_targets_serves_several_presets(vgg) -> None:
     ]
     shared = transfer.StyleTargets()
     for settings, styles in cases:
-        together = transfer.stylise(vgg, photo, styles, settings, targets=shared)
-        alone = transfer.stylise(vgg, photo, styles, settings, targets=transfer.StyleTargets())
+        together = transfer.stylize(vgg, photo, styles, settings, targets=shared)
+        alone = transfer.stylize(vgg, photo, styles, settings, targets=transfer.StyleTargets())
         assert torch.equal(together.image, alone.image)
     assert len(shared._by_key) == len(cases)
-    transfer.stylise(vgg, photo, [transfer.Style(a.image.clone())], short, targets=shared)
+    transfer.stylize(vgg, photo, [transfer.Style(a.image.clone())], short, targets=shared)
     assert len(shared._by_key) == len(cases)  # the same painting in another tensor: its targets
 
 
@@ -456,10 +456,10 @@ def test_memory_estimate_shrinks_the_output_to_fit() -> None:
 
 
 @pytest.mark.parametrize(("height", "width"), [(1, 1), (3, 64), (64, 2)])
-def test_photos_thinner_than_the_network_are_stylised_at_their_size(vgg, height, width) -> None:
+def test_photos_thinner_than_the_network_are_stylized_at_their_size(vgg, height, width) -> None:
     photo = torch.rand(3, height, width) * 255
     style = shipped_image("styles/starry_night.jpg", 32)
-    result = transfer.stylise(
+    result = transfer.stylize(
         vgg, photo, [transfer.Style(style)], dataclasses.replace(FAST, steps=2)
     )
     assert tuple(result.image.shape) == (3, height, width)

@@ -32,7 +32,7 @@ def test_a_size_the_device_cannot_hold_is_reduced_with_a_log_line() -> None:
     lines: list[str] = []
     sink = logger.add(lines.append, level="WARNING")
     try:
-        result, _ = pipeline.stylise_file(SAMPLE_PHOTO, styles, settings, models, max_pixels=10**8)
+        result, _ = pipeline.stylize_file(SAMPLE_PHOTO, styles, settings, models, max_pixels=10**8)
     finally:
         logger.remove(sink)
     assert max(result.image.shape[-2:]) == 64
@@ -45,7 +45,7 @@ def test_a_size_that_fits_is_left_alone() -> None:
     styles = pipeline.load_styles(
         [StyleImage(REPO / "styles" / "starry_night.jpg")], settings, max_pixels=10**8
     )
-    result, _ = pipeline.stylise_file(SAMPLE_PHOTO, styles, settings, models, max_pixels=10**8)
+    result, _ = pipeline.stylize_file(SAMPLE_PHOTO, styles, settings, models, max_pixels=10**8)
     assert tuple(result.image.shape[-2:]) == (64, 55)
 
 

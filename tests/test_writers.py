@@ -78,7 +78,7 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system
 
 
-def wait_until_stylising(daemon: Daemon, tmp_path: Path, name: str) -> dict[str, Any]:
+def wait_until_stylizing(daemon: Daemon, tmp_path: Path, name: str) -> dict[str, Any]:
     """Wait until the job for `name` is inside the engine, past every check on the photo; its row.
 
     The worker records the planned output after checking the photo's hash and before loading it; a
@@ -116,7 +116,7 @@ def write_in_two_sittings(path: Path, data: bytes, head_bytes: int, pause_second
         file.write(data[head_bytes:])
 
 
-def test_a_photo_written_in_two_sittings_is_stylised_once_from_its_whole_content(
+def test_a_photo_written_in_two_sittings_is_stylized_once_from_its_whole_content(
     tmp_path: Path, daemons: Daemons
 ) -> None:
     """A pause shorter than settle_seconds never lets the file settle; a longer one does, and then
@@ -169,7 +169,7 @@ def test_a_photo_written_in_two_sittings_is_stylised_once_from_its_whole_content
 # -- replaced or deleted mid-job ----------------------------------------------------------------
 
 
-def test_a_photo_replaced_while_it_is_stylised_is_done_once_with_its_new_content(
+def test_a_photo_replaced_while_it_is_stylized_is_done_once_with_its_new_content(
     tmp_path: Path, daemons: Daemons
 ) -> None:
     """The old content's result is not delivered: its owner replaced it, a result for it would be
@@ -181,7 +181,7 @@ def test_a_photo_replaced_while_it_is_stylised_is_done_once_with_its_new_content
     daemon = daemons.start(config)
     daemon.wait_ready()
     old_digest = drop(inbox / "swap.jpg", photo_bytes(0))
-    first = wait_until_stylising(daemon, tmp_path, "swap.jpg")
+    first = wait_until_stylizing(daemon, tmp_path, "swap.jpg")
     new = photo_bytes(1)
     new_digest = drop(inbox / "swap.jpg", new)  # rewritten in place, as cp or an editor's save does
     wait_for(
@@ -205,7 +205,7 @@ def test_a_photo_replaced_while_it_is_stylised_is_done_once_with_its_new_content
     assert not (outbox / "failed").exists()
 
 
-def test_a_photo_deleted_while_it_is_stylised_is_delivered_once_and_the_daemon_goes_on(
+def test_a_photo_deleted_while_it_is_stylized_is_delivered_once_and_the_daemon_goes_on(
     tmp_path: Path, daemons: Daemons
 ) -> None:
     """The photo was whole and checked when the job began, so its result is delivered (a sync tool
@@ -217,7 +217,7 @@ def test_a_photo_deleted_while_it_is_stylised_is_delivered_once_and_the_daemon_g
     daemon = daemons.start(config)
     daemon.wait_ready()
     digest = drop(inbox / "gone.jpg", photo_bytes(0))
-    wait_until_stylising(daemon, tmp_path, "gone.jpg")
+    wait_until_stylizing(daemon, tmp_path, "gone.jpg")
     (inbox / "gone.jpg").unlink()
     wait_for(lambda: all_finished(tmp_path), "the job finished", timeout=180, daemon=daemon)
 

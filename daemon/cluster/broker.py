@@ -31,7 +31,7 @@ from daemon.config.models import QueueSettings
 NAMESPACE = "stylebox"
 JOBS = "stylebox.jobs"
 RESULTS = "stylebox.results"
-STYLISE = "stylise"  # the worker hosts' actor, on JOBS
+STYLIZE = "stylise"  # the worker hosts' actor, on JOBS
 FINISHED = "finished"  # the coordinator's actor, on RESULTS
 ROSTER = f"{NAMESPACE}:workers"
 _NO_RETRY = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
@@ -65,7 +65,7 @@ def connect(settings: QueueSettings) -> RedisBroker:
     )
 
 
-QUEUE_OF = {STYLISE: JOBS, FINISHED: RESULTS}  # each actor's queue
+QUEUE_OF = {STYLIZE: JOBS, FINISHED: RESULTS}  # each actor's queue
 
 
 def consumer(

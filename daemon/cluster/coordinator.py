@@ -235,7 +235,7 @@ class Coordinator(Loop):
         )
         ids = [job.id for job in jobs]
         self.journal.note_dispatch(ids, dispatch)
-        message = brokers.send(self.broker, brokers.JOBS, brokers.STYLISE, assignment.as_dict())
+        message = brokers.send(self.broker, brokers.JOBS, brokers.STYLIZE, assignment.as_dict())
         self.journal.note_dispatch(ids, dataclasses.replace(dispatch, message=message))
         for job in jobs:
             logger.bind(job=job.id).info(

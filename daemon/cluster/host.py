@@ -86,7 +86,7 @@ class Host:
         self._started = time.time()
         roots = {"inbox": config.inbox, "outbox": config.outbox}
         self._environment = EnvironmentWatch(roots, ("outbox",))
-        self._worker = brokers.consumer(self.broker, self._carry_out, brokers.STYLISE, len(models))
+        self._worker = brokers.consumer(self.broker, self._carry_out, brokers.STYLIZE, len(models))
         # One message per thread: no photo waits behind a long job while another host idles.
         self._worker.queue_prefetch = len(models)
         self._roster = _Roster(self)  # woken when a job arrives or leaves: said at once

@@ -243,7 +243,7 @@ class _PresetKeys(BaseModel):
     # The field is made by create_model, after this class: hence check_fields=False.
     @field_validator("beta", check_fields=False)
     @classmethod
-    def _something_to_optimise(cls, beta: float, info: ValidationInfo) -> float:
+    def _something_to_optimize(cls, beta: float, info: ValidationInfo) -> float:
         """alpha and beta both 0 leave nothing to optimise (alpha is checked first)."""
         check_weights(info.data.get("alpha"), beta)
         return beta

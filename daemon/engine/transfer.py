@@ -36,7 +36,7 @@ from daemon.engine.vgg import MIN_SIDE, VGGFeatures
 # Per `finish`: (window, tolerance) of the stopping test, which ends a run once its best
 # objective fell by less than `tolerance` (relative) over the last `window` evaluations
 # (DECISIONS.md, stopping rule). `steps` (or DEFAULT_EVALUATIONS) bounds every run.
-BF16_AFTER = 10  # fp32 evaluations before a bf16 phase (see _optimise_together)
+BF16_AFTER = 10  # fp32 evaluations before a bf16 phase (see _optimize_together)
 STOPPING: dict[str, tuple[int, float]] = {
     "draft": (20, 0.02),
     "standard": (20, 0.0075),
@@ -206,7 +206,7 @@ def style_grams_for(
     return grams
 
 
-def stylise(
+def stylize(
     model: VGGFeatures,
     content: Tensor,
     styles: Sequence[Style],
@@ -222,7 +222,7 @@ def stylise(
     `targets` caches the style Grams across calls with the same styles and settings.
     `precision` is the GPU's arithmetic for the network (settings.PRECISIONS).
     """
-    return stylise_batch(
+    return stylize_batch(
         model,
         [content],
         styles,
@@ -239,7 +239,7 @@ def output_size(height: int, width: int, settings: StyleSettings) -> tuple[int, 
     return fit_size(height, width, min(settings.size, max(height, width)))
 
 
-def stylise_batch(
+def stylize_batch(
     model: VGGFeatures,
     contents: Sequence[Tensor],
     styles: Sequence[Style],
@@ -252,9 +252,9 @@ def stylise_batch(
     """`stylise` for several photos with the same `output_size`, evaluated as one batch.
 
     Each photo keeps its own optimiser state (history, line search, stopping), fed with its
-    own objective and gradient, so its result is what `stylise` gives alone, up to
+    own objective and gradient, so its result is what `stylize` gives alone, up to
     floating-point noise; the batch shares the network's passes and the optimiser's arithmetic
-    (and, in bf16, the moments it switches arithmetic: see _optimise_together).
+    (and, in bf16, the moments it switches arithmetic: see _optimize_together).
     """
     if not styles:
         raise ValueError("at least one style image is needed")
@@ -282,7 +282,7 @@ def stylise_batch(
         content = _rgb(torch.stack(scaled))
         fp32 = Objective(model, settings, content, batch_grams)
         phases = [_Phase(fp32)]
-        # see _optimise_together; a budget too small for three phases stays in fp32
+        # see _optimize_together; a budget too small for three phases stays in fp32
         if bf16 and settings.optimizer == "lbfgs" and budget > BF16_AFTER + 2 * window:
             low = Objective(model, settings, content, batch_grams, bf16=True)
             phases = [_Phase(fp32, BF16_AFTER), _Phase(low), _Phase(fp32)]
@@ -295,7 +295,7 @@ def stylise_batch(
             return out.expand(3, -1, -1).cpu().clone()
 
         starts = [_initial_image(photo, settings) for photo in scaled]
-        runs = _optimise_together(phases, starts, budget, settings, started, callback, picture)
+        runs = _optimize_together(phases, starts, budget, settings, started, callback, picture)
     used = "bf16" if len(phases) > 1 else "fp32" if precision == "bf16" else precision
 
     results = []
@@ -503,7 +503,7 @@ class _BatchRun:
                 photo.losses, photo.phase_start = None, len(photo.trail)
 
 
-def _optimise_together(
+def _optimize_together(
     phases: list[_Phase],
     starts: list[Tensor],
     budget: int,

@@ -199,7 +199,7 @@ class Executor:
             preview = partial(_write_preview, progress=progress)
             on_progress(Snapshot(batch[progress.item].work, line, preview))
 
-        return pipeline.stylise_photos(
+        return pipeline.stylize_photos(
             [(each.work.source.name, each.photo) for each in batch],
             styles,
             preset.settings,
