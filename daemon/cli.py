@@ -287,6 +287,8 @@ def _status(args: argparse.Namespace) -> int:
     print(f"journal {report['journal']}: {counts}")
     if report["paused"]:
         print("paused: no new job starts until resumed (web page, or remove state_dir/paused)")
+    if report["waiting"]:
+        print(f"waiting: {report['waiting']} (work goes on by itself once that is fixed)")
     running = ", ".join(_running_line(job) for job in report["running"])
     print(f"running: {running or 'nothing'}")
     for job in report["queue"]:

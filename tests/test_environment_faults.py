@@ -18,6 +18,7 @@ from daemon_harness import (
     http_request,
     journal_rows,
     photo_bytes,
+    stylebox,
     wait_for,
     write_config,
 )
@@ -78,6 +79,10 @@ def test_a_full_outbox_pauses_work_and_it_goes_on_by_itself(
         wait_for(lambda: healthz(url)[0] == 503, "/healthz saying why work waits", daemon=daemon)
         why = healthz(url)[1]
         assert "outbox" in why and "full" in why, why
+        page = http_request("GET", url + "/")[2].decode()
+        assert "Work waits:" in page and "full" in page
+        shown = stylebox("status", "--config", config)  # another process: it looks for itself
+        assert "waiting: outbox" in shown.stdout and "full" in shown.stdout, shown.stdout
         journal = tmp_path / "state" / "journal.sqlite3"
         wait_for(lambda: len(journal_rows(journal)) == 2, "both photos queued", daemon=daemon)
         rows = journal_rows(journal)

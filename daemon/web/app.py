@@ -275,7 +275,11 @@ class Site:
         status = read_status(self.config, self.journal, workers=workers(self.config))
         now = status["time"]
         running = [self._running_view(job, now) for job in status["running"]]
-        return self._page(request, "dashboard.html", status=status, running=running)
+        # what holds work, as /healthz says it (a full disk, a share gone), else as seen on disk
+        waiting = self.running.health() or status["waiting"]
+        return self._page(
+            request, "dashboard.html", status=status, running=running, waiting=waiting
+        )
 
     def _running_view(self, job: dict[str, Any], now: float) -> dict[str, Any]:
         """A running job with its numbers worked out: elapsed, and at most how long is left
