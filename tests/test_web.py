@@ -212,13 +212,22 @@ def test_files_are_sent_as_what_they_are_not_as_their_names_say(
     daemon = daemons.start(_config(tmp_path))
     url = daemon.web_url()
     drop(tmp_path / "inbox" / "page.html", photo_bytes(0))
-    wait_for(lambda: _status(url)["counts"]["done"] == 1, "the photo done", daemon=daemon)
+    original = tmp_path / "outbox" / "originals" / "page.html"
+    wait_for(  # the original is moved (and noted) just after the job is marked done
+        lambda: (
+            _status(url)["counts"]["done"] == 1
+            and json.loads(journal_rows(tmp_path / "state/journal.sqlite3")[0]["details"]).get(
+                "original"
+            )
+        ),
+        "the photo done and its original noted",
+        daemon=daemon,
+    )
     (job,) = journal_rows(tmp_path / "state/journal.sqlite3")
     code, headers, body = _get(f"{url}/files/{job['id']}/original")
     assert code == 200 and body == (tmp_path / "outbox" / "originals" / "page.html").read_bytes()
     assert headers["content-type"] == "image/jpeg"
     assert "sandbox" in headers["content-security-policy"]
-    original = tmp_path / "outbox" / "originals" / "page.html"
     original.write_bytes(b"<script>alert(1)</script>")  # replaced by hand with something else
     code, headers, _ = _get(f"{url}/files/{job['id']}/original")
     assert code == 200 and headers["content-type"] == "application/octet-stream"
