@@ -3,12 +3,15 @@
 The engine sees only H x W x 3 float32 arrays in 0..255, so all the file-format quirks live here:
 EXIF orientation, embedded ICC profiles, palette/alpha/CMYK/16-bit modes, decompression bombs and
 files that are not images at all. Every problem with the input is an `InputError` naming the file;
-problems with metadata alone (EXIF, ICC) never fail a photo, they are dropped.
+problems with metadata alone (EXIF, ICC) never fail a photo, they are dropped. A file of several
+frames or pages gives one picture (the first frame of an animation, the largest page of a TIFF),
+and says so in `LoadedImage.note`.
 """
 
 import errno
 import io
 import os
+import re
 import stat
 import struct
 import warnings
@@ -25,6 +28,16 @@ from daemon.errors import InputError
 from daemon.media.files import DEFAULT_MAX_PIXELS
 
 SRGB_PROFILE = ImageCms.createProfile("sRGB")
+
+# Pillow speaks through warnings.warn, which land raw on stderr (a TIFF tag with too many values,
+# its own pixel limit). What matters reaches the user as an InputError or a LoadedImage note, and
+# the pixel limit in force is the configured one, checked after each open. Filters are
+# process-wide and catch_warnings is not thread-safe (the watcher, the worker and the page decode
+# at once), so they are set once, here.
+warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # in Pillow's DecompressionBombError message
+_MAX_PAGES = 64  # pages of a TIFF looked at for the largest: a crafted file may claim thousands
 
 # Pillow's parsers raise whatever corrupt bytes lead them to; these are the ones seen in practice.
 _DECODE_ERRORS = (
@@ -87,6 +100,8 @@ class LoadedImage:
     pixels: np.ndarray  # float32, H x W x 3, RGB, sRGB, 0..255, upright
     exif: bytes | None  # the photo's EXIF with Orientation 1; None if absent or unreadable
     source_size: tuple[int, int]  # (width, height) as stored in the file, before rotation/resize
+    frames: int = 1  # frames of an animation or pages of a TIFF in the file; one of them is used
+    note: str | None = None  # which one, when there were several: for the sidecar
 
 
 def load_image(
@@ -107,6 +122,7 @@ def load_image(
     name = path.name
     opened = _open_regular_file(path, follow_symlinks)
     with opened as file, _open_image(file, name, max_pixels) as image:
+        frames, note = _frame_choice(image)
         source_size = image.size
         _draft(image, long_side)
         _decode(image, name)
@@ -117,7 +133,7 @@ def load_image(
         pixels = _srgb_pixels(_reduced(image, size), name)
     if size is not None:
         pixels = _resized(pixels, size)
-    return LoadedImage(pixels=pixels, exif=exif, source_size=source_size)
+    return LoadedImage(pixels=pixels, exif=exif, source_size=source_size, frames=frames, note=note)
 
 
 def pixel_shape(
@@ -151,9 +167,11 @@ def is_whole(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
     watcher asks this of every new file, and the worker decodes the photo anyway.
 
     A JPEG is decoded at its smallest DCT scale (1/8 a side: every byte of its entropy-coded data
-    is still read, so a cut file fails); a PNG's chunks are read up to IEND with their CRCs
-    checked, no pixel inflated; other formats are decoded in their own mode, never as floats.
-    Never follows a symlink: the watcher hands those over without asking.
+    is still read, so a cut file fails) and must reach its EOI marker; a PNG's chunks are read up
+    to IEND with their CRCs checked, no pixel inflated; other formats are decoded in their own
+    mode, never as floats (the page `load_image` would use). A preallocated file, whose tail is
+    zeros until its writer gets there, decodes as a JPEG often enough: the end markers (see
+    `is_complete`) catch it. Never follows a symlink: the watcher hands those over without asking.
     """
     try:
         with (
@@ -174,10 +192,8 @@ def image_type(file: BinaryIO) -> str | None:
     """The MIME type of the image in an open file, from its content, never its name; None when
     it is not an image Pillow knows. The file is left at its start."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(file) as image:  # the header only: no pixel is decoded
-                return Image.MIME.get(image.format or "")
+        with Image.open(file) as image:  # the header only: no pixel is decoded
+            return Image.MIME.get(image.format or "")
     except (*_DECODE_ERRORS, Image.DecompressionBombError):
         return None
     finally:
@@ -185,29 +201,95 @@ def image_type(file: BinaryIO) -> str | None:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHUNK_TYPE = re.compile(rb"[A-Za-z]{4}")
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_EOI, _JPEG_SOS = 0xD9, 0xDA
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RSTn carry no length
+# The end of entropy-coded data: 0xFF (and fill 0xFFs) before a byte that is neither a stuffed
+# zero nor a restart marker.
+_JPEG_NEXT_MARKER = re.compile(rb"\xff+(?=[^\x00\xd0-\xd7\xff])")
+_SCAN_CHUNK_BYTES = 1 << 20
 
 
 def is_complete(path: Path) -> bool:
-    """False when the file visibly stops short of its format's end: a PNG without its IEND chunk.
+    """False when the file visibly stops short of its format's end: a PNG without its IEND chunk,
+    a JPEG whose markers do not lead to EOI.
 
-    Pillow decodes (and verifies) a PNG whose IEND chunk lacks its CRC, so a writer paused there
-    would have its file taken for whole; `is_whole` asks this besides. JPEG and the other formats
-    refuse a cut file when decoded.
+    Pillow decodes (and verifies) a PNG whose IEND chunk lacks its CRC, and a JPEG whose tail is
+    zeros decodes as long as the zeros fill its last blocks: a writer paused there, or a
+    preallocated file half filled, would be taken for whole. `is_whole` asks this besides; other
+    formats refuse a cut file when decoded, or have no end to check.
     """
     try:
         with _open_regular_file(path) as file:
-            if file.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
-                return True
-            while True:  # each round moves at least 12 bytes on, and a read past the end is short
-                header = file.read(8)
-                if len(header) < 8:
-                    return False
-                length, kind = struct.unpack(">I4s", header)
-                if kind == b"IEND":
-                    return len(file.read(length + 4)) == length + 4  # its CRC is there too
-                file.seek(length + 4, os.SEEK_CUR)
-    except (InputError, OSError):
+            head = file.read(len(_PNG_SIGNATURE))
+            if head == _PNG_SIGNATURE:
+                return _png_reaches_iend(file)
+            if head.startswith(_JPEG_SOI):
+                file.seek(len(_JPEG_SOI))
+                return _jpeg_reaches_eoi(file)
+            return True
+    except (InputError, OSError, ValueError):
         return False
+
+
+def _png_reaches_iend(file: BinaryIO) -> bool:
+    """Walk a PNG's chunks from after its signature; True when IEND and its CRC are there."""
+    while True:  # each round moves at least 12 bytes on, and a read past the end is short
+        header = file.read(8)
+        if len(header) < 8:
+            return False
+        length, kind = struct.unpack(">I4s", header)
+        if not _PNG_CHUNK_TYPE.fullmatch(kind):
+            return False  # zeros where a chunk should start: a preallocated file's unwritten part
+        if kind == b"IEND":
+            return len(file.read(length + 4)) == length + 4  # its CRC is there too
+        file.seek(length + 4, os.SEEK_CUR)
+
+
+def _jpeg_reaches_eoi(file: BinaryIO) -> bool:
+    """Walk a JPEG's segments (by their lengths) and scans (to their next marker) from after its
+    SOI; True on EOI. An EXIF thumbnail's own EOI is inside its APP1 segment, skipped with it.
+
+    Read through the file, not mapped: a writer truncating it meanwhile must cost a short read,
+    not a SIGBUS.
+    """
+    while True:
+        byte = file.read(1)
+        if byte != b"\xff":
+            return False  # not a marker where one must be: zeros, or the end of the file
+        while byte == b"\xff":  # fill bytes
+            byte = file.read(1)
+        if not byte:
+            return False
+        marker = byte[0]
+        if marker == _JPEG_EOI:
+            return True
+        if marker in _JPEG_STANDALONE:
+            continue
+        length = int.from_bytes(file.read(2).rjust(2, b"\x00"), "big")
+        if length < 2:
+            return False
+        file.seek(length - 2, os.SEEK_CUR)
+        if marker == _JPEG_SOS and not _skip_scan(file):
+            return False
+
+
+def _skip_scan(file: BinaryIO) -> bool:
+    """Leave the file at the marker that ends a scan's entropy-coded data; False when the file
+    ends first (a preallocated JPEG's zeros read as data to its end)."""
+    carry = b""  # 0xFFs at the end of the last chunk: a marker may straddle two
+    while True:
+        offset = file.tell() - len(carry)
+        chunk = file.read(_SCAN_CHUNK_BYTES)
+        if not chunk:
+            return False
+        data = carry + chunk
+        found = _JPEG_NEXT_MARKER.search(data)
+        if found is not None:
+            file.seek(offset + found.start())
+            return True
+        carry = data[len(data.rstrip(b"\xff")) :]
 
 
 def _open_regular_file(path: Path, follow_symlinks: bool = True) -> BinaryIO:
@@ -232,27 +314,80 @@ def _open_regular_file(path: Path, follow_symlinks: bool = True) -> BinaryIO:
 
 
 def _open_image(file: BinaryIO, name: str, max_pixels: int) -> Image.Image:
-    """Read only the header and refuse oversized images before a single pixel is decoded."""
+    """Read only the header and refuse oversized images before a single pixel is decoded; the
+    image is left at the frame or page `load_image` uses (`_frame_choice` says which)."""
+    _let_pillow_open(max_pixels)
     try:
-        # catch_warnings is process-wide; two threads racing here can at worst leave the bomb
-        # warning an error, which is what every caller of this module wants anyway.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(file)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"{name}: too many pixels ({_one_line(exc)})") from exc
+        image = Image.open(file)
+    except Image.DecompressionBombError as exc:
+        # Pillow's own refusal, far above the configured limit: said in the configured terms.
+        found = _BOMB_PIXELS.search(str(exc))
+        pixels = f"{int(found[1]):,} pixels" if found else "more pixels than that"
+        raise InputError(
+            f"{name}: {pixels}, over the limit of {max_pixels:,} (max_input_pixels)"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise InputError(f"{name}: not an image in a format Pillow can read") from exc
     except _DECODE_ERRORS as exc:
         raise InputError(f"{name}: cannot decode image ({_one_line(exc)})") from exc
+    try:
+        _seek_used_frame(image, name, max_pixels)
+    except BaseException:
+        image.close()
+        raise
+    return image
+
+
+def _let_pillow_open(max_pixels: int) -> None:
+    """Raise Pillow's own pixel limit to the configured one where that is higher: Pillow refuses
+    at twice its limit in Image.open, before the configured limit could be applied. Only ever
+    raised, so threads racing here agree."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and limit < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _seek_used_frame(image: Image.Image, name: str, max_pixels: int) -> None:
+    """Go to the frame `load_image` uses, checked against `max_pixels`: the first frame of an
+    animation, the largest page of a TIFF (a pyramid's full size, a scan's page) within the
+    limit; InputError when that is over it."""
+    if image.format == "TIFF" and getattr(image, "n_frames", 1) > 1:
+        sizes = []
+        for page in range(min(image.n_frames, _MAX_PAGES)):
+            image.seek(page)
+            sizes.append(image.size[0] * image.size[1])
+        within = [page for page, pixels in enumerate(sizes) if pixels <= max_pixels]
+        if within:  # the largest, and of equal ones the first
+            image.seek(max(within, key=lambda page: (sizes[page], -page)))
+            return
+        image.seek(0)
     width, height = image.size
     if width * height > max_pixels:
-        image.close()
         raise InputError(
             f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
-            f"{max_pixels:,}"
+            f"{max_pixels:,} (max_input_pixels)"
         )
-    return image
+
+
+def _frame_choice(image: Image.Image) -> tuple[int, str | None]:
+    """How many frames or pages the file holds, and a note on the one used when several.
+
+    An MPO (a camera's JPEG with its previews or depth maps) says nothing: its first image is
+    the photo by definition.
+    """
+    frames = getattr(image, "n_frames", 1)
+    if frames <= 1 or image.format == "MPO":
+        return 1, None
+    if image.format == "TIFF":
+        page = image.tell()
+        largest = "the largest"
+        if frames > _MAX_PAGES:
+            largest += f" of the first {_MAX_PAGES}"
+        return frames, (
+            f"a TIFF of {frames} pages: page {page + 1} ({image.width}x{image.height}, "
+            f"{largest}) was used"
+        )
+    return frames, f"an animation of {frames} frames: the first was used"
 
 
 def _draft(image: Image.Image, long_side: int | None) -> None:
