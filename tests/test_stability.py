@@ -1,7 +1,10 @@
 """The stability tracker on its own: observations and clock times passed in, verdicts checked.
 
 No threads, no sleeping, no watcher: the clock is whatever number the test says it is, so each
-boundary (one settle period, each extra period a failed readiness check buys) is hit exactly.
+boundary (one settle period, each extra period a failed readiness check buys, the second look a
+share needs, stalled_seconds) is hit exactly. Most tests follow a file whose writer is known to
+have gone (a local file: a read lease was granted); those about shares, writers still at work and
+stalled copies say which writer they see.
 """
 
 import dataclasses
@@ -10,10 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from daemon.service.stability import READY_CHECKS, Observation, StabilityTracker, Verdict
+from daemon.service.stability import (
+    READY_CHECKS,
+    STALLED_SECONDS,
+    GivenUp,
+    Observation,
+    StabilityTracker,
+    Verdict,
+    Writer,
+)
 
 SETTLE = 2.0
-PHOTO = Observation(size_bytes=1000, mtime_ns=1_700_000_000_000_000_000)
+PHOTO = Observation(size_bytes=1000, mtime_ns=1_700_000_000_000_000_000, writer=Writer.CLOSED)
+ON_A_SHARE = dataclasses.replace(PHOTO, writer=Writer.UNKNOWN)  # no lease, no events
+DIGEST, OTHER_DIGEST = b"first half, zeros after", b"both halves"
 
 
 def test_the_first_look_waits_even_with_no_settle_period() -> None:
@@ -130,15 +143,24 @@ def test_a_readiness_answer_is_taken_only_right_after_an_ask() -> None:
 
 
 @pytest.mark.parametrize(
-    ("settle_seconds", "ready_checks"), [(-0.1, READY_CHECKS), (SETTLE, 0), (SETTLE, -1)]
+    ("settle_seconds", "ready_checks", "stalled_seconds"),
+    [
+        (-0.1, READY_CHECKS, STALLED_SECONDS),
+        (SETTLE, 0, STALLED_SECONDS),
+        (SETTLE, -1, STALLED_SECONDS),
+        (SETTLE, READY_CHECKS, SETTLE - 0.1),
+    ],
 )
-def test_settings_out_of_range_are_refused(settle_seconds: float, ready_checks: int) -> None:
+def test_settings_out_of_range_are_refused(
+    settle_seconds: float, ready_checks: int, stalled_seconds: float
+) -> None:
     with pytest.raises(ValueError, match="stability"):
-        StabilityTracker(settle_seconds, ready_checks=ready_checks)
+        StabilityTracker(settle_seconds, ready_checks=ready_checks, stalled_seconds=stalled_seconds)
 
 
 def test_observations_are_frozen_values() -> None:
-    same = Observation(size_bytes=PHOTO.size_bytes, mtime_ns=PHOTO.mtime_ns)
+    """Equal means the bytes did not change: who writes the file takes no part."""
+    same = Observation(size_bytes=PHOTO.size_bytes, mtime_ns=PHOTO.mtime_ns, writer=Writer.OPEN)
     assert same == PHOTO
     assert hash(same) == hash(PHOTO)
     assert Observation(1, 2, is_regular_file=False) != Observation(1, 2)
@@ -152,9 +174,174 @@ def test_an_observation_of_an_lstat_result(tmp_path: Path) -> None:
     photo.write_bytes(b"x" * 321)
     os.utime(photo, ns=(1_000, 1_650_000_000_123_456_789))
     assert Observation.of(os.lstat(photo)) == Observation(321, 1_650_000_000_123_456_789, True)
+    assert Observation.of(os.lstat(photo), Writer.OPEN).writer is Writer.OPEN
     link = tmp_path / "link.jpg"
     link.symlink_to(photo)
     assert not Observation.of(os.lstat(link)).is_regular_file
     pipe = tmp_path / "pipe.jpg"
     os.mkfifo(pipe)
     assert not Observation.of(os.lstat(pipe)).is_regular_file
+
+
+# -- writers still at work, shares, stalled copies ---------------------------------------------
+
+
+def looks(
+    tracker: StabilityTracker,
+    observation: Observation,
+    start: float,
+    end: float,
+    *,
+    ready: bool,
+    digest: bytes | None = DIGEST,
+    step: float = 0.25,
+) -> list[tuple[float, Verdict]]:
+    """Observe `observation` every `step` s from `start` to `end`, answering each ASK_READY with
+    `ready` and `digest`; the (time, verdict) of each answer, up to the first that is not WAIT."""
+    answers = []
+    for tick in range(round((end - start) / step) + 1):
+        now = start + tick * step
+        verdict = tracker.observe(observation, now)
+        if verdict is Verdict.ASK_READY:
+            answers.append((now, tracker.ready_checked(ready, sample_digest=digest)))
+            if answers[-1][1] is not Verdict.WAIT:
+                break
+        else:
+            assert verdict is Verdict.WAIT, (now, verdict)
+    return answers
+
+
+def test_a_file_open_for_writing_is_never_asked_about_however_long_it_is_still() -> None:
+    """A Windows client copying through smbd holds its handle to the end: a preallocated file,
+    half written and paused, stays still for as long as the pause, and must not be taken."""
+    tracker = StabilityTracker(SETTLE, stalled_seconds=10 * SETTLE)
+    held = dataclasses.replace(PHOTO, writer=Writer.OPEN)
+    tracker.observe(held, now=0.0)
+    assert looks(tracker, held, 0.25, 100 * SETTLE, ready=True) == []
+    # Closed at last, long after its last write: taken at once, no settle period to sit out.
+    assert tracker.observe(PHOTO, now=100 * SETTLE + 0.25) is Verdict.ASK_READY
+    assert tracker.ready_checked(True) is Verdict.SETTLED
+
+
+def test_on_a_share_two_looks_a_settle_period_apart_must_agree() -> None:
+    tracker = StabilityTracker(SETTLE)
+    tracker.observe(ON_A_SHARE, now=0.0)
+    answers = looks(tracker, ON_A_SHARE, 0.25, 10 * SETTLE, ready=True)
+    assert answers == [(SETTLE, Verdict.WAIT), (2 * SETTLE, Verdict.SETTLED)]
+
+
+def test_a_preallocated_file_filled_after_a_pause_is_taken_whole_not_half() -> None:
+    """The issue's case on a share: the size set first, half written, a pause just over one
+    settle period; the first half decodes (a BMP), but the second look never comes before the
+    rest is written, and the rest restarts the count."""
+    tracker = StabilityTracker(SETTLE)
+    half = ON_A_SHARE
+    tracker.observe(half, now=0.0)
+    pause = 1.4 * SETTLE
+    assert looks(tracker, half, 0.25, pause, ready=True) == [(SETTLE, Verdict.WAIT)]
+    whole = dataclasses.replace(half, mtime_ns=half.mtime_ns + 1)  # same size: preallocated
+    assert tracker.observe(whole, now=pause + 0.25) is Verdict.WAIT
+    answers = looks(tracker, whole, pause + 0.5, pause + 10 * SETTLE, ready=True, digest=b"w")
+    assert answers == [
+        (pause + 0.25 + SETTLE, Verdict.WAIT),
+        (pause + 0.25 + 2 * SETTLE, Verdict.SETTLED),
+    ]
+
+
+def test_bytes_that_change_under_the_same_size_and_mtime_restart_the_count() -> None:
+    """A share's cached attributes, or a writer that sets the mtime back: the digest sees it."""
+    tracker = StabilityTracker(SETTLE)
+    tracker.observe(ON_A_SHARE, now=0.0)
+    assert tracker.observe(ON_A_SHARE, now=SETTLE) is Verdict.ASK_READY
+    assert tracker.ready_checked(True, sample_digest=DIGEST) is Verdict.WAIT
+    assert tracker.observe(ON_A_SHARE, now=2 * SETTLE) is Verdict.ASK_READY
+    assert tracker.ready_checked(True, sample_digest=OTHER_DIGEST) is Verdict.WAIT
+    assert tracker.still_since == 2 * SETTLE
+    assert tracker.observe(ON_A_SHARE, now=3 * SETTLE - 0.25) is Verdict.WAIT
+    assert tracker.observe(ON_A_SHARE, now=3 * SETTLE) is Verdict.ASK_READY
+    assert tracker.ready_checked(True, sample_digest=OTHER_DIGEST) is Verdict.SETTLED
+
+
+def test_an_unreadable_digest_leaves_the_judgement_to_size_mtime_and_time() -> None:
+    tracker = StabilityTracker(SETTLE)
+    tracker.observe(ON_A_SHARE, now=0.0)
+    answers = looks(tracker, ON_A_SHARE, 0.25, 10 * SETTLE, ready=True, digest=None)
+    assert answers == [(SETTLE, Verdict.WAIT), (2 * SETTLE, Verdict.SETTLED)]
+
+
+def test_written_since_the_last_close_event_waits_until_stalled() -> None:
+    """inotify said a write came after the last close: a writer is at work. An event can be lost
+    (a full queue), so unlike a held lease this holds only up to stalled_seconds."""
+    stalled = 20 * SETTLE
+    tracker = StabilityTracker(SETTLE, stalled_seconds=stalled)
+    writing = dataclasses.replace(PHOTO, writer=Writer.WRITING)
+    tracker.observe(writing, now=0.0)
+    answers = looks(tracker, writing, 0.25, 2 * stalled, ready=True)
+    assert answers[0] == (stalled, Verdict.WAIT)  # first asked at stalled_seconds
+    assert answers[-1] == (stalled + SETTLE, Verdict.SETTLED)  # and looked at twice
+
+
+def test_an_incomplete_file_on_a_share_is_given_up_only_after_stalled_seconds() -> None:
+    """A copy stalled on a share (no word of its writer) may resume: no quarantine before
+    stalled_seconds, and meanwhile the looks thin out instead of decoding every settle period."""
+    tracker = StabilityTracker(SETTLE)  # stalled_seconds: the config's default
+    tracker.observe(ON_A_SHARE, now=0.0)
+    answers = looks(tracker, ON_A_SHARE, 0.5, STALLED_SECONDS + SETTLE, ready=False, step=0.5)
+    times = [now for now, _ in answers]
+    assert [verdict for _, verdict in answers[:-1]] == [Verdict.WAIT] * (len(answers) - 1)
+    assert answers[-1] == (STALLED_SECONDS, Verdict.GIVE_UP)
+    assert times[:READY_CHECKS] == [SETTLE * n for n in range(1, READY_CHECKS + 1)]
+    assert len(answers) < STALLED_SECONDS / SETTLE / 10
+
+
+def test_a_stalled_copy_that_resumes_starts_afresh_and_is_taken_whole() -> None:
+    tracker = StabilityTracker(SETTLE, stalled_seconds=30 * SETTLE)
+    tracker.observe(ON_A_SHARE, now=0.0)
+    assert looks(tracker, ON_A_SHARE, 0.5, 29 * SETTLE, ready=False)[-1][1] is Verdict.WAIT
+    resumed = dataclasses.replace(ON_A_SHARE, size_bytes=2 * ON_A_SHARE.size_bytes)
+    assert tracker.observe(resumed, now=29 * SETTLE + 0.25) is Verdict.WAIT
+    assert tracker.failed_ready_checks == 0
+    answers = looks(tracker, resumed, 29 * SETTLE + 0.5, 40 * SETTLE, ready=True)
+    assert answers[-1] == (29 * SETTLE + 0.25 + 2 * SETTLE, Verdict.SETTLED)
+
+
+@pytest.mark.parametrize(
+    ("lease", "events", "writer"),
+    [
+        (True, None, Writer.OPEN),
+        (True, False, Writer.OPEN),  # the kernel's word over inotify's
+        (False, True, Writer.CLOSED),  # a close event still queued: the lease is granted now
+        (None, True, Writer.WRITING),
+        (None, False, Writer.CLOSED),
+        (None, None, Writer.UNKNOWN),
+    ],
+)
+def test_who_writes_the_kernel_first_then_inotify(
+    lease: bool | None, events: bool | None, writer: Writer
+) -> None:
+    assert Writer.told(lease, events) is writer
+
+
+def test_given_up_files_that_change_in_quarantine_are_named_once_changed() -> None:
+    """Matched by inode: the service moved the file into failed/ under another name, perhaps."""
+    given_up = GivenUp()
+    half, rest = (1000, 1), (1000, 2)
+    given_up.remember((1, 10), "/inbox/a.png", half)
+    given_up.remember((1, 11), "/inbox/b.png", half)
+    quarantined = {(1, 10): ("a.png", half), (1, 11): ("b-1.png", half)}
+    assert given_up.changed(quarantined, in_inbox=set()) == []
+    quarantined[(1, 11)] = ("b-1.png", rest)  # its writer went on
+    assert given_up.changed(quarantined, in_inbox=set()) == [((1, 11), "b-1.png")]
+    given_up.forget((1, 11))
+    assert len(given_up) == 1
+
+
+def test_given_up_files_found_in_neither_folder_twice_are_forgotten() -> None:
+    """Stylised after all (moved to originals/), deleted, or moved by hand; one still queued in
+    the inbox, not yet quarantined, is kept however long the queue."""
+    given_up = GivenUp()
+    given_up.remember((1, 10), "/inbox/gone.png", (5, 5))
+    given_up.remember((1, 11), "/inbox/queued.png", (5, 5))
+    for _ in range(5):
+        assert given_up.changed({}, in_inbox={(1, 11)}) == []
+    assert given_up.paths() == {(1, 11): "/inbox/queued.png"}

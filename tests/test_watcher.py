@@ -7,6 +7,7 @@ Timings are short (settle 0.3 s, poll 0.2 s). Each test waits on a deadline for 
 import errno
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,10 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_harness import photo_bytes, sha256
 from loguru import logger
+from test_share_writes import write_preallocated
 
-from daemon.outbox import TEMP_PREFIX
+from daemon.config.outputs import FAILED_DIR
+from daemon.media import decode
+from daemon.outbox import TEMP_PREFIX, Outbox
 from daemon.service import mounts
+from daemon.service import watcher as watcher_module
 from daemon.service.mounts import choose_mode, fs_type_for, is_network_fs
 from daemon.service.watcher import Watcher, is_ignored_name
 
@@ -376,9 +382,11 @@ def test_not_ready_delays_hand_over_until_ready(
     assert recorder.count(photo) == 1
 
 
-def test_never_ready_is_handed_over_after_five_settle_periods(
+def test_never_ready_is_handed_over_after_five_settle_periods_once_its_writer_closed_it(
     inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher], warnings: list[str]
 ) -> None:
+    """Closed (a read lease is granted: we run as its owner) and still not whole: nothing more
+    will come, so after five looks the worker gets it and says what is wrong."""
     settle = 0.2
     checks: list[Path] = []
 
@@ -393,7 +401,7 @@ def test_never_ready_is_handed_over_after_five_settle_periods(
     assert wait_for(lambda: recorder.count(photo) == 1)
     assert recorder.times[photo] - written >= 5 * settle
     assert checks == [photo] * 5
-    assert any("still not ready" in message for message in warnings)
+    assert any("not whole; handing it over" in message for message in warnings)
 
 
 @MODES
@@ -455,10 +463,10 @@ def test_inbox_removed_and_recreated_recovers(
     watcher = make_watcher(mode)
     assert wait_for(watcher.healthy)
     shutil.rmtree(inbox)
-    assert wait_for(lambda: not watcher.healthy())
+    assert wait_for(lambda: watcher.problem() is not None)
     assert wait_for(lambda: any("is missing" in message for message in warnings))
     inbox.mkdir()
-    assert wait_for(watcher.healthy)
+    assert wait_for(lambda: watcher.problem() is None)
     photo = inbox / "after.jpg"
     photo.write_bytes(b"after the blip")
     assert wait_for(lambda: recorder.count(photo) == 1)
@@ -526,3 +534,184 @@ def test_on_scanned_follows_each_complete_scan_only(
     inbox.rename(inbox.with_name("away"))  # a share that dropped out: the walk cannot list it
     watcher.scan()
     assert len(scans) == 2
+
+
+# -- complete files only: writers at work, preallocated files, stalled copies -------------------
+
+
+class Hashes:
+    """on_ready stand-in that remembers the sha256 of each file's bytes at hand-over: a
+    preallocated file has its final size from the start, so its size proves nothing."""
+
+    def __init__(self) -> None:
+        self.handed: list[tuple[Path, str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, path: Path) -> None:
+        digest = sha256(path.read_bytes())
+        with self._lock:
+            self.handed.append((path, digest))
+
+    def of(self, path: Path) -> list[str]:
+        """The hashes `path` had at each of its hand-overs."""
+        with self._lock:
+            return [digest for handed, digest in self.handed if handed == path]
+
+
+@pytest.fixture
+def no_leases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel will not say who writes (a file of another user, without CAP_LEASE): what the
+    watcher then has is inotify's close events, or on a share only the bytes themselves."""
+    monkeypatch.setattr(watcher_module, "open_for_writing", lambda _path: None)
+
+
+@pytest.mark.parametrize("leases", [True, False], ids=["lease", "no-lease"])
+@MODES
+def test_a_preallocated_file_paused_half_written_is_handed_over_whole(
+    mode: str, leases: bool, inbox: Path, make_watcher: Callable[..., Watcher], request
+) -> None:
+    """The size set first, half the bytes, a pause of more than a settle period with the handle
+    open, the rest: handed over once, with the final bytes. With a lease the kernel says the
+    file is open for writing; without one, native mode has the close event and poll mode the
+    two looks a settle period apart (the pause is shorter than two periods)."""
+    if not leases:
+        request.getfixturevalue("no_leases")
+    hashes = Hashes()
+    watcher = make_watcher(mode, settle_seconds=0.4, on_ready=hashes)
+    data = photo_bytes(0, format="BMP")  # whole as far as any decoder can tell at every byte
+    photo = inbox / "scan.bmp"
+    written = write_preallocated(photo, data, pause_seconds=0.6)
+    assert written.in_place_when_whole
+    assert wait_for(lambda: hashes.of(photo) != [] and watcher.idle())
+    assert hashes.of(photo) == [sha256(data)]
+
+
+def test_a_writer_holding_its_file_open_is_waited_for_and_said_so(
+    inbox: Path, make_watcher: Callable[..., Watcher], warnings: list[str]
+) -> None:
+    """A copy stalled with its handle open is never handed over, however long it is still."""
+    hashes = Hashes()
+    make_watcher("poll", settle_seconds=0.2, stalled_seconds=0.4, on_ready=hashes)
+    data = photo_bytes(1, format="BMP")
+    photo = inbox / "stalled.bmp"
+    thread = threading.Thread(target=write_preallocated, args=(photo, data, 2.0))
+    thread.start()
+    assert wait_for(lambda: any("open for writing" in m for m in warnings))
+    assert hashes.of(photo) == []
+    thread.join()
+    assert wait_for(lambda: hashes.of(photo) == [sha256(data)])
+
+
+@pytest.mark.usefixtures("no_leases")
+def test_an_incomplete_file_on_a_share_goes_only_after_stalled_seconds_and_comes_back(
+    tmp_path: Path, inbox: Path, make_watcher: Callable[..., Watcher], warnings: list[str]
+) -> None:
+    """A copy that stalls on a share (no lease, no events): handed over only after
+    stalled_seconds still; quarantined by the service then, and if its writer goes on in
+    failed/ the next rescan moves it back, and it is handed over again, whole."""
+    outbox = Outbox(tmp_path / "outbox")
+    failed = outbox.root / FAILED_DIR
+    hashes = Hashes()
+
+    def accept(path: Path) -> None:  # what the service does with a photo that does not decode
+        hashes(path)
+        if not decode.is_whole(path):
+            outbox.quarantine(path, {"reason": f"{path.name}: truncated"})
+
+    stalled = 1.5
+    make_watcher(
+        "poll",
+        settle_seconds=0.2,
+        stalled_seconds=stalled,
+        rescan_interval_seconds=0.5,
+        is_ready=decode.is_whole,
+        on_ready=accept,
+        quarantine_dir=failed,
+        take_back=lambda name: outbox.restore(name, inbox),
+    )
+    data = photo_bytes(2, format="PNG")
+    photo = inbox / "stalled.png"
+    written = write_preallocated(photo, data, pause_seconds=stalled + 2.0)
+    assert not written.in_place_when_whole  # quarantined while stalled: the rest went to failed/
+    assert hashes.of(photo)[0] != sha256(data)
+    assert hashes.of(photo)[0] == sha256(data[: len(data) // 2] + bytes(len(data) - len(data) // 2))
+    assert wait_for(lambda: hashes.of(photo)[-1:] == [sha256(data)])
+    assert photo.read_bytes() == data
+    assert sorted(failed.iterdir()) == []
+    assert any("moved back" in message for message in warnings)
+
+
+# -- the inbox itself ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["renamed-away", "removed"])
+@MODES
+def test_an_inbox_made_again_is_watched_again_within_seconds(
+    mode: str,
+    how: str,
+    tmp_path: Path,
+    inbox: Path,
+    recorder: Recorder,
+    make_watcher: Callable[..., Watcher],
+) -> None:
+    """No rescan comes in this test: the new folder must be watched at once, with a log line.
+    An inotify watch follows the old folder's inode (renamed away, it stays healthy and deaf).
+
+    A folder removed and made again at once may get the old one's inode number back: then its
+    identity is the same, the inotify observer has died with the old folder (restarted, and
+    said so), and the poller, which lists by path, never stopped."""
+    said: list[str] = []
+    sink = logger.add(lambda message: said.append(message.record["message"]), level="INFO")
+    try:
+        watcher = make_watcher(mode, rescan_interval_seconds=600.0)
+        if how == "renamed-away":
+            inbox.rename(tmp_path / "old-inbox")
+        else:
+            shutil.rmtree(inbox)
+        inbox.mkdir()
+        if mode == "native" or how == "renamed-away":
+            assert wait_for(lambda: any("watching it afresh" in m for m in said)), said
+    finally:
+        logger.remove(sink)
+    photo = inbox / "after.jpg"
+    photo.write_bytes(b"in the new inbox")
+    assert wait_for(lambda: recorder.count(photo) == 1, timeout=3.0)
+    assert watcher.problem() is None
+
+
+def test_a_missing_inbox_is_the_watchers_problem_until_it_is_back(
+    inbox: Path, make_watcher: Callable[..., Watcher]
+) -> None:
+    watcher = make_watcher("native")
+    assert watcher.problem() is None
+    shutil.rmtree(inbox)
+    assert wait_for(lambda: "does not exist" in (watcher.problem() or ""))
+    assert "is the share mounted?" in (watcher.problem() or "")
+    assert watcher.healthy()  # waiting for the share is no reason to restart the daemon
+    inbox.mkdir()
+    assert wait_for(lambda: watcher.problem() is None)
+
+
+def test_a_mount_over_the_inbox_pauses_hand_overs_until_it_is_gone(
+    inbox: Path, recorder: Recorder, make_watcher: Callable[..., Watcher]
+) -> None:
+    """A share unmounted (or mounted late) changes what the inbox is: what is there is not the
+    share's, so nothing is handed over and the health says why."""
+    watcher = make_watcher("native", rescan_interval_seconds=600.0)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(inbox)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {done.stderr.decode().strip()}")
+    try:
+        assert wait_for(lambda: "has a new mount on it" in (watcher.problem() or ""))
+        assert watcher.healthy()
+        (inbox / "on-the-mount.jpg").write_bytes(b"not the share's")
+        time.sleep(4 * SETTLE)  # a window in which a hand-over would happen: none may
+        assert recorder.paths == []
+    finally:
+        subprocess.run(["umount", str(inbox)], check=True)
+    assert wait_for(lambda: watcher.problem() is None)
+    photo = inbox / "back.jpg"
+    photo.write_bytes(b"the share again")
+    assert wait_for(lambda: recorder.paths == [photo], timeout=3.0)

@@ -102,6 +102,20 @@ class WatchSettings(BaseModel):
     poll_interval_seconds: Seconds = 5.0
     settle_seconds: Seconds = 2.0  # a file must stay unchanged this long before it is taken
     rescan_interval_seconds: Seconds = 300.0  # a full scan catches events the watcher missed
+    # A file that stays incomplete this long, with nothing to say its writer is gone (a share),
+    # is handed over anyway and quarantined: a stalled copy may resume until then.
+    stalled_seconds: Seconds = 3600.0
+
+    @field_validator("stalled_seconds")
+    @classmethod
+    def _not_below_settle(cls, stalled_seconds: float, info: ValidationInfo) -> float:
+        """A file is still for settle_seconds before it is looked at; stalled is longer."""
+        settle = info.data.get("settle_seconds")
+        if settle is not None and stalled_seconds < settle:
+            raise ValueError(
+                f"must be at least settle_seconds ({settle:g}), got {stalled_seconds:g}"
+            )
+        return stalled_seconds
 
 
 def _octal_mode(value: Any) -> Any:

@@ -7,13 +7,21 @@ ever arrives; only polling sees it. So the mode is chosen from the mount table, 
 inotify runs out of watches. A share also drops out and comes back, and watchdog's threads then die
 quietly; `InboxObserver` keeps one observer of the chosen mode running and replaces it.
 
+The mount also decides what the kernel can tell about a file's writers: on a local filesystem a
+read lease is refused while any process has the file open for writing (`open_for_writing`); on a
+share the client's kernel knows nothing of the server's writers, and NFS and CIFS answer a lease
+by their own rules (no delegation or oplock: EAGAIN), so there the question is not asked at all.
+
 All of this is about the mount, not about which files are new or whole: it lives here so that the
-watcher keeps to candidates, settling and hand-over, and only asks for events.
+watcher keeps to candidates, settling and hand-over, and only asks for events and answers.
 """
 
 import errno
+import fcntl
 import os
 import re
+import signal
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +32,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
+
+from daemon.service.roots import Identity, RootWatch, identity
 
 Mode: TypeAlias = Literal["native", "poll"]
 
@@ -78,21 +88,80 @@ def is_network_fs(fs_type: str) -> bool:
     return fs_type in NETWORK_FS_TYPES or fs_type.startswith("fuse.")
 
 
+def _fs_type_of(folder: Path) -> str | None:
+    """The type of the filesystem holding `folder`; None without a mount table (macOS, BSD)."""
+    try:
+        mounts = _MOUNTS_TABLE.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return None
+    return fs_type_for(folder.resolve(), mounts)
+
+
 def choose_mode(inbox: Path, requested: Literal["auto", "native", "poll"]) -> Mode:
     """The observer to use: `requested`, or for "auto" polling on network filesystems."""
     if requested in ("native", "poll"):
         return requested
     if requested != "auto":
         raise ValueError(f"watch mode {requested!r}: expected auto, native or poll")
-    try:
-        mounts = _MOUNTS_TABLE.read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError:
+    fs_type = _fs_type_of(inbox)
+    if fs_type is None:
         return "native"  # no /proc (macOS, BSD): their native observers are all we can judge
-    return "poll" if is_network_fs(fs_type_for(inbox.resolve(), mounts)) else "native"
+    return "poll" if is_network_fs(fs_type) else "native"
+
+
+def writers_visible(inbox: Path) -> bool:
+    """True where `open_for_writing` can answer for files in `inbox`: Linux leases, a local
+    filesystem, and a lease break that cannot end the process (`ignore_lease_breaks`)."""
+    if not hasattr(fcntl, "F_SETLEASE"):
+        return False
+    fs_type = _fs_type_of(inbox)
+    return fs_type is not None and not is_network_fs(fs_type) and ignore_lease_breaks()
+
+
+def ignore_lease_breaks() -> bool:
+    """Ignore SIGIO (from the main thread, where it is still the default); True when ignored.
+
+    The kernel tells a lease holder that another process opens its file for writing by sending it
+    SIGIO, whose default action ends the process. `open_for_writing` holds its lease for an
+    instant, but a writer opening the file in that instant must not take the daemon down.
+    """
+    current = signal.getsignal(signal.SIGIO)
+    if current is signal.SIG_DFL and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGIO, signal.SIG_IGN)
+        current = signal.SIG_IGN
+    return current not in (signal.SIG_DFL, None)  # None: set outside Python, unknown
+
+
+def open_for_writing(path: str) -> bool | None:
+    """True while some process has `path` open for writing, False while none has; None when the
+    kernel will not say (not the file's owner and no CAP_LEASE, a filesystem without leases, not
+    a regular file). Only asked where `writers_visible` said yes.
+
+    A read lease is refused with EAGAIN while the file is open for writing anywhere on this
+    kernel (smbd serving a Windows client, a local cp), and released at once when granted.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as error:
+        # A write lease held by another process (Samba's kernel oplocks) fails a non-blocking open.
+        return True if error.errno == errno.EWOULDBLOCK else None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        try:
+            fcntl.fcntl(descriptor, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        except OSError as error:
+            return True if error.errno == errno.EAGAIN else None
+        fcntl.fcntl(descriptor, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(descriptor)
 
 
 class InboxObserver:
-    """Keeps one watchdog observer of the inbox running, replacing it when any of its threads died.
+    """Keeps one watchdog observer of the inbox running, replacing it when any of its threads died
+    or the inbox is another folder than the one it watches (`keep_watching`), and says when the
+    inbox is missing or its mount is not as at the start (`inbox_problem`).
 
     It owns the mode, which the settle thread may switch to polling (a restart that finds no
     inotify watches left) while the service loop reads it: written under `_mode_lock`, read through
@@ -103,7 +172,7 @@ class InboxObserver:
         self,
         inbox: str,
         mode: Mode,
-        handler_for: Callable[[str], FileSystemEventHandler],
+        handler_for: Callable[[str, Mode], FileSystemEventHandler],
         *,
         event_filter: Sequence[type[FileSystemEvent]],
         poll_interval_seconds: float,
@@ -111,7 +180,8 @@ class InboxObserver:
     ) -> None:
         """Nothing starts before start(); once `stopping` is set no observer is started again.
 
-        `handler_for(root)` makes the event handler for an observer of `root`, the resolved inbox.
+        `handler_for(root, mode)` makes the event handler for an observer of `root`, the resolved
+        inbox, in `mode`.
         """
         self._inbox = inbox
         self._mode_lock = threading.Lock()
@@ -122,6 +192,11 @@ class InboxObserver:
         self._stopping = stopping
         self._lock = threading.Lock()  # start, restart and stop of the observer
         self.observer: BaseObserver | None = None
+        self._armed: Identity | None = None  # the inbox folder the observer was started on
+        self._at_start: RootWatch | None = None  # the inbox as it was at start()
+        # Why the inbox is not as at the start, or None; set by keep_watching, read from any
+        # thread (one reference, replaced whole).
+        self.inbox_problem: str | None = None
         self._inbox_missing = False
         self._last_start_error: str | None = None
 
@@ -135,6 +210,7 @@ class InboxObserver:
         """Start the observer; OSError when the inbox cannot be watched at all."""
         with self._lock:
             self._start()
+            self._at_start = RootWatch({"inbox": Path(self._inbox)})
 
     def stop(self, timeout: float) -> None:
         """Stop and forget the observer, if any."""
@@ -156,19 +232,39 @@ class InboxObserver:
             return True
         return bool(emitters) and all(emitter.is_alive() for emitter in emitters)
 
-    def restart_if_dead(self) -> bool:
-        """Replace a dead observer once the inbox exists again; True when a new one started."""
-        if self.running():
+    def keep_watching(self) -> bool:
+        """Replace the observer when it died, or when the inbox is now another folder than the one
+        it watches; True when a new one started. Sets `inbox_problem`.
+
+        An inotify watch follows its folder's inode: an inbox renamed away and made again, or a
+        mount over it, leaves the old observer running, healthy and deaf. A polling one stops
+        when the folder vanishes. Either way the folder's identity says so, at the next call.
+        """
+        inbox_now = identity(Path(self._inbox))
+        # As the worker judges it: missing, or a mount gone from it or come onto it. Files on a
+        # share's bare mount point are not the share's: the watcher hands nothing over meanwhile.
+        self.inbox_problem = self._at_start.problem() if self._at_start is not None else None
+        if inbox_now is not None and inbox_now == self._armed and self.running():
             return False
         with self._lock:
             if self._stopping.is_set():
                 return False
             if self.observer is not None:
-                log.warning(
-                    "watcher: the {} observer of {} stopped; restarting it", self.mode, self._inbox
-                )
+                if inbox_now is not None and inbox_now != self._armed:
+                    log.warning(
+                        "watcher: inbox {} is another folder than the one watched (made again, "
+                        "moved, or a mount came or went); watching it afresh",
+                        self._inbox,
+                    )
+                elif inbox_now is not None:
+                    log.warning(
+                        "watcher: the {} observer of {} stopped (its folder removed and made "
+                        "again, or a thread died); watching it afresh",
+                        self.mode,
+                        self._inbox,
+                    )
                 self._stop(timeout=1.0)
-            if not os.path.isdir(self._inbox):
+            if inbox_now is None:
                 if not self._inbox_missing:
                     self._inbox_missing = True
                     log.warning("watcher: inbox {} is missing; waiting for it", self._inbox)
@@ -183,12 +279,14 @@ class InboxObserver:
         self._last_start_error = None
         if self._inbox_missing:
             self._inbox_missing = False
-            log.info("watcher: inbox {} is back", self._inbox)
+            log.info("watcher: inbox {} is back; watching it afresh", self._inbox)
         return True
 
     def _start(self) -> None:
         """Start an observer for the mode; out of inotify watches, fall back to polling for good."""
         root = os.path.realpath(self._inbox)  # inotify does not follow a symlinked inbox
+        # Before the observer: a folder swapped in between is then seen as another at the next tick.
+        self._armed = identity(Path(self._inbox))
         mode = self.mode
         try:
             self.observer = self._new(root, mode)
@@ -218,7 +316,10 @@ class InboxObserver:
             observer = Observer()
         try:
             observer.schedule(
-                self._handler_for(root), root, recursive=True, event_filter=self._event_filter
+                self._handler_for(root, mode),
+                root,
+                recursive=True,
+                event_filter=self._event_filter,
             )
             observer.start()
         except BaseException:

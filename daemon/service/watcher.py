@@ -7,12 +7,15 @@ quietly (a watched folder removed, a share that drops out), and a writer may pau
 
 - the watchdog callback only records `path -> candidate` under a lock and returns; it never opens,
   stats, decodes or waits, so the observer's dispatcher thread can neither block nor die on a file;
-- one settle thread owns everything slow: it stats candidates and feeds each one's
-  `StabilityTracker` (stability.py), which says when (size, mtime_ns) has held still for
-  `settle_seconds` and `is_ready` agrees; it hands each over once, walks folders that moved in,
-  rescans the whole inbox now and then, and has the observer replaced when any of its threads died;
+- one settle thread owns everything slow: it stats candidates, asks who writes them (a read
+  lease; inotify's close-after-write), feeds each one's `StabilityTracker` (stability.py) and, when
+  that asks, runs `is_ready` and takes a digest of sampled blocks. It hands each file over once,
+  walks folders that moved in, rescans now and then, and has the observer replaced when it died or
+  the inbox became another folder; while the inbox is missing, or a mount left it or came onto
+  it, it hands nothing over and `problem()` says why;
 - a memo of what was handed over, `path -> (size, mtime_ns)`, makes rescans and stray events
-  harmless: only a file that changed, or left and came back, is handed over again.
+  harmless: only a file that changed, or left and came back, is handed over again; a file handed
+  over only because it stayed incomplete that then changes in quarantine is taken back.
 
 Symlinks, FIFOs, sockets and devices are handed over at once and never opened (opening a FIFO would
 block this thread); the service decides what to do with them. Whether to poll or trust inotify,
@@ -20,7 +23,6 @@ and keeping the observer alive, depend on what the inbox is mounted on: mounts.p
 """
 
 import errno
-import functools
 import os
 import stat
 import threading
@@ -28,7 +30,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
 
 from loguru import logger
 from watchdog.events import (
@@ -47,8 +48,25 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
-from daemon.service.mounts import InboxObserver, Mode, choose_mode
-from daemon.service.stability import Observation, StabilityTracker, Verdict
+from daemon.media.files import sampled_digest
+from daemon.outbox import ERROR_SUFFIX
+from daemon.service.mounts import (
+    InboxObserver,
+    Mode,
+    choose_mode,
+    open_for_writing,
+    writers_visible,
+)
+from daemon.service.stability import (
+    STALLED_SECONDS,
+    GivenUp,
+    Inode,
+    Observation,
+    Signature,
+    StabilityTracker,
+    Verdict,
+    Writer,
+)
 
 log = logger.bind(component="watcher")
 
@@ -58,12 +76,13 @@ _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})  # compared casefolded:
 _HEALTHY_TICKS = 3  # healthy() wants a settle tick within this many tick periods
 
 # Only what can mean "a file appeared or changed". Opened/closed-without-writing events are left
-# out on purpose: is_ready reads the file, and those events would feed it straight back in.
+# out on purpose: is_ready, the digest and the lease probe read the file, and those events would
+# feed it straight back in.
 _EVENT_TYPES = [
     FileCreatedEvent,
-    FileModifiedEvent,
+    FileModifiedEvent,  # IN_MODIFY: a write or truncate (a writer is at work)
     FileAttribEvent,  # touch, or cp -p setting the mtime after the last write
-    FileClosedEvent,
+    FileClosedEvent,  # IN_CLOSE_WRITE: a writer closed it (inotify only; polling has no such event)
     FileMovedEvent,
     FileDeletedEvent,
     DirCreatedEvent,
@@ -71,12 +90,9 @@ _EVENT_TYPES = [
     DirDeletedEvent,
 ]
 
-# What the memo of handed-over files compares: a file back with another (size, mtime) is new.
-Signature: TypeAlias = tuple[int, int]  # (st_size, st_mtime_ns)
-
 
 def _signature(status: os.stat_result) -> Signature:
-    """The memo's view of an lstat result."""
+    """The memo's view of an lstat result: a file back with another (size, mtime) is new."""
     return (status.st_size, status.st_mtime_ns)
 
 
@@ -93,24 +109,29 @@ def is_ignored_name(name: str) -> bool:
 class _Candidate:
     """A path seen in the inbox, not yet handed over; `events` is bumped by every new sighting."""
 
-    stability: StabilityTracker  # the settle thread's alone, like stat_error_logged
+    stability: StabilityTracker  # the settle thread's alone, like the two flags at the end
     events: int = 0
+    written_since_close: bool | None = None  # inotify's word: see _writing_said
     stat_error_logged: bool = False
+    held_open: bool = False
 
 
 class _Recorder(FileSystemEventHandler):
     """The watchdog callback: turns an event into inbox paths and records them, nothing more."""
 
-    def __init__(self, record: Callable[[FileSystemEvent, str], None], watched_root: str) -> None:
-        """`watched_root` is the resolved inbox the observer reports paths under."""
+    def __init__(
+        self, record: Callable[[FileSystemEvent, str, Mode], None], watched_root: str, mode: Mode
+    ) -> None:
+        """`watched_root` is the resolved inbox the observer reports paths under, in `mode`."""
         super().__init__()
         self._record = record
         self._watched_root = watched_root
+        self._mode = mode
 
     def dispatch(self, event: FileSystemEvent) -> None:
         """Record the event; an exception here would kill watchdog's dispatcher thread for good."""
         try:
-            self._record(event, self._watched_root)
+            self._record(event, self._watched_root, self._mode)
         except Exception:
             log.exception("watcher: could not record {}", event)
 
@@ -131,19 +152,22 @@ class Watcher:
         poll_interval_seconds: float = 5.0,
         settle_seconds: float = 2.0,
         rescan_interval_seconds: float = 300.0,
+        stalled_seconds: float = STALLED_SECONDS,
         is_ready: Callable[[Path], bool] | None = None,
         on_scanned: Callable[[], None] | None = None,
+        quarantine_dir: Path | None = None,
+        take_back: Callable[[str], Path] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Check the settings and choose the mode now; nothing runs before start().
 
         `on_scanned` runs after each complete walk of the inbox (on the settle thread, or on
         start()'s caller for the first), when whatever is gone from the inbox is known gone.
+        `take_back(name)` moves `quarantine_dir / name` back into the inbox (Outbox.restore).
         """
-        if poll_interval_seconds <= 0 or rescan_interval_seconds <= 0 or settle_seconds < 0:
-            raise ValueError(
-                "watcher: poll and rescan intervals must be positive, settle_seconds not negative"
-            )
+        if poll_interval_seconds <= 0 or rescan_interval_seconds <= 0:
+            raise ValueError("watcher: poll and rescan intervals must be positive")
+        StabilityTracker(settle_seconds, stalled_seconds=stalled_seconds)  # checks them now
         self.inbox = inbox
         self.handover_errors = 0  # on_ready calls that raised; each file is retried on a rescan
         self._inbox = os.fspath(inbox)  # keys and handed-over paths are inbox / relative path
@@ -152,7 +176,10 @@ class Watcher:
         self._on_scanned = on_scanned or (lambda: None)
         self._clock = clock
         self._settle_seconds = settle_seconds
+        self._stalled_seconds = stalled_seconds
         self._rescan_interval_seconds = rescan_interval_seconds
+        self._quarantine_dir = quarantine_dir
+        self._take_back = take_back
         self._tick_seconds = max(0.01, min(0.5, settle_seconds / 4))
 
         self._lock = threading.Lock()  # guards the four collections below
@@ -163,11 +190,15 @@ class Watcher:
         self._folders_to_walk: set[str] = set()
         self._gone_folders: list[str] = []  # deleted or moved away: forget what was handed over
 
+        # The settle thread's alone: files given up on; whether a read lease can tell who writes.
+        self._given_up = GivenUp()
+        self._leases = False
+
         self._stopping = threading.Event()
         self._observing = InboxObserver(
             self._inbox,
             choose_mode(inbox, mode),  # type: ignore[arg-type]  # checked there
-            functools.partial(_Recorder, self._record),
+            lambda root, observer_mode: _Recorder(self._record, root, observer_mode),
             event_filter=_EVENT_TYPES,
             poll_interval_seconds=poll_interval_seconds,
             stopping=self._stopping,
@@ -193,6 +224,7 @@ class Watcher:
             raise RuntimeError("watcher: already started")
         if not os.path.isdir(self._inbox):
             raise FileNotFoundError(errno.ENOENT, "inbox is not a folder", self._inbox)
+        self._leases = writers_visible(self.inbox)  # on this thread: it may set SIGIO aside
         self._observing.start()
         log.info("watcher: watching {} ({} mode)", self._inbox, self.mode)
         self._last_tick_at = self._clock()
@@ -213,14 +245,26 @@ class Watcher:
         self._observing.stop(timeout)
 
     def healthy(self) -> bool:
-        """True while the observer (all its threads) and the settle thread run and tick."""
+        """True while the settle thread ticks and the observer runs, or waits for the inbox to
+        be back: what the systemd watchdog is pinged for (see `problem`)."""
+        return self._trouble() is None
+
+    def problem(self) -> str | None:
+        """Why files are not handed over, in a line for /healthz: the watcher's own trouble, or
+        the inbox missing or its mount not as at the start (waited out; no reason to restart
+        the daemon); None while files are."""
+        return self._trouble() or self._observing.inbox_problem
+
+    def _trouble(self) -> str | None:
+        """What is wrong with the watcher itself: a thread dead or stuck."""
         thread = self._thread
-        return (
-            thread is not None
-            and thread.is_alive()
-            and self._clock() - self._last_tick_at < _HEALTHY_TICKS * self._tick_seconds
-            and self._observing.running()
-        )
+        if thread is None or not thread.is_alive():
+            return "the inbox watcher is not running"
+        if self._clock() - self._last_tick_at >= _HEALTHY_TICKS * self._tick_seconds:
+            return "the inbox watcher is stuck"
+        if not self._observing.running() and self._observing.inbox_problem is None:
+            return f"the inbox watcher's {self.mode} observer is not running"
+        return None
 
     def idle(self) -> bool:
         """True when every file seen so far was handed over or dropped (what --once waits for)."""
@@ -241,7 +285,7 @@ class Watcher:
         """
         with self._lock:
             serial_at_start = self._handover_serial
-        new, seen, complete = self._walk(self._inbox)
+        new, seen, complete = _walk(self._inbox, self._is_handed_over, self._note)
         if complete:
             with self._lock:
                 # Only what was handed over before the walk began: a file created behind the walk
@@ -256,7 +300,7 @@ class Watcher:
 
     # -- the event side: record and return ----------------------------------------------------
 
-    def _record(self, event: FileSystemEvent, watched_root: str) -> None:
+    def _record(self, event: FileSystemEvent, watched_root: str, mode: Mode) -> None:
         """Apply one watchdog event to the candidates (called on the dispatcher thread)."""
         source = self._inbox_path(os.fsdecode(event.src_path), watched_root)
         if event.event_type in (EVENT_TYPE_DELETED, EVENT_TYPE_MOVED) and source is not None:
@@ -270,7 +314,7 @@ class Watcher:
         if target is None or target == self._inbox or self._is_ignored_path(target):
             return
         if not event.is_directory:
-            self._note(target)
+            self._note(target, writing=_writing_said(event, mode))
         elif isinstance(event, DirCreatedEvent | DirMovedEvent):
             # inotify reports nothing inside a folder moved in whole; the settle thread walks it.
             with self._lock:
@@ -289,15 +333,24 @@ class Watcher:
         relative = key[len(self._inbox) + 1 :]
         return any(is_ignored_name(part) for part in relative.split(os.sep))
 
-    def _note(self, key: str) -> bool:
-        """Make `key` a candidate, or tell its candidate it was seen again; True if new."""
+    def _note(self, key: str, *, writing: bool | None = None) -> bool:
+        """Make `key` a candidate, or tell its candidate it was seen again; True if new.
+
+        `writing`: True for a write event, False for a close-after-write, None for anything else.
+        """
         with self._lock:
             candidate = self._pending.get(key)
+            new = candidate is None
             if candidate is None:
-                self._pending[key] = _Candidate(StabilityTracker(self._settle_seconds))
-                return True
-            candidate.events += 1
-            return False
+                tracker = StabilityTracker(
+                    self._settle_seconds, stalled_seconds=self._stalled_seconds
+                )
+                candidate = self._pending[key] = _Candidate(tracker)
+            else:
+                candidate.events += 1
+            if writing is not None:
+                candidate.written_since_close = writing
+            return new
 
     def _forget(self, key: str, *, is_folder: bool) -> None:
         """`key` is gone: drop it before it settles, and let it be handed over if it comes back."""
@@ -321,14 +374,17 @@ class Watcher:
             self._stopping.wait(self._tick_seconds)
 
     def _tick(self) -> None:
-        """One round: mind the observer, walk folders that moved in, rescan when due, settle."""
-        if self._observing.restart_if_dead():
+        """One round: mind inbox and observer, walk folders moved in, rescan when due, settle."""
+        if self._observing.keep_watching():
+            self._leases = self._leases and writers_visible(self.inbox)  # a mount may have come
             self.scan()  # whatever arrived while nobody watched
         self._walk_new_folders()
         if self._clock() >= self._next_rescan_at:
             self._next_rescan_at = self._clock() + self._rescan_interval_seconds
             self.scan()
-        self._settle()
+            self._take_back_changed()
+        if self._observing.inbox_problem is None:  # missing, or not the share: hand over nothing
+            self._settle()
 
     def _settle(self) -> None:
         """Look at every candidate once; the heartbeat moves after each, not just once a tick."""
@@ -362,15 +418,22 @@ class Watcher:
             self._discard(key, candidate, events)
             return
         tracker = candidate.stability
-        verdict = tracker.observe(Observation.of(status), self._clock())
+        held = open_for_writing(key) if self._leases and stat.S_ISREG(status.st_mode) else None
+        with self._lock:  # inotify's word, only while inotify is what watches
+            writing = candidate.written_since_close if self.mode == "native" else None
+        writer = Writer.told(held, writing)
+        now = self._clock()
+        verdict = tracker.observe(Observation.of(status, writer), now)
+        still = now - tracker.still_since
         if verdict is Verdict.ASK_READY:
-            verdict = tracker.ready_checked(self._check_ready(key))
+            ready = self._check_ready(key)
+            verdict = tracker.ready_checked(ready, sample_digest=sampled_digest(Path(key)))
+        elif writer is Writer.OPEN and still >= self._stalled_seconds and not candidate.held_open:
+            candidate.held_open = True  # said once: a writer may hold its file for hours
+            log.warning("watcher: {} still for {:.0f} s but open for writing", key, still)
         if verdict is Verdict.GIVE_UP:
-            log.warning(
-                "watcher: {} unchanged for {} settle periods but still not ready; handing it over",
-                key,
-                tracker.ready_checks,
-            )
+            log.warning("watcher: {} still for {:.0f} s, not whole; handing it over", key, still)
+            self._given_up.remember((status.st_dev, status.st_ino), key, signature)
         if verdict in (Verdict.SETTLED, Verdict.GIVE_UP):
             self._hand_over(key, candidate, events, signature)
 
@@ -427,43 +490,104 @@ class Watcher:
                     del self._handed_over[key]
             folders = list(self._folders_to_walk)
         for folder in folders:
-            self._walk(folder)
+            _walk(folder, self._is_handed_over, self._note)
             with self._lock:
                 self._folders_to_walk.discard(folder)
 
-    def _walk(self, top: str) -> tuple[int, set[str], bool]:
-        """Queue every unignored, not handed-over entry below `top`: (new, seen, walk complete).
-
-        Symlinks are entries, never followed: a link to / must not make us walk the machine.
-        """
-        new, complete = 0, True
-        seen: set[str] = set()
-        folders = [top]
-        while folders:
-            folder = folders.pop()
+    def _take_back_changed(self) -> None:
+        """Move back into the inbox each given-up file whose bytes changed in the quarantine
+        folder since: its writer went on after all."""
+        if not self._given_up or self._quarantine_dir is None or self._take_back is None:
+            return
+        quarantined = _files_in(self._quarantine_dir)
+        if quarantined is None:
+            return
+        paths = self._given_up.paths()
+        in_inbox = {inode for inode, path in paths.items() if _inode(path) == inode}
+        for inode, name in self._given_up.changed(quarantined, in_inbox):
             try:
-                with os.scandir(folder) as listing:
-                    entries = list(listing)
-            except (FileNotFoundError, NotADirectoryError):
-                complete = complete and folder != top  # a subfolder gone meanwhile is fine
+                target = self._take_back(name)
+            except (OSError, ValueError) as error:
+                log.warning("watcher: cannot move {} back into the inbox: {}", name, error)
                 continue
-            except OSError as error:
-                log.warning("watcher: cannot list {}: {}; the next scan tries again", folder, error)
-                complete = False
+            self._given_up.forget(inode)
+            log.warning("watcher: {} changed in quarantine (its writer went on); moved back", name)
+            self._note(os.fspath(target))
+
+
+def _writing_said(event: FileSystemEvent, mode: Mode) -> bool | None:
+    """inotify's word on a file's writer: True for a write, False for a close after writing, None
+    for other events, and for a poller's (its "modified" is a changed mtime, not a write)."""
+    if mode != "native" or not isinstance(event, FileModifiedEvent | FileClosedEvent):
+        return None
+    return isinstance(event, FileModifiedEvent)
+
+
+def _inode(path: str) -> Inode | None:
+    """Which file is at `path` now (not followed), None when none."""
+    try:
+        status = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _files_in(folder: Path) -> dict[Inode, tuple[str, Signature]] | None:
+    """The photos in the quarantine folder (not their error files): inode -> (name, signature);
+    None when it cannot be listed (an empty dict when it is not there yet)."""
+    found: dict[Inode, tuple[str, Signature]] = {}
+    try:
+        with os.scandir(folder) as listing:
+            for entry in listing:
+                if entry.name.startswith(".") or entry.name.endswith(ERROR_SUFFIX):
+                    continue
+                status = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(status.st_mode):
+                    found[(status.st_dev, status.st_ino)] = (entry.name, _signature(status))
+    except FileNotFoundError:
+        return found
+    except OSError as error:
+        log.warning("watcher: cannot list {}: {}", folder, error)
+        return None
+    return found
+
+
+def _walk(
+    top: str, handed_over: Callable[[str, Signature], bool], note: Callable[[str], bool]
+) -> tuple[int, set[str], bool]:
+    """Queue every unignored entry below `top` not handed over as it is (`note`); (new, seen,
+    walk complete).
+
+    Symlinks are entries, never followed: a link to / must not make us walk the machine.
+    """
+    new, complete = 0, True
+    seen: set[str] = set()
+    folders = [top]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except (FileNotFoundError, NotADirectoryError):
+            complete = complete and folder != top  # a subfolder gone meanwhile is fine
+            continue
+        except OSError as error:
+            log.warning("watcher: cannot list {}: {}; the next scan tries again", folder, error)
+            complete = False
+            continue
+        for entry in entries:
+            if is_ignored_name(entry.name):
                 continue
-            for entry in entries:
-                if is_ignored_name(entry.name):
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
                     continue
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        folders.append(entry.path)
-                        continue
-                    signature: Signature | None = _signature(entry.stat(follow_symlinks=False))
-                except OSError:
-                    signature = None  # the settle thread will find out
-                seen.add(entry.path)
-                if signature is not None and self._is_handed_over(entry.path, signature):
-                    continue
-                if self._note(entry.path):
-                    new += 1
-        return new, seen, complete
+                signature: Signature | None = _signature(entry.stat(follow_symlinks=False))
+            except OSError:
+                signature = None  # the settle thread will find out
+            seen.add(entry.path)
+            if signature is not None and handed_over(entry.path, signature):
+                continue
+            if note(entry.path):
+                new += 1
+    return new, seen, complete
