@@ -295,7 +295,8 @@ def stylize_batch(
             return out.expand(3, -1, -1).cpu().clone()
 
         starts = [_initial_image(photo, settings) for photo in scaled]
-        runs = _optimize_together(phases, starts, budget, settings, started, callback, picture)
+        run = _BatchRun(phases, starts, budget, settings, started, callback, picture)
+        runs = _optimize_together(run, starts, settings.optimizer)
     used = "bf16" if len(phases) > 1 else "fp32" if precision == "bf16" else precision
 
     results = []
@@ -503,17 +504,10 @@ class _BatchRun:
                 photo.losses, photo.phase_start = None, len(photo.trail)
 
 
-def _optimize_together(
-    phases: list[_Phase],
-    starts: list[Tensor],
-    budget: int,
-    settings: StyleSettings,
-    started: float,
-    callback: Callable[[Progress], None] | None,
-    picture: Callable[[int, Tensor], Tensor],
-) -> list[_PhotoRun]:
-    """Minimise each photo's objective from its start for at most `budget` evaluations, all
-    photos in one batch; returns each one's best image evaluated (clamped) and its trail.
+def _optimize_together(run: _BatchRun, starts: list[Tensor], optimizer: str) -> list[_PhotoRun]:
+    """Minimise each photo's objective from its start within the run's budget, all photos in
+    one batch, with `optimizer` (settings.optimizer); returns each one's best image evaluated
+    (clamped) and its trail.
 
     Line-search probes can be worse than the point they start from, hence the best image
     evaluated, not the last. A photo leaves the batch when its budget is spent, its best
@@ -528,9 +522,8 @@ def _optimize_together(
     bf16 starts only after a few fp32 evaluations: the first steps are tiny, and the gradient's
     change over them is lost in bf16's rounding, which sent the first L-BFGS step far off.
     """
-    run = _BatchRun(phases, starts, budget, settings, started, callback, picture)
     x = torch.cat(starts)
-    if settings.optimizer == "adam":
+    if optimizer == "adam":
         pixels = x.detach().clone().requires_grad_(True)
         adam = torch.optim.Adam([pixels], lr=10)  # neural-style's rate for 0-255 pixels
         while not run.done:
@@ -539,14 +532,14 @@ def _optimize_together(
             adam.step()
         return run.photos
     flat = x.detach().flatten(1)
-    optimizer = BatchLBFGS(flat, *run.evaluate(flat), LBFGS_HISTORY)
+    lbfgs = BatchLBFGS(flat, *run.evaluate(flat), LBFGS_HISTORY)
     while not run.done:
         if run.next_phase_due():
             run.next_phase()
-            optimizer.reanchor(*run.evaluate(optimizer.x))
+            lbfgs.reanchor(*run.evaluate(lbfgs.x))
         else:
-            trial = optimizer.propose()
-            optimizer.observe(trial, *run.evaluate(trial))
+            trial = lbfgs.propose()
+            lbfgs.observe(trial, *run.evaluate(trial))
     return run.photos
 
 
