@@ -53,8 +53,11 @@ def _style(
 
 
 def _config_file(folder: Path, text: str, name: str = "config.yaml") -> Path:
-    """Write a config (dedented) next to a style.png, as a user would."""
+    """Write a config (dedented) next to a style.png and BASE's folders, as a user would (the
+    daemon never makes its roots, and the machine check refuses one missing)."""
     folder.mkdir(parents=True, exist_ok=True)
+    for root in ("in", "out", "state"):
+        (folder / root).mkdir(exist_ok=True)
     if not (folder / "style.png").exists():
         _style(folder)
     path = folder / name
@@ -800,8 +803,19 @@ def test_a_painting_that_is_not_a_whole_image_is_refused_with_its_preset(tmp_pat
 def test_a_file_where_a_folder_is_named_is_refused_with_its_line(tmp_path: Path) -> None:
     """Issue 23: `check` passed a state_dir that is a file, which the daemon's start refuses."""
     path = _config_file(tmp_path, BASE)
+    (tmp_path / "state").rmdir()
     (tmp_path / "state").write_text("a file\n")
     assert _machine_error(path) == f"{path}:3: state_dir: {tmp_path / 'state'}: not a folder"
+
+
+def test_a_missing_root_is_refused_asking_whether_the_share_is_mounted(tmp_path: Path) -> None:
+    """Issue 23: the daemon never makes its roots; `check` says which is missing, and why."""
+    path = _config_file(tmp_path, BASE)
+    (tmp_path / "out").rmdir()
+    assert _machine_error(path) == (
+        f"{path}:2: outbox: outbox {tmp_path / 'out'} does not exist: is the share mounted? "
+        "(stylebox makes folders inside it, never the outbox itself)"
+    )
 
 
 # --- parse_preset (a preset without a file) -------------------------------------------------------
