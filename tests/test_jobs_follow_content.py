@@ -105,3 +105,30 @@ def test_a_photo_renamed_while_it_is_painted_is_done_once(tmp_path: Path, daemon
     assert [p.name for p in files_under(outbox / "originals")] == ["long renamed.jpg"]
     assert len(list((outbox / "swirl").glob("*.json"))) == 1
     assert daemon.count("duplicate of") == 0
+
+
+def test_a_kept_photo_replaced_keeping_its_size_and_mtime_is_done_again(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    """`cp -p` (and sync tools) replace bytes keeping the size and mtime: the memo tells by the
+    ctime, which nothing can set back, and the new content gets its own result."""
+    config = write_config(tmp_path, originals={"policy": "keep"})
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    first, replacement = photo_bytes(0, format="BMP"), photo_bytes(1, format="BMP")
+    assert len(first) == len(replacement)  # uncompressed: the same size, as `cp -p` needs
+    daemon = daemons.start(config)
+    drop(inbox / "kept.bmp", first)
+    journal = tmp_path / "state" / "journal.sqlite3"
+    wait_for(lambda: settled(journal) and journal_rows(journal), "the first done", daemon=daemon)
+    before = os.stat(inbox / "kept.bmp")
+    (inbox / "kept.bmp").write_bytes(replacement)
+    os.utime(inbox / "kept.bmp", ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(inbox / "kept.bmp").st_size == before.st_size
+    wait_for(
+        lambda: len([r for r in journal_rows(journal) if r["state"] == "done"]) == 2,
+        "the new content done too",
+        daemon=daemon,
+        timeout=60,
+    )
+    digests = {json.loads(p.read_text())["input_sha256"] for p in (outbox / "swirl").glob("*.json")}
+    assert digests == {hashlib.sha256(first).hexdigest(), hashlib.sha256(replacement).hexdigest()}

@@ -3,6 +3,7 @@
 limit, and Pillow's warnings, which must not reach stderr raw. Real files, made here."""
 
 import io
+import json
 import struct
 import subprocess
 import sys
@@ -213,3 +214,21 @@ def test_a_configured_limit_above_pillows_own_is_the_one_in_force(tmp_path: Path
     assert pixel_shape(path, max_pixels=300_000_000) == (15_000, 15_000)
     with pytest.raises(InputError, match=r"over the limit of 200,000,000 \(max_input_pixels\)"):
         pixel_shape(path, max_pixels=200_000_000)
+
+
+def test_the_sidecar_says_which_frame_of_an_animation_was_painted(tmp_path: Path) -> None:
+    """Through the real daemon: an animated GIF is painted from its first frame, and its
+    result's sidecar says so (issue 23, Why 10)."""
+    from daemon_harness import stylebox, write_config
+
+    config = write_config(tmp_path)
+    frames = [Image.new("RGB", (48, 36), colour) for colour in ("red", "lime", "blue")]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    frames[0].save(inbox / "moving.gif", save_all=True, append_images=frames[1:], duration=100)
+    run = stylebox("run", "--config", config, "--once", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    sidecar = json.loads((tmp_path / "outbox" / "swirl" / "moving.json").read_text())
+    assert sidecar["input_frames"] == 3
+    assert "first" in sidecar["input_note"], sidecar["input_note"]
+    assert "Warning" not in run.stderr  # no raw Pillow warnings

@@ -218,11 +218,6 @@ def test_a_copy_stalled_with_its_handle_open_is_never_quarantined(
     assert not (outbox / "failed").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service/loop.py must pass watch.stalled_seconds, quarantine_dir and take_back to the "
-    "Watcher (issue 23); remove this mark when it does",
-)
 def test_a_copy_stalled_on_a_share_waits_stalled_seconds_and_comes_back_when_it_resumes(
     tmp_path: Path, daemons: Daemons
 ) -> None:

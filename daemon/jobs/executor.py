@@ -232,7 +232,7 @@ class Executor:
             quality=writing.quality,
             bit_depth=writing.bit_depth,
         )
-        sidecar = sidecar_for(work, painting.preset, result, batch, self.clock(), self.worker)
+        sidecar = sidecar_for(loaded, painting.preset, result, batch, self.clock(), self.worker)
         delivery = painting.outbox.deliver(planned, writer, sidecar)
         return Ended(work, Outcome.DONE, delivery=delivery, sidecar=sidecar)
 

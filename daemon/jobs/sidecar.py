@@ -9,21 +9,26 @@ from typing import Any
 from daemon import __version__
 from daemon.config import Preset
 from daemon.engine import device, transfer
-from daemon.jobs.work import Work
+from daemon.jobs.work import Loaded
 
 
 def sidecar_for(
-    work: Work,
+    loaded: Loaded,
     preset: Preset,
     result: transfer.Result,
     batch: int,
     now: float,
     worker: dict[str, Any],
 ) -> dict[str, Any]:
-    """The sidecar of `work`'s result; `batch`: photos painted together, this one included;
-    `worker`: the host (and process) that painted it."""
+    """The sidecar of a loaded job's result; `batch`: photos painted together, this one
+    included; `worker`: the host (and process) that painted it."""
+    work = loaded.work
     h, w = result.image.shape[-2:]
+    frames = loaded.photo.frames
+    # an animation or a multi-page file: which frame or page was painted
+    picture = {"input_frames": frames, "input_note": loaded.photo.note} if frames > 1 else {}
     return {
+        **picture,
         "source": work.source.name,
         "input_sha256": work.content_hash,
         "preset": preset.name,

@@ -40,7 +40,7 @@ from daemon.errors import (
 )
 from daemon.jobs.previews import PREVIEWS_DIR
 from daemon.media import decode
-from daemon.outbox import folder_mode_for, make_folder, remove_stale_temps
+from daemon.outbox import folder_mode_for, make_folder, open_outbox, remove_stale_temps
 from daemon.paths import missing_root as missing
 from daemon.service import events, pause
 from daemon.service.channels import channels_for
@@ -388,7 +388,8 @@ class Service:
     def health(self) -> str | None:
         """None while work can go on (for `/healthz` and the page), else why not, in a line:
         the daemon's own trouble, or a fault of the environment it waits out."""
-        return self.liveness() or (self._worker.waiting() if self._worker else None)
+        waiting = self._watcher.problem() if self._watcher else None  # the inbox away
+        return self.liveness() or waiting or (self._worker.waiting() if self._worker else None)
 
     def liveness(self) -> str | None:
         """None while the watcher and the worker are running (what the watchdog pings for: a
@@ -398,7 +399,7 @@ class Service:
         if self._stop_signals:
             return "stopping"
         if not self._watcher.healthy():
-            return "the inbox watcher is not running"
+            return self._watcher.problem() or "the inbox watcher is not running"
         return self._worker.problem()
 
     def _serve(
@@ -460,8 +461,11 @@ class Service:
             poll_interval_seconds=watch.poll_interval_seconds,
             settle_seconds=watch.settle_seconds,
             rescan_interval_seconds=watch.rescan_interval_seconds,
+            stalled_seconds=watch.stalled_seconds,
             is_ready=functools.partial(decode.is_whole, max_pixels=config.max_input_pixels),
             on_scanned=intake.forget_gone_files,
+            quarantine_dir=config.quarantine_dir,
+            take_back=lambda name: open_outbox(config).restore(name, config.inbox),
         )
 
     def _main_loop(self, config, journal, worker, intake, watcher) -> int:

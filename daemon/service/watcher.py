@@ -91,9 +91,19 @@ _EVENT_TYPES = [
 ]
 
 
+Version = tuple[int, int, int]  # (st_size, st_mtime_ns, st_ctime_ns)
+
+
 def _signature(status: os.stat_result) -> Signature:
-    """The memo's view of an lstat result: a file back with another (size, mtime) is new."""
+    """What says a file's bytes changed, as the stability tracker compares them."""
     return (status.st_size, status.st_mtime_ns)
+
+
+def _version(status: os.stat_result) -> Version:
+    """The hand-over memo's view of an lstat result: a file back with another size, mtime or
+    ctime is new. The ctime, because `cp -p` replaces bytes keeping the size and mtime, and
+    nothing sets a ctime back (a move into failed/ does change it: not used there)."""
+    return (status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
 def is_ignored_name(name: str) -> bool:
@@ -185,7 +195,7 @@ class Watcher:
         self._lock = threading.Lock()  # guards the four collections below
         self._pending: dict[str, _Candidate] = {}
         # path -> (signature, serial): the serial orders hand-overs against the start of a scan.
-        self._handed_over: dict[str, tuple[Signature, int]] = {}
+        self._handed_over: dict[str, tuple[Version, int]] = {}
         self._handover_serial = 0
         self._folders_to_walk: set[str] = set()
         self._gone_folders: list[str] = []  # deleted or moved away: forget what was handed over
@@ -413,8 +423,8 @@ class Watcher:
                 self._folders_to_walk.add(key)
             self._discard(key, candidate, events)
             return
-        signature = _signature(status)
-        if self._is_handed_over(key, signature):
+        signature, version = _signature(status), _version(status)
+        if self._is_handed_over(key, version):
             self._discard(key, candidate, events)
             return
         tracker = candidate.stability
@@ -435,7 +445,7 @@ class Watcher:
             log.warning("watcher: {} still for {:.0f} s, not whole; handing it over", key, still)
             self._given_up.remember((status.st_dev, status.st_ino), key, signature)
         if verdict in (Verdict.SETTLED, Verdict.GIVE_UP):
-            self._hand_over(key, candidate, events, signature)
+            self._hand_over(key, candidate, events, version)
 
     def _check_ready(self, key: str) -> bool:
         """is_ready, with an exception counting as "not yet" rather than ending the thread."""
@@ -445,34 +455,32 @@ class Watcher:
             log.exception("watcher: is_ready failed for {}; treating it as not ready", key)
             return False
 
-    def _hand_over(
-        self, key: str, candidate: _Candidate, events: int, signature: Signature
-    ) -> None:
+    def _hand_over(self, key: str, candidate: _Candidate, events: int, version: Version) -> None:
         """Call on_ready once; a failure is logged and counted, and a later rescan retries it."""
         # The memo goes in first, so a delete event during on_ready (the service moving the
         # original away) removes it again instead of being overtaken by it.
         with self._lock:
             self._handover_serial += 1
-            self._handed_over[key] = (signature, self._handover_serial)
+            self._handed_over[key] = (version, self._handover_serial)
         try:
             self._on_ready(Path(key))
         except Exception:
             self.handover_errors += 1
             log.exception("watcher: on_ready failed for {}; a rescan will offer it again", key)
             with self._lock:
-                if self._was_handed_over(key, signature):
+                if self._was_handed_over(key, version):
                     del self._handed_over[key]
         self._discard(key, candidate, events)
 
-    def _is_handed_over(self, key: str, signature: Signature) -> bool:
+    def _is_handed_over(self, key: str, version: Version) -> bool:
         """True if `key` was handed over looking just like this (takes the lock)."""
         with self._lock:
-            return self._was_handed_over(key, signature)
+            return self._was_handed_over(key, version)
 
-    def _was_handed_over(self, key: str, signature: Signature) -> bool:
+    def _was_handed_over(self, key: str, version: Version) -> bool:
         """True if `key` was handed over looking just like this; the caller holds the lock."""
         memo = self._handed_over.get(key)
-        return memo is not None and memo[0] == signature
+        return memo is not None and memo[0] == version
 
     def _discard(self, key: str, candidate: _Candidate, events: int) -> None:
         """Remove the candidate, unless an event came in since it was looked at (look again)."""
@@ -553,7 +561,7 @@ def _files_in(folder: Path) -> dict[Inode, tuple[str, Signature]] | None:
 
 
 def _walk(
-    top: str, handed_over: Callable[[str, Signature], bool], note: Callable[[str], bool]
+    top: str, handed_over: Callable[[str, Version], bool], note: Callable[[str], bool]
 ) -> tuple[int, set[str], bool]:
     """Queue every unignored entry below `top` not handed over as it is (`note`); (new, seen,
     walk complete).
@@ -582,11 +590,11 @@ def _walk(
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(entry.path)
                     continue
-                signature: Signature | None = _signature(entry.stat(follow_symlinks=False))
+                version: Version | None = _version(entry.stat(follow_symlinks=False))
             except OSError:
-                signature = None  # the settle thread will find out
+                version = None  # the settle thread will find out
             seen.add(entry.path)
-            if signature is not None and handed_over(entry.path, signature):
+            if version is not None and handed_over(entry.path, version):
                 continue
             if note(entry.path):
                 new += 1
