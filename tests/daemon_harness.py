@@ -307,7 +307,8 @@ def stylebox(
     """Run a stylebox sub-command to its end, as `python -m daemon`; for `run` and `check`, the
     config's roots are made first (`make_roots`), as a user does."""
     if make_roots and args and args[0] in ("run", "check") and "--config" in map(str, args):
-        make_roots_of(Path(str(args[list(map(str, args)).index("--config") + 1])))
+        given = Path(str(args[list(map(str, args)).index("--config") + 1]))
+        make_roots_of(given if given.is_absolute() else cwd / given)
     command = [sys.executable, "-m", "daemon", *map(str, args)]
     return subprocess.run(
         command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=daemon_env()

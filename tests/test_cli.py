@@ -82,6 +82,8 @@ def test_unknown_preset_lists_the_known_ones(tmp_path) -> None:
 
 
 def test_check_accepts_the_shipped_config() -> None:
+    for root in ("inbox", "outbox", "state"):  # as the README's first command makes them
+        (REPO / "data" / root).mkdir(parents=True, exist_ok=True)
     result = stylebox("check", "--config", "config.yaml")
     assert result.returncode == 0, result.stderr
     assert "starry_night" in result.stdout

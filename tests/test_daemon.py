@@ -384,6 +384,7 @@ def test_sighup_refuses_a_config_that_loops_once_the_old_folders_are_kept(
         inbox=str(tmp_path / "new_inbox"),
         originals={"policy": "move", "move_to": str(inbox / "done")},
     )
+    (tmp_path / "new_inbox").mkdir()  # made by its user: the daemon never makes a root
     daemon.send(signal.SIGHUP)
     daemon.wait_for_log("reload refused")
     assert "originals.move_to: inside inbox" in daemon.log()

@@ -45,10 +45,12 @@ def test_the_unit_restarts_on_every_code_but_those_a_restart_cannot_fix() -> Non
     assert ExitCode.OK not in errors.NO_RESTART  # on-failure never restarts a clean exit anyway
 
 
-def run_daemon(tmp_path: Path, **config: object) -> tuple[int, str]:
+def run_daemon(tmp_path: Path, make_roots: bool = True, **config: object) -> tuple[int, str]:
     """`stylebox run` to its end on a config with these overrides: (exit code, stderr)."""
     path = write_config(tmp_path, **config)
-    run = stylebox("run", "--config", path, cwd=tmp_path, timeout=START_SECONDS)
+    run = stylebox(
+        "run", "--config", path, cwd=tmp_path, timeout=START_SECONDS, make_roots=make_roots
+    )
     # The refusal is all it says: it stopped before the slow part of the start (the model).
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
     return run.returncode, run.stderr
@@ -63,7 +65,7 @@ def test_a_bad_config_is_not_restarted(tmp_path: Path) -> None:
 def test_a_state_dir_that_is_a_file_is_not_restarted(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.write_text("not a folder\n")
-    code, stderr = run_daemon(tmp_path)
+    code, stderr = run_daemon(tmp_path, make_roots=False)  # state_dir is looked at first
     assert code in restart_prevented(), stderr
     assert code == errors.ExitCode.STATE_DIR
     [line] = stderr.strip().splitlines()
