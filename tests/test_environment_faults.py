@@ -51,13 +51,6 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-@pytest.fixture
-def daemons() -> Iterator[Daemons]:
-    started = Daemons()
-    yield started
-    started.close()
-
-
 def healthz(url: str) -> tuple[int, str]:
     code, _, body = http_request("GET", url + "/healthz")
     return code, body.decode()

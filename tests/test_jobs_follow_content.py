@@ -8,10 +8,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from daemon_harness import (
     Daemons,
     drop,
@@ -22,13 +20,6 @@ from daemon_harness import (
     wait_for,
     write_config,
 )
-
-
-@pytest.fixture
-def daemons() -> Iterator[Daemons]:
-    started = Daemons()
-    yield started
-    started.close()
 
 
 def settled(journal: Path) -> bool:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from daemon_harness import (
     Daemons,
     files_under,
@@ -22,13 +20,6 @@ from daemon_harness import (
 )
 
 TOKEN = "test-token-0123456789abcdef"
-
-
-@pytest.fixture
-def daemons() -> Iterator[Daemons]:
-    started = Daemons()
-    yield started
-    started.close()
 
 
 def drop_bytes_named(folder: Path, name: bytes, data: bytes) -> None:

@@ -3,20 +3,11 @@ refused when missing, and one daemon at a time on each (issue 23)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from daemon_harness import START_SECONDS, Daemons, stylebox, wait_for, write_config
 
 from daemon.errors import ExitCode
-
-
-@pytest.fixture
-def daemons() -> Iterator[Daemons]:
-    started = Daemons()
-    yield started
-    started.close()
 
 
 def test_a_missing_root_is_refused_by_check_and_run_and_never_created(tmp_path: Path) -> None:
