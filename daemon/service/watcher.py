@@ -100,9 +100,7 @@ def _signature(status: os.stat_result) -> Signature:
 
 
 def _version(status: os.stat_result) -> Version:
-    """The hand-over memo's view of an lstat result: a file back with another size, mtime or
-    ctime is new. The ctime, because `cp -p` replaces bytes keeping the size and mtime, and
-    nothing sets a ctime back (a move into failed/ does change it: not used there)."""
+    """The hand-over memo's view of a file: the ctime too, since `cp -p` keeps size and mtime."""
     return (status.st_size, status.st_mtime_ns, status.st_ctime_ns)
 
 
