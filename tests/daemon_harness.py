@@ -304,9 +304,10 @@ class Daemons:
 def stylebox(
     *args: object, cwd: Path = REPO, timeout: float = 180, make_roots: bool = True
 ) -> subprocess.CompletedProcess:
-    """Run a stylebox sub-command to its end, as `python -m daemon`; for `run` and `check`, the
-    config's roots are made first (`make_roots`), as a user does."""
-    if make_roots and args and args[0] in ("run", "check") and "--config" in map(str, args):
+    """Run a stylebox sub-command to its end, as `python -m daemon`; for those that check the
+    config's roots, they are made first (`make_roots`), as a user does."""
+    commands = ("run", "check", "notify-test")  # those that ask for the roots
+    if make_roots and args and args[0] in commands and "--config" in map(str, args):
         given = Path(str(args[list(map(str, args)).index("--config") + 1]))
         make_roots_of(given if given.is_absolute() else cwd / given)
     command = [sys.executable, "-m", "daemon", *map(str, args)]
