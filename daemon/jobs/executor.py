@@ -97,6 +97,13 @@ class Executor:
         photo = pipeline.load_photo(
             work.source, preset.settings, max_pixels=max_pixels, follow_symlinks=False
         )
+        # Pillow may decode a file whose tail is still zeros (a copy that stalled, which the
+        # watcher gave up waiting for): painting it would make a result of half a photo.
+        if not decode.is_whole(work.source, max_pixels=max_pixels):
+            raise InputError(
+                f"{work.source.name}: it ends before its format does (cut short, or its copy "
+                "stalled); dropped again whole, it is painted"
+            )
         return Loaded(work, photo, transfer.output_size(*photo.pixels.shape[:2], preset.settings))
 
     def room(self, size: tuple[int, int]) -> int:
