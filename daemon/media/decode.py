@@ -25,7 +25,10 @@ import numpy as np
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from daemon.errors import InputError
+from daemon.media import formats
 from daemon.media.files import DEFAULT_MAX_PIXELS
+
+formats.register_plugins()
 
 SRGB_PROFILE = ImageCms.createProfile("sRGB")
 
