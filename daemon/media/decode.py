@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import filetype
 import numpy as np
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from daemon.errors import InputError
-from daemon.media import formats
-from daemon.media.files import DEFAULT_MAX_PIXELS
+from daemon.media import ends, formats, jxl, raw
+from daemon.media.files import DEFAULT_MAX_PIXELS, check_pixel_limit
 
 formats.register_plugins()
 
@@ -40,10 +41,15 @@ SRGB_PROFILE = ImageCms.createProfile("sRGB")
 warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # in Pillow's DecompressionBombError message
+_SNIFF_BYTES = 262  # what filetype reads to name a format, and a JPEG XL's header
+_RAW_HEAD_BYTES = 64 * 1024  # enough of a TIFF for its first directory (a DNG's tag is there)
+_BOXED_FORMATS = frozenset({"HEIF", "AVIF"})  # ISO base media files: whole when their boxes are
 _MAX_PAGES = 64  # pages of a TIFF looked at for the largest: a crafted file may claim thousands
 
-# Pillow's parsers raise whatever corrupt bytes lead them to; these are the ones seen in practice.
+# Pillow's parsers raise whatever corrupt bytes lead them to; these are the ones seen in practice
+# (RuntimeError: the JPEG XL plugin's, from libjxl).
 _DECODE_ERRORS = (
+    RuntimeError,
     OSError,
     SyntaxError,
     ValueError,
@@ -123,8 +129,16 @@ def load_image(
     if long_side is not None and long_side < 1:
         raise ValueError(f"long_side must be at least 1, not {long_side}")
     name = path.name
-    opened = _open_regular_file(path, follow_symlinks)
-    with opened as file, _open_image(file, name, max_pixels) as image:
+    with _open_regular_file(path, follow_symlinks) as file:
+        if _is_raw(file, name):
+            return _load_raw(file, name, max_pixels, long_side, upscale)
+        return _load_with_pillow(file, name, max_pixels, long_side, upscale)
+
+
+def _load_with_pillow(
+    file: BinaryIO, name: str, max_pixels: int, long_side: int | None, upscale: bool
+) -> LoadedImage:
+    with _open_image(file, name, max_pixels) as image:
         frames, note = _frame_choice(image)
         source_size = image.size
         _draft(image, long_side)
@@ -139,30 +153,76 @@ def load_image(
     return LoadedImage(pixels=pixels, exif=exif, source_size=source_size, frames=frames, note=note)
 
 
+def _is_raw(file: BinaryIO, name: str) -> bool:
+    """Whether the open file goes to LibRaw (`raw.is_raw`); the file is left at its start."""
+    head = file.read(_RAW_HEAD_BYTES)
+    file.seek(0)
+    return raw.is_raw(name, head)
+
+
+def _load_raw(
+    file: BinaryIO, name: str, max_pixels: int, long_side: int | None, upscale: bool
+) -> LoadedImage:
+    """A camera RAW demosaiced (`media.raw`), resized to exactly the size `pixel_shape` says."""
+    with raw.RawPhoto(file, name, max_pixels) as photo:
+        photo.unpack()
+        source_size = photo.size
+        pixels = photo.pixels(long_side)
+        exif_source = photo.exif_source()
+        size = _upright_size(source_size, photo.transposed, long_side, upscale)
+    if pixels.shape[:2] != (size[1], size[0]):  # half size, or a sensor's non-square pixels
+        pixels = _resized(pixels, size)
+    exif = portable_exif(exif_source) if exif_source else None
+    return LoadedImage(pixels=pixels, exif=exif, source_size=source_size)
+
+
+def _upright_size(
+    size: tuple[int, int], transposed: bool, long_side: int | None, upscale: bool = False
+) -> tuple[int, int]:
+    """(width, height) of the picture once turned upright and scaled to `long_side`."""
+    width, height = size
+    if transposed:
+        width, height = height, width
+    if long_side is not None and (upscale or long_side < max(width, height)):
+        return _scaled_size((width, height), long_side)
+    return width, height
+
+
 def pixel_shape(
     path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, long_side: int | None = None
 ) -> tuple[int, int]:
     """(height, width) of what `load_image` would return, from the header alone: enough to
     group photos by size without decoding them. A file that does not say is an InputError.
+    (A PNG turned by an EXIF after its pixels is found out, and skipped, once loaded; a JPEG XL
+    is decoded by its plugin as it opens, bounded by the pixel limit first.)
+    """
+    with _open_regular_file(path, follow_symlinks=False) as file:
+        if _is_raw(file, path.name):
+            with raw.RawPhoto(file, path.name, max_pixels) as photo:
+                width, height = _upright_size(photo.size, photo.transposed, long_side)
+            return height, width
+        with _open_image(file, path.name, max_pixels) as image:
+            _draft(image, long_side)
+            transposed = _orientation(image) in _TRANSPOSING_ORIENTATIONS
+            width, height = _upright_size(image.size, transposed, long_side)
+    return height, width
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation `_make_upright` applies; 1 when there is none or it cannot be read.
 
     A PNG's EXIF may follow its pixels; reading it would decode them, so only EXIF found before
-    them counts here (a photo turned by a late one is found out, and skipped, once loaded).
+    them counts. A JPEG XL is decoded upright by libjxl from its codestream's own orientation,
+    which the format says wins over the EXIF's; unless it holds a JPEG kept whole (the plugin
+    gives back that JPEG, EXIF orientation and all).
     """
-    with (
-        _open_regular_file(path, follow_symlinks=False) as file,
-        _open_image(file, path.name, max_pixels) as image,
-    ):
-        _draft(image, long_side)
-        width, height = image.size
-        orientation = 1
-        if image.format != "PNG" or "exif" in image.info:
-            with suppress(*_DECODE_ERRORS):  # unreadable EXIF: load_image does not turn it
-                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    if orientation in _TRANSPOSING_ORIENTATIONS:
-        width, height = height, width
-    if long_side is not None and long_side < max(width, height):
-        width, height = _scaled_size((width, height), long_side)
-    return height, width
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    if _oriented_by_codestream(image):
+        return 1
+    with suppress(*_DECODE_ERRORS):
+        return image.getexif().get(ExifTags.Base.Orientation, 1)
+    return 1
 
 
 def is_whole(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
@@ -171,21 +231,25 @@ def is_whole(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
 
     A JPEG is decoded at its smallest DCT scale (1/8 a side: every byte of its entropy-coded data
     is still read, so a cut file fails) and must reach its EOI marker; a PNG's chunks are read up
-    to IEND with their CRCs checked, no pixel inflated; other formats are decoded in their own
-    mode, never as floats (the page `load_image` would use). A preallocated file, whose tail is
-    zeros until its writer gets there, decodes as a JPEG often enough: the end markers (see
-    `is_complete`) catch it. Never follows a symlink: the watcher hands those over without asking.
+    to IEND with their CRCs checked, no pixel inflated; a HEIC or AVIF must have its boxes end
+    where the file does, no pixel decoded (a 48 MP HEIC would cost the watcher hundreds of MB); a
+    camera RAW's sensor data is unpacked, not demosaiced; other formats are decoded in their own
+    mode, never as floats. A preallocated file, whose tail is zeros until its writer gets there,
+    decodes as a JPEG often enough: the end checks (`ends.reaches_end`) catch it. Never follows
+    a symlink: the watcher hands those over without asking.
     """
     try:
-        with (
-            _open_regular_file(path, follow_symlinks=False) as file,
-            _open_image(file, path.name, max_pixels) as image,
-        ):
-            if image.format == "PNG":
-                image.verify()
-            else:
-                image.draft(None, (1, 1))  # only a JPEG has a draft scale; the rest ignore it
-                _decode(image, path.name)
+        with _open_regular_file(path, follow_symlinks=False) as file:
+            if _is_raw(file, path.name):
+                with raw.RawPhoto(file, path.name, max_pixels) as photo:
+                    photo.unpack()
+                return True
+            with _open_image(file, path.name, max_pixels) as image:
+                if image.format == "PNG":
+                    image.verify()
+                elif image.format not in _BOXED_FORMATS:
+                    image.draft(None, (1, 1))  # only a JPEG has a draft scale; others ignore it
+                    _decode(image, path.name)
     except (InputError, *_DECODE_ERRORS):
         return False
     return is_complete(path)
@@ -203,96 +267,14 @@ def image_type(file: BinaryIO) -> str | None:
         file.seek(0)
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_CHUNK_TYPE = re.compile(rb"[A-Za-z]{4}")
-_JPEG_SOI = b"\xff\xd8"
-_JPEG_EOI, _JPEG_SOS = 0xD9, 0xDA
-_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RSTn carry no length
-# The end of entropy-coded data: 0xFF (and fill 0xFFs) before a byte that is neither a stuffed
-# zero nor a restart marker.
-_JPEG_NEXT_MARKER = re.compile(rb"\xff+(?=[^\x00\xd0-\xd7\xff])")
-_SCAN_CHUNK_BYTES = 1 << 20
-
-
 def is_complete(path: Path) -> bool:
-    """False when the file visibly stops short of its format's end: a PNG without its IEND chunk,
-    a JPEG whose markers do not lead to EOI.
-
-    Pillow decodes (and verifies) a PNG whose IEND chunk lacks its CRC, and a JPEG whose tail is
-    zeros decodes as long as the zeros fill its last blocks: a writer paused there, or a
-    preallocated file half filled, would be taken for whole. `is_whole` asks this besides; other
-    formats refuse a cut file when decoded, or have no end to check.
-    """
+    """False when the file visibly stops short of its format's end (`ends.reaches_end`): a
+    writer still at work, or a preallocated file half filled. `is_whole` asks this besides."""
     try:
         with _open_regular_file(path) as file:
-            head = file.read(len(_PNG_SIGNATURE))
-            if head == _PNG_SIGNATURE:
-                return _png_reaches_iend(file)
-            if head.startswith(_JPEG_SOI):
-                file.seek(len(_JPEG_SOI))
-                return _jpeg_reaches_eoi(file)
-            return True
+            return ends.reaches_end(file)
     except (InputError, OSError, ValueError):
         return False
-
-
-def _png_reaches_iend(file: BinaryIO) -> bool:
-    """Walk a PNG's chunks from after its signature; True when IEND and its CRC are there."""
-    while True:  # each round moves at least 12 bytes on, and a read past the end is short
-        header = file.read(8)
-        if len(header) < 8:
-            return False
-        length, kind = struct.unpack(">I4s", header)
-        if not _PNG_CHUNK_TYPE.fullmatch(kind):
-            return False  # zeros where a chunk should start: a preallocated file's unwritten part
-        if kind == b"IEND":
-            return len(file.read(length + 4)) == length + 4  # its CRC is there too
-        file.seek(length + 4, os.SEEK_CUR)
-
-
-def _jpeg_reaches_eoi(file: BinaryIO) -> bool:
-    """Walk a JPEG's segments (by their lengths) and scans (to their next marker) from after its
-    SOI; True on EOI. An EXIF thumbnail's own EOI is inside its APP1 segment, skipped with it.
-
-    Read through the file, not mapped: a writer truncating it meanwhile must cost a short read,
-    not a SIGBUS.
-    """
-    while True:
-        byte = file.read(1)
-        if byte != b"\xff":
-            return False  # not a marker where one must be: zeros, or the end of the file
-        while byte == b"\xff":  # fill bytes
-            byte = file.read(1)
-        if not byte:
-            return False
-        marker = byte[0]
-        if marker == _JPEG_EOI:
-            return True
-        if marker in _JPEG_STANDALONE:
-            continue
-        length = int.from_bytes(file.read(2).rjust(2, b"\x00"), "big")
-        if length < 2:
-            return False
-        file.seek(length - 2, os.SEEK_CUR)
-        if marker == _JPEG_SOS and not _skip_scan(file):
-            return False
-
-
-def _skip_scan(file: BinaryIO) -> bool:
-    """Leave the file at the marker that ends a scan's entropy-coded data; False when the file
-    ends first (a preallocated JPEG's zeros read as data to its end)."""
-    carry = b""  # 0xFFs at the end of the last chunk: a marker may straddle two
-    while True:
-        offset = file.tell() - len(carry)
-        chunk = file.read(_SCAN_CHUNK_BYTES)
-        if not chunk:
-            return False
-        data = carry + chunk
-        found = _JPEG_NEXT_MARKER.search(data)
-        if found is not None:
-            file.seek(offset + found.start())
-            return True
-        carry = data[len(data.rstrip(b"\xff")) :]
 
 
 def _open_regular_file(path: Path, follow_symlinks: bool = True) -> BinaryIO:
@@ -320,6 +302,12 @@ def _open_image(file: BinaryIO, name: str, max_pixels: int) -> Image.Image:
     """Read only the header and refuse oversized images before a single pixel is decoded; the
     image is left at the frame or page `load_image` uses (`_frame_choice` says which)."""
     _let_pillow_open(max_pixels)
+    head = file.read(_SNIFF_BYTES)
+    file.seek(0)
+    if jxl.is_jxl(head):  # its plugin decodes it all as it opens: the limit goes first
+        declared = jxl.declared_size(file)
+        if declared is not None:
+            check_pixel_limit(name, declared, max_pixels)
     try:
         image = Image.open(file)
     except Image.DecompressionBombError as exc:
@@ -330,9 +318,11 @@ def _open_image(file: BinaryIO, name: str, max_pixels: int) -> Image.Image:
             f"{name}: {pixels}, over the limit of {max_pixels:,} (max_input_pixels)"
         ) from exc
     except UnidentifiedImageError as exc:
-        raise InputError(f"{name}: not an image in a format Pillow can read") from exc
+        raise InputError(_unreadable(name, head)) from exc
+    except RuntimeError as exc:  # libjxl's, which says nothing a user could act on
+        raise InputError(_unreadable(name, head)) from exc
     except _DECODE_ERRORS as exc:
-        raise InputError(f"{name}: cannot decode image ({_one_line(exc)})") from exc
+        raise InputError(f"{name}: cannot decode {_kind(head)} ({_one_line(exc)})") from exc
     try:
         _seek_used_frame(image, name, max_pixels)
     except BaseException:
@@ -364,12 +354,26 @@ def _seek_used_frame(image: Image.Image, name: str, max_pixels: int) -> None:
             image.seek(max(within, key=lambda page: (sizes[page], -page)))
             return
         image.seek(0)
-    width, height = image.size
-    if width * height > max_pixels:
-        raise InputError(
-            f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
-            f"{max_pixels:,} (max_input_pixels)"
-        )
+    check_pixel_limit(name, image.size, max_pixels)
+
+
+def _kind(head: bytes) -> str:
+    """What the file's first bytes say it is ("HEIC image"), for a reason naming the format."""
+    if jxl.is_jxl(head):  # not among filetype's
+        return "JPEG XL image"
+    kind = filetype.guess(head)
+    if kind is None or not kind.mime.startswith("image/"):
+        return "image"
+    return f"{kind.mime.removeprefix('image/').removeprefix('x-').upper()} image"
+
+
+def _unreadable(name: str, head: bytes) -> str:
+    """Why Pillow and its plugins found no image: a known format that does not decode (a
+    corrupt HEIC, say, which each plugin turns down alike), or no format this install reads."""
+    kind = _kind(head)
+    if kind != "image":
+        return f"{name}: cannot decode this {kind} (corrupt, or cut short)"
+    return f"{name}: not an image in a format this install reads (stylebox check lists them)"
 
 
 def _frame_choice(image: Image.Image) -> tuple[int, str | None]:
@@ -405,15 +409,23 @@ def _decode(image: Image.Image, name: str) -> None:
     try:
         image.load()
     except _DECODE_ERRORS as exc:
-        raise InputError(f"{name}: cannot decode image ({_one_line(exc)})") from exc
+        kind = f"{image.format} image" if image.format else "image"
+        raise InputError(f"{name}: cannot decode {kind} ({_one_line(exc)})") from exc
+
+
+def _oriented_by_codestream(image: Image.Image) -> bool:
+    """A JPEG XL not holding a JPEG: libjxl has applied its codestream's orientation already.
+    (A HEIF's irot/imir are applied by libheif, and pillow-heif sets its EXIF's to 1.)"""
+    return image.format == "JXL" and not getattr(image, "jpeg", False)
 
 
 def _make_upright(image: Image.Image) -> bytes | None:
-    """Apply the EXIF orientation in place; a corrupt EXIF means no rotation and no EXIF."""
+    """Apply the EXIF orientation in place, once; a corrupt EXIF means no rotation and no EXIF."""
     try:
         exif = image.getexif()
         original = exif.tobytes() if exif else None
-        ImageOps.exif_transpose(image, in_place=True)
+        if not _oriented_by_codestream(image):
+            ImageOps.exif_transpose(image, in_place=True)
     except _METADATA_ERRORS:
         return None
     return portable_exif(original) if original else None

@@ -14,6 +14,19 @@ SAMPLE_BLOCK_BYTES = 4096  # read at each point between
 SAMPLE_POINTS = 14  # evenly spaced between head and tail
 
 
+def check_pixel_limit(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    """InputError when a photo's declared (width, height) is over the configured limit: asked
+    of every format before its pixels are decoded, and said in the configured terms."""
+    from daemon.errors import InputError
+
+    width, height = size
+    if width * height > max_pixels:
+        raise InputError(
+            f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} (max_input_pixels)"
+        )
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes, streamed: a photo's or a weights file's identity."""
     with path.open("rb") as file:
