@@ -26,7 +26,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from daemon.errors import InputError
-from daemon.media import ends, formats, jxl, raw
+from daemon.media import ends, formats, jxl, nclx, raw
 from daemon.media.files import DEFAULT_MAX_PIXELS, check_pixel_limit
 
 formats.register_plugins()
@@ -394,6 +394,8 @@ def _frame_choice(image: Image.Image) -> tuple[int, str | None]:
             f"a TIFF of {frames} pages: page {page + 1} ({image.width}x{image.height}, "
             f"{largest}) was used"
         )
+    if image.format == "HEIF":  # a burst or a set of exposures: pillow-heif opens the primary
+        return frames, f"a HEIF of {frames} images: the primary one was used"
     return frames, f"an animation of {frames} frames: the first was used"
 
 
@@ -445,25 +447,31 @@ def portable_exif(data: bytes) -> bytes | None:
 
 
 def _srgb_pixels(image: Image.Image, name: str) -> np.ndarray:
-    """Any mode to H x W x 3 float32 sRGB in 0..255, alpha flattened onto white."""
+    """Any mode to H x W x 3 float32 sRGB in 0..255, alpha flattened onto white; colour from an
+    ICC profile or, where a HEIF has none, from its nclx numbers (`media.nclx`)."""
     if image.mode in _WIDE_GREY_SCALE:
         # Pillow's colour management cannot transform these modes, so any profile is ignored.
         grey = np.asarray(image, dtype=np.float32) * _WIDE_GREY_SCALE[image.mode]
         return np.repeat(np.clip(grey, 0, 255)[..., np.newaxis], 3, axis=2)
     icc_profile = image.info.get("icc_profile")
+    described = image.info.get("nclx_profile") if not icc_profile else None
     try:
         if image.has_transparency_data:
             image = image.convert("RGBA")
         elif image.mode not in ("L", "RGB", "CMYK"):
             image = image.convert("RGB")
         image = _to_srgb(image, icc_profile)
-        if image.mode != "RGBA":
-            return np.asarray(image.convert("RGB"), dtype=np.float32)
+        if image.mode == "RGBA":
+            rgba = np.asarray(image, dtype=np.float32)
+            opacity = rgba[..., 3:] / 255
+            pixels = rgba[..., :3] * opacity + 255 * (1 - opacity)
+        else:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
     except ValueError as exc:  # Pillow has no conversion for this mode (LAB, HSV, ...)
         raise InputError(f"{name}: unsupported colour mode {image.mode}") from exc
-    rgba = np.asarray(image, dtype=np.float32)
-    opacity = rgba[..., 3:] / 255
-    return rgba[..., :3] * opacity + 255 * (1 - opacity)
+    if isinstance(described, dict) and nclx.needs_conversion(described):
+        pixels = nclx.to_srgb(pixels, described)
+    return pixels
 
 
 def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
