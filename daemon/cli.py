@@ -39,10 +39,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _Version(argparse.Action):
+    """--version: the version, and the photo formats this install reads and writes (looked up
+    only when asked, so other commands do not pay for it)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="version and formats, then exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from daemon.media import formats
+
+        print(f"stylebox {__version__}\n{formats.summary()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line; defaults are read from StyleSettings and the config's models."""
     parser = _Parser(prog="stylebox", description="Drop-folder neural style transfer.")
-    parser.add_argument("--version", action="version", version=f"stylebox {__version__}")
+    parser.add_argument("--version", action=_Version)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -51,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--style", type=Path, action="append", help="painting (repeat to blend)")
     stylize.add_argument("--preset", help="a preset from --config instead of --style")
     stylize.add_argument("--config", type=Path, help="config file holding --preset")
-    stylize.add_argument("--out", type=Path, required=True, help="output .jpg, .png or .tif")
+    stylize.add_argument(
+        "--out", type=Path, required=True, help="output .jpg, .png, .tif, .webp, .avif or .heic"
+    )
     stylize.add_argument("--size", type=int, help=f"long side in px (default {DEFAULTS.size})")
     stylize.add_argument("--alpha", type=float, help=f"content weight (default {DEFAULTS.alpha:g})")
     stylize.add_argument("--beta", type=float, help=f"style weight (default {DEFAULTS.beta:g})")
@@ -246,11 +262,13 @@ def _progress_logger():
 
 def _check(args: argparse.Namespace) -> int:
     from daemon.config import load_config
+    from daemon.media import formats
 
     # The machine checks too (folders, paintings, loguru, Apprise, the secrets), as the
     # daemon's start does.
     loaded = load_config(args.config, check_machine=True)
     print(f"{loaded.path}: ok, presets: {', '.join(loaded.presets)}")
+    print(formats.summary())
     if len(loaded.presets) == 1 and loaded.routing.unmatched == "default":
         print(f"every photo goes to preset {loaded.routing.default_preset}, the only one")
     return ExitCode.OK
@@ -285,6 +303,8 @@ def _status(args: argparse.Namespace) -> int:
         return ExitCode.OK
     counts = ", ".join(f"{n} {state}" for state, n in report["counts"].items())
     print(f"journal {report['journal']}: {counts}")
+    if videos := report["skipped_videos"]:
+        print(f"skipped: {videos} video{'s' if videos != 1 else ''} in the inbox (not photos)")
     if report["paused"]:
         print("paused: no new job starts until resumed (web page, or remove state_dir/paused)")
     if report["waiting"]:

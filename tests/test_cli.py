@@ -136,7 +136,7 @@ def test_check_and_the_daemons_start_name_a_painting_that_is_not_an_image(tmp_pa
         (tmp_path / folder).mkdir()
     expected = (
         f"{config}:6: presets.p.style: {tmp_path / 'notes.png'}: not an image in a format "
-        "Pillow can read"
+        "this install reads (stylebox check lists them)"
     )
     for command in ("check", "run"):
         result = stylebox(command, "--config", config)
@@ -145,4 +145,4 @@ def test_check_and_the_daemons_start_name_a_painting_that_is_not_an_image(tmp_pa
     Image.new("RGB", (16, 16), (90, 30, 200)).save(tmp_path / "notes.png", format="PNG")
     result = stylebox("check", "--config", config)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "every photo goes to preset p, the only one"
+    assert "every photo goes to preset p, the only one" in result.stdout.splitlines()

@@ -15,7 +15,7 @@ from PIL import ExifTags, Image
 from daemon.errors import InputError
 from daemon.media import formats, jxl
 from daemon.media.decode import is_whole, load_image, pixel_shape
-from tests.daemon_harness import drop, wait_for, write_config
+from tests.daemon_harness import drop, stylebox, wait_for, write_config
 from tests.formats_harness import (
     DATE,
     LATITUDE,
@@ -203,11 +203,16 @@ def test_a_heif_of_several_images_uses_its_primary_and_says_so(tmp_path: Path) -
     assert loaded.frames == 2 and "primary" in (loaded.note or "")
 
 
-def test_this_install_reads_and_writes_every_format_it_lists() -> None:
+def test_version_and_check_list_the_formats_this_install_reads_and_writes(tmp_path) -> None:
     names = {fmt.name for fmt in formats.reads()}
     assert {"HEIC/HEIF", "AVIF", "WebP", "JPEG XL", "camera RAW"} <= names
     assert formats.missing() == []
-    assert "reads: JPEG" in formats.summary()
+    version = stylebox("--version")
+    checked = stylebox("check", "--config", write_config(tmp_path))
+    assert version.returncode == 0 and checked.returncode == 0, version.stderr + checked.stderr
+    for said in (version.stdout, checked.stdout):
+        assert "reads: JPEG, PNG, TIFF, WebP, AVIF, HEIC/HEIF, JPEG XL, camera RAW" in said
+        assert "writes: jpeg, png, tiff, webp, avif, heic" in said
 
 
 def test_the_daemon_paints_heic_avif_jxl_and_dng_keeping_date_and_place(
