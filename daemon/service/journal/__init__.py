@@ -1,9 +1,10 @@
-"""The SQLite journal that is also the job queue: three stores over one connection.
+"""The SQLite journal that is also the job queue: four stores over one connection.
 
-The stores are the jobs (`jobs.py`), the outbox of notify: events (`events.py`) and the memo of
-file hashes (`memo.py`); `db.py` holds the connection, its lock and the one transaction helper they
-all go through, and `schema.py` what the file holds. `Journal` opens them together and answers
-for them, so the daemon's threads share one `Journal` and every caller has one object to hold.
+The stores are the jobs (`jobs.py`), the outbox of notify: events (`events.py`), the memo of
+file hashes (`memo.py`) and the files skipped without a job (`skipped.py`); `db.py` holds the
+connection, its lock and the one transaction helper they all go through, and `schema.py` what the
+file holds. `Journal` opens them together and answers for them, so the daemon's threads share
+one `Journal` and every caller has one object to hold.
 
 Every public method is one transaction under one lock. Time comes from the injected `now` clock,
 never from `time` directly, so tests drive backoff with a fake clock. Nothing here logs; callers
@@ -24,6 +25,7 @@ from daemon.service.journal.events import DeliveryState, Event, EventStore, Pend
 from daemon.service.journal.jobs import AddResult, Job, JobState, JobStore
 from daemon.service.journal.memo import FileMemo, FileVersion, version_of
 from daemon.service.journal.schema import SCHEMA_VERSION
+from daemon.service.journal.skipped import SkippedFiles
 
 __all__ = [
     "BUSY_TIMEOUT_SECONDS",
@@ -45,6 +47,7 @@ __all__ = [
     "JournalUnusable",
     "Painted",
     "Pending",
+    "SkippedFiles",
     "version_of",
 ]
 
@@ -52,8 +55,8 @@ __all__ = [
 class Journal:
     """The journal file's stores on one connection, shared by the daemon's threads.
 
-    Its methods are the stores' own, under the names callers have always used; `jobs`, `events`
-    and `memo` are there for code that wants one store alone.
+    Its methods are the stores' own, under the names callers have always used; `jobs`, `events`,
+    `memo` and `skipped` are there for code that wants one store alone.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class Journal:
         self.events = EventStore(self._db)
         self.jobs = JobStore(self._db, self.events)
         self.memo = FileMemo(self._db)
+        self.skipped = SkippedFiles(self._db)
 
     @classmethod
     def open_readonly(cls, path: Path, *, now: Callable[[], float] = time.time) -> Self:
@@ -288,3 +292,25 @@ class Journal:
     def forget_files(self, paths: Collection[str]) -> None:
         """Drop the memo of files that left the inbox, in one transaction."""
         self.memo.forget(paths)
+
+    # -- the files skipped (videos) ----------------------------------------------------------
+
+    def skip_file(self, path: str, version: FileVersion, kind: str) -> None:
+        """Note that the file, as it is now (its version), was skipped as `kind`."""
+        self.skipped.record(path, version, kind)
+
+    def skipped_version(self, path: str) -> FileVersion | None:
+        """The version of the file at `path` that was skipped, if it was."""
+        return self.skipped.version(path)
+
+    def skipped_count(self) -> int:
+        """How many files in the inbox are skipped (videos)."""
+        return self.skipped.count()
+
+    def skipped_paths(self) -> list[str]:
+        """Every path skipped."""
+        return self.skipped.paths()
+
+    def forget_skipped(self, paths: Collection[str]) -> None:
+        """Drop the rows of skipped files that left the inbox, in one transaction."""
+        self.skipped.forget(paths)

@@ -6,7 +6,7 @@ not a store's: a migration is numbered in one sequence for all the tables. The s
 whitespace is part of what SQLite stores in `sqlite_master`, so it stays as first written.
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each statement is run on its own: executescript() would COMMIT the surrounding transaction.
 SCHEMA: tuple[str, ...] = (
@@ -76,5 +76,20 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: (
         "ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0",
         "PRAGMA user_version = 3",
+    ),
+    # Version 4: the files skipped without a job (videos: a Live Photo's .MOV), by the version
+    # (size, mtime, ctime) seen, so a rescan or a restart says nothing of them again.
+    4: (
+        """
+        CREATE TABLE skipped_files (
+            path        TEXT PRIMARY KEY,
+            size        INTEGER NOT NULL,
+            mtime_ns    INTEGER NOT NULL,
+            ctime_ns    INTEGER NOT NULL,
+            kind        TEXT NOT NULL,  -- what it is, as the log said: 'QuickTime video'
+            skipped_at  REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "PRAGMA user_version = 4",
     ),
 }
