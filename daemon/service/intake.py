@@ -2,7 +2,8 @@
 
 Called by the watcher's settle thread (never by the observer's event callback), so hashing here
 never delays event delivery. Duplicates — the same bytes for the same preset version, under any
-name — are recognised here and never queued twice.
+name — are recognised here and never queued twice. Videos (a Live Photo's .MOV) are told from
+photos by their first bytes, before anything is hashed, and skipped: said once, left in place.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from pathlib import Path, PurePosixPath
 from loguru import logger
 
 from daemon.config import Config
+from daemon.media import decode
 from daemon.media.files import sha256_file
+from daemon.media.videos import described, video_kind
 from daemon.outbox import Outbox, OutsideOutbox, open_outbox
 from daemon.service import events
-from daemon.service.journal import Job, JobState, Journal, version_of
+from daemon.service.journal import FileVersion, Job, JobState, Journal, version_of
 
 
 def dispose_original(config: Config, journal: Journal, outbox: Outbox, path: Path) -> Path | None:
@@ -40,6 +43,14 @@ class Intake:
         self.journal = journal
         self.on_queued = on_queued
 
+    def is_ready(self, path: Path) -> bool:
+        """What the watcher asks of a file that has stopped changing before handing it over: a
+        whole photo (decode.is_whole), or a video, which is skipped as it is: its wholeness is not
+        for a photo decoder to judge, and a "not yet" would hold it back for stalled_seconds."""
+        if video_kind(path) is not None:
+            return True
+        return decode.is_whole(path, max_pixels=self.config.max_input_pixels)
+
     def accept(self, path: Path) -> None:
         """Handle one file the watcher found ready (or one that is not a regular file at all)."""
         try:
@@ -60,6 +71,10 @@ class Intake:
             self._quarantine(outbox, path, f"{path.name}: {kind}; only regular files are taken")
             return
         relative = PurePosixPath(path.relative_to(config.inbox).as_posix())
+        # A photo hashed at this version is not read again to see whether it is a video.
+        known_hash = self.journal.known_hash(str(path), version_of(info))
+        if known_hash is None and self._skipped(path, relative, version_of(info)):
+            return
         preset_name = config.routing.preset_for(relative, config.presets)
         if preset_name is None:
             if config.routing.unmatched == "quarantine":
@@ -68,7 +83,7 @@ class Intake:
                 logger.info("{}: no routing rule matches it; left in place", relative)
             return
         preset = config.presets[preset_name]
-        content_hash = self.journal.known_hash(str(path), version_of(info))
+        content_hash = known_hash
         if content_hash is None:
             content_hash = sha256_file(path)
             self.journal.remember_file(str(path), version_of(info), content_hash)
@@ -101,6 +116,22 @@ class Intake:
             # Its own original, still here after a crash between mark_done and the move.
             dispose_original(config, self.journal, outbox, path)
 
+    def _skipped(self, path: Path, relative: PurePosixPath, version: FileVersion) -> bool:
+        """Whether the file is a video, which is skipped: said once per version of it (a rescan
+        or a restart passes it by on its journal row, reading nothing), never hashed, left in
+        the inbox."""
+        skipped = self.journal.skipped_version(str(path))
+        if skipped == version:
+            return True
+        kind = video_kind(path)
+        if kind is None:
+            if skipped is not None:  # a video once, now something else at the same path
+                self.journal.forget_skipped([str(path)])
+            return False
+        logger.info("{}: {}, not a photo; skipped", relative, described(kind))
+        self.journal.skip_file(str(path), version, kind)
+        return True
+
     def _followed(self, job: Job, path: Path, relative: PurePosixPath) -> bool:
         """Whether this file is the unfinished job's photo, renamed or moved inside the inbox
         since it was queued (its old name is gone): the job follows it, nothing is queued or
@@ -116,11 +147,14 @@ class Intake:
         return True
 
     def forget_gone_files(self) -> int:
-        """Drop the hash memo of files no longer in the inbox (deleted or moved by hand); how
-        many. After a complete scan: a file that comes back later is only hashed again."""
+        """Drop the hash memo, and the rows of skipped videos, of files no longer in the inbox
+        (deleted or moved by hand); how many. After a complete scan: a file that comes back
+        later is only hashed (or looked at) again."""
         gone = [path for path in self.journal.remembered_paths() if not os.path.lexists(path)]
         self.journal.forget_files(gone)
-        return len(gone)
+        gone_skipped = [path for path in self.journal.skipped_paths() if not os.path.lexists(path)]
+        self.journal.forget_skipped(gone_skipped)
+        return len(gone) + len(gone_skipped)
 
     def _quarantine(self, outbox: Outbox, path: Path, reason: str, job: Job | None = None) -> None:
         # told first: a crash after the move would leave the photo in failed/, never offered

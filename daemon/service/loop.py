@@ -39,7 +39,6 @@ from daemon.errors import (
     StyleboxError,
 )
 from daemon.jobs.previews import PREVIEWS_DIR
-from daemon.media import decode
 from daemon.outbox import folder_mode_for, make_folder, open_outbox, remove_stale_temps
 from daemon.paths import missing_root as missing
 from daemon.service import events, pause
@@ -462,7 +461,7 @@ class Service:
             settle_seconds=watch.settle_seconds,
             rescan_interval_seconds=watch.rescan_interval_seconds,
             stalled_seconds=watch.stalled_seconds,
-            is_ready=functools.partial(decode.is_whole, max_pixels=config.max_input_pixels),
+            is_ready=intake.is_ready,  # a whole photo, or a video (skipped whole or not)
             on_scanned=intake.forget_gone_files,
             quarantine_dir=config.quarantine_dir,
             take_back=lambda name: open_outbox(config).restore(name, config.inbox),

@@ -17,10 +17,10 @@ from daemon.service.pause import is_paused
 def read_status(
     config: Config, journal: Journal | None = None, *, workers: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Counts per state, the queue, the jobs running (with how far each is, and on which worker
-    host), recent failures, each notify: channel's deliveries and the `workers` given (the worker
-    hosts, with queue.url), as plain data; from `journal` if given (the web page keeps one
-    open), else from a read-only connection of its own."""
+    """Counts per state, the videos skipped in the inbox, the queue, the jobs running (with how
+    far each is, and on which worker host), recent failures, each notify: channel's deliveries
+    and the `workers` given (the worker hosts, with queue.url), as plain data; from `journal` if
+    given (the web page keeps one open), else from a read-only connection of its own."""
     if journal is None:
         with Journal.open_readonly(config.journal_path) as own:
             return read_status(config, own, workers=workers)
@@ -31,6 +31,8 @@ def read_status(
         # a fault of the environment that holds work (a share gone, a disk full), if any
         "waiting": look(roots_of(config)),
         "counts": {str(state): n for state, n in journal.counts().items()},
+        # files left in the inbox without a job: videos (a Live Photo's .MOV), said once in the log
+        "skipped_videos": journal.skipped_count(),
         "running": [_job(job, progress=True) for job in journal.running()],
         "queue": [_job(job) for job in journal.pending(limit=20)],
         "recent_failures": [_job(job) for job in journal.recent_failures(limit=10)],
