@@ -27,7 +27,16 @@ LAYERS = (
 )
 ALLOWED_OUTSIDE = {
     "daemon.engine": {"torch", "torchvision", "numpy", "daemon.engine", "daemon.errors"},
-    "daemon.media": {"PIL", "numpy", "daemon.media", "daemon.errors"},
+    "daemon.media": {
+        "PIL",
+        "numpy",
+        "pillow_heif",
+        "pillow_jxl",
+        "rawpy",
+        "filetype",
+        "daemon.media",
+        "daemon.errors",
+    },
     "daemon.paths": set(),
 }
 
