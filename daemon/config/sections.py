@@ -37,9 +37,19 @@ from daemon.config.values import (
 
 LogLevel = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
 BitDepth = Literal[8, 16]
+# The names of daemon.media.formats.WRITE_FORMATS, written out: that module imports Pillow, which
+# loading a config must not (tests/test_output_formats.py holds the two equal).
+OutputFormat = Literal["jpeg", "png", "tiff", "webp", "avif", "heic"]
 MIN_TOKEN_CHARACTERS = 16
 _FILE_MODE = re.compile(r"0?[0-7]{3}")
-_EXTENSIONS = {"jpeg": "jpg", "png": "png", "tiff": "tif"}
+_EXTENSIONS = {
+    "jpeg": "jpg",
+    "png": "png",
+    "tiff": "tif",
+    "webp": "webp",
+    "avif": "avif",
+    "heic": "heic",
+}
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\]")
 
 
@@ -138,16 +148,19 @@ def _name_pattern(pattern: str) -> str:
 
 
 class OutputSettings(BaseModel):
-    """How results are written: format, quality, name and permissions."""
+    """How results are written: format, quality, name, permissions and what they tell of the
+    photo (its EXIF always; its location unless strip_location)."""
 
     model_config = STRICT
-    format: Literal["jpeg", "png", "tiff"] = "jpeg"
-    quality: Annotated[int, Field(ge=1, le=100)] = 92  # JPEG only
+    format: OutputFormat = "jpeg"
+    # jpeg, webp, avif and heic; png and tiff are lossless
+    quality: Annotated[int, Field(ge=1, le=100)] = 92
     bit_depth: BitDepth = 8
     name_pattern: Annotated[str, AfterValidator(_name_pattern)] = (
         "{stem}"  # {stem} {preset} {hash8}
     )
     file_mode: Annotated[int, BeforeValidator(_octal_mode)] = 0o644
+    strip_location: bool = False  # drop the photo's GPS directory from the result's EXIF
 
     @field_validator("bit_depth")
     @classmethod
