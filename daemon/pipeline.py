@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from loguru import logger
 
+from daemon import __version__
 from daemon.config import StyleImage
 from daemon.engine import memory, transfer
 from daemon.engine.device import Models
@@ -137,14 +138,31 @@ def preview_writer(progress: transfer.Progress) -> Callable[[BinaryIO], None]:
 
 
 def image_writer(
-    result: transfer.Result, photo: decode.LoadedImage, *, format: str, quality: int, bit_depth: int
+    result: transfer.Result,
+    photo: decode.LoadedImage,
+    *,
+    format: str,
+    quality: int,
+    bit_depth: int,
+    preset: str = "stylize",
+    strip_location: bool = False,
 ) -> Callable[[BinaryIO], None]:
-    """A callback that writes the result with the photo's EXIF (for outbox.atomic_write)."""
+    """A callback that writes the result with the photo's EXIF and what made it (for
+    outbox.atomic_write). The one-shot CLI names no preset: "stylize", its sub-command, says
+    how the result was made even when its styles were several files blended."""
     pixels = to_pixels(result.image)
+    provenance = encode.Provenance(f"stylebox {__version__}", preset)
 
     def write(file: BinaryIO) -> None:
         encode.save_image(
-            pixels, file, format=format, quality=quality, exif=photo.exif, bit_depth=bit_depth
+            pixels,
+            file,
+            format=format,
+            quality=quality,
+            exif=photo.exif,
+            bit_depth=bit_depth,
+            provenance=provenance,
+            strip_location=strip_location,
         )
 
     return write

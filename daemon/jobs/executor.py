@@ -238,6 +238,8 @@ class Executor:
             format=writing.format,
             quality=writing.quality,
             bit_depth=writing.bit_depth,
+            preset=painting.preset.name,
+            strip_location=writing.strip_location,
         )
         sidecar = sidecar_for(loaded, painting.preset, result, batch, self.clock(), self.worker)
         delivery = painting.outbox.deliver(planned, writer, sidecar)

@@ -35,6 +35,7 @@ class Writing:
     quality: int
     bit_depth: int
     file_mode: int
+    strip_location: bool = False  # the photo's GPS directory left out of the result's EXIF
 
 
 @dataclass(frozen=True)

@@ -52,4 +52,6 @@ def work_of(job: Job, planned: Path) -> Work:
 def writing_of(config: Config) -> Writing:
     """How this config writes results."""
     output = config.output
-    return Writing(output.format, output.quality, output.bit_depth, output.file_mode)
+    return Writing(
+        output.format, output.quality, output.bit_depth, output.file_mode, output.strip_location
+    )
