@@ -88,7 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="the network's arithmetic; auto (default): bf16 on CPUs with bf16 units, else fp32",
     )
-    stylize.add_argument("--quality", type=int, default=OUTPUT.quality, help="JPEG quality")
+    stylize.add_argument(
+        "--quality",
+        type=int,
+        default=OUTPUT.quality,
+        help="quality of a .jpg, .webp, .avif or .heic (1-100)",
+    )
     stylize.add_argument(
         "--bit-depth",
         type=int,

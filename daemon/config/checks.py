@@ -34,6 +34,7 @@ def machine_problems(config: Config | PresetsConfig) -> list[Problem]:
     return [
         *_folders(config),
         *_style_images(config),
+        *_output_format(config),
         *_rotation(config.logging),
         *_token(config.web),
         *_secrets(config.notify),
@@ -55,6 +56,25 @@ def _folders(config: Config | PresetsConfig) -> list[Problem]:
         elif not path.exists():
             problems.append(((field,), missing_root(field, path)))
     return problems
+
+
+def _output_format(config: Config | PresetsConfig) -> list[Problem]:
+    """output.format written by a library this install has: a platform without a pillow-heif
+    wheel (or a Pillow built without AVIF) is refused at the start, not at each photo's end."""
+    output = getattr(config, "output", None)
+    if output is None:
+        return []
+    from daemon.media import formats
+
+    if output.format in formats.writes():
+        return []
+    return [
+        (
+            ("output", "format"),
+            f"{output.format}: this install cannot write it (it writes "
+            f"{', '.join(formats.writes())})",
+        )
+    ]
 
 
 def _style_images(config: Config | PresetsConfig) -> list[Problem]:
