@@ -5,7 +5,7 @@
 
 A real photo (../shared/data) scaled to the size is written as a DNG of its Bayer mosaic (pidng)
 and as a JPEG q92 of the same pixels. Each way runs in a fresh Python process (its own peak RSS,
-ru_maxrss, after the imports) and is timed from opening the file to pixels at `--long-side`:
+VmHWM, and its rise over the imports) and is timed from opening the file to pixels at `--long-side`:
 
 - `demosaic`: LibRaw's full demosaic (AHD), then shrunk: every photosite interpolated;
 - `half size`: LibRaw's half-size mode, a 2x2 Bayer cell per pixel, then shrunk (what
@@ -39,12 +39,16 @@ from tests.formats_harness import write_dng
 SOURCE = DATA / "photos" / "tubingen.jpg"
 
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 import numpy as np, rawpy
 from PIL import Image
 way, path, long_side = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():  # peak resident KiB of this process's memory (ru_maxrss survives the exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+before = hwm()
 start = time.perf_counter()
 if way == "preview":
     with Image.open(path) as image:
@@ -61,7 +65,7 @@ else:
     image.thumbnail((long_side, long_side), Image.LANCZOS)
     size = image.size
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 print(json.dumps({"seconds": seconds, "peak_mib": peak / 1024, "rise_mib": (peak - before) / 1024,
                   "size": size}))
 """
