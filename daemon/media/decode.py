@@ -368,12 +368,16 @@ def _kind(head: bytes) -> str:
 
 
 def _unreadable(name: str, head: bytes) -> str:
-    """Why Pillow and its plugins found no image: a known format that does not decode (a
-    corrupt HEIC, say, which each plugin turns down alike), or no format this install reads."""
+    """Why Pillow and its plugins found no image: a format this install lacks the library for
+    (JPEG XL without its extra), a known format that does not decode (a corrupt HEIC, say, which
+    each plugin turns down alike), or no format this install reads."""
     kind = _kind(head)
-    if kind != "image":
-        return f"{name}: cannot decode this {kind} (corrupt, or cut short)"
-    return f"{name}: not an image in a format this install reads (stylebox check lists them)"
+    if kind == "image":
+        return f"{name}: not an image in a format this install reads (stylebox check lists them)"
+    absent = formats.missing_named(kind.removesuffix(" image"))
+    if absent is not None:
+        return f"{name}: a {kind}, which this install does not read ({absent.install_hint()})"
+    return f"{name}: cannot decode this {kind} (corrupt, or cut short)"
 
 
 def _frame_choice(image: Image.Image) -> tuple[int, str | None]:

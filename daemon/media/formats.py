@@ -1,11 +1,12 @@
 """Which photo formats this install reads and writes, and the plugins that teach them to Pillow.
 
-Pillow reads JPEG, PNG, TIFF, WebP, AVIF, GIF and BMP itself. HEIC/HEIF comes from pillow-heif and
-JPEG XL from pillow-jxl-plugin, both Pillow plugins registered here, once, on import; camera RAW
-(DNG and the makers' own formats) comes from rawpy, LibRaw's binding, which `media.raw` calls
-directly. All three are core dependencies: an iPhone's first photo is a HEIC and a camera's is a
-RAW, and a user should not have to learn the word "extra" to have them painted. A platform
-without a wheel for one of them loses that format alone: `reads()` and `stylebox check` say so.
+Pillow reads JPEG, PNG, TIFF, WebP, AVIF, GIF and BMP itself. HEIC/HEIF comes from pillow-heif, a
+Pillow plugin registered here, once, on import; camera RAW (DNG and the makers' own formats) from
+rawpy, LibRaw's binding, which `media.raw` calls directly. Both are core dependencies: an iPhone's
+first photo is a HEIC and a camera's is a RAW, and a user should not have to learn the word
+"extra" to have them painted. JPEG XL (pillow-jxl-plugin) is the `jxl` extra: rare on a first
+day, and GPL-3.0 (DECISIONS.md). A format whose library is missing (that extra, or a platform
+without a wheel) is the only one lost: `reads()` and `stylebox check` say so.
 """
 
 import importlib.util
@@ -21,6 +22,13 @@ class Format:
     name: str
     suffixes: tuple[str, ...]
     provider: str  # the library that reads it, as pip names it
+    extra: str | None = None  # the stylebox extra that installs it, when it is not core
+
+    def install_hint(self) -> str:
+        """How a user gets this format read: the extra, or the library stylebox should have."""
+        if self.extra is not None:
+            return f"pip install 'stylebox[{self.extra}]'"
+        return f"{self.provider} is not installed"
 
 
 # Camera RAW files LibRaw reads, by the suffixes cameras give them: a NEF or a CR2 is also a TIFF
@@ -39,7 +47,7 @@ READ_FORMATS = (
     Format("WebP", (".webp",), "pillow"),
     Format("AVIF", (".avif",), "pillow"),
     Format("HEIC/HEIF", (".heic", ".heif", ".hif"), "pillow-heif"),
-    Format("JPEG XL", (".jxl",), "pillow-jxl-plugin"),
+    Format("JPEG XL", (".jxl",), "pillow-jxl-plugin", extra="jxl"),
     Format("camera RAW", RAW_SUFFIXES, "rawpy"),
     Format("GIF", (".gif",), "pillow"),
     Format("BMP", (".bmp",), "pillow"),
@@ -72,6 +80,14 @@ def reads() -> list[Format]:
 def missing() -> list[Format]:
     """Input formats whose library is not installed here: said by `stylebox check`."""
     return [fmt for fmt in READ_FORMATS if not _readable(fmt)]
+
+
+def missing_named(kind: str) -> Format | None:
+    """The missing format a file's kind ("JPEG XL", "HEIC", as `decode` names it) belongs to."""
+    for fmt in missing():
+        if kind.upper() in fmt.name.upper().split("/"):
+            return fmt
+    return None
 
 
 def writes() -> list[str]:
