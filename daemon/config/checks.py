@@ -43,9 +43,9 @@ def machine_problems(config: Config | PresetsConfig) -> list[Problem]:
 
 
 def _folders(config: Config | PresetsConfig) -> list[Problem]:
-    """inbox, outbox and state_dir: a file where a folder is named, or no folder at all, is
-    refused here as the daemon's start refuses it (service.loop), not left for the start to find.
-    They are never created: one missing is most often a share that is not mounted."""
+    """inbox, outbox, state_dir and paintings: a file where a folder is named, or no folder at
+    all, is refused here as the daemon's start refuses it (service.loop), not left for the start
+    to find. They are never created: one missing is most often a share that is not mounted."""
     problems: list[Problem] = []
     for field in ("inbox", "outbox", "state_dir"):
         path = getattr(config, field)
@@ -55,6 +55,10 @@ def _folders(config: Config | PresetsConfig) -> list[Problem]:
             problems.append(((field,), f"{path}: not a folder"))
         elif not path.exists():
             problems.append(((field,), missing_root(field, path)))
+    paintings = config.paintings  # checked alike, but optional: a reload keeps the presets it had
+    if paintings is not None and not paintings.is_dir():
+        why = "not a folder" if paintings.exists() else "no such folder (is the share mounted?)"
+        problems.append((("paintings",), f"{paintings}: {why}"))
     return problems
 
 

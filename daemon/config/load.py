@@ -23,7 +23,8 @@ from yaml.nodes import Node
 
 from daemon.config import yaml_lines
 from daemon.config.checks import machine_problems
-from daemon.config.models import Config, PresetsConfig
+from daemon.config.models import LOADERS_FIELDS, Config, PresetsConfig
+from daemon.config.paintings import with_paintings
 from daemon.config.presets import Preset, PresetModel
 from daemon.config.values import describe, suggestion
 from daemon.errors import ConfigError
@@ -61,15 +62,28 @@ def load_presets(path: Path) -> PresetsConfig:
     return _load(path, PresetsConfig, {})
 
 
-def parse_preset(name: str, raw: dict[str, Any], base_dir: Path) -> Preset:
-    """A preset from a mapping, by the config file's rules, paths relative to base_dir (for code
-    that has no file, such as the tests)."""
+def parse_preset(
+    name: str,
+    raw: dict[str, Any],
+    base_dir: Path,
+    *,
+    file: Path | None = None,
+    root: Node | None = None,
+) -> Preset:
+    """A preset from a mapping, by the config file's rules, paths relative to base_dir. Its
+    problems are cited as `file:line: key: message` when it was read from a file of its own (a
+    painting's sidecar: `root` its nodes), else as `presets.<name>.key: message` (for code that
+    has no file, such as the tests and the web API)."""
     context = {"base_dir": base_dir.resolve(), "preset_names": (name,)}
     try:
         return PresetModel.model_validate(raw, context=context).to_preset(name)
     except ValidationError as error:
-        found = _problems(error, PresetsConfig, None, ("presets", name))
-        raise ConfigErrors([f"{dotted}: {message}" for _, dotted, message in found]) from None
+        found = _problems(error, PresetsConfig, root, ("presets", name))
+        if file is None:
+            raise ConfigErrors([f"{dotted}: {message}" for _, dotted, message in found]) from None
+        raise ConfigErrors(
+            [f"{file}:{line}: {dotted + ': ' if dotted else ''}{m}" for line, dotted, m in found]
+        ) from None
 
 
 def _load(
@@ -94,9 +108,9 @@ def _load(
     given: dict[str, str] = {}  # dotted field -> the variable that set it
     unknown: list[str] = []  # STYLEBOX_ variables that name no setting
     if isinstance(raw, dict):
-        if "path" in raw:  # the file's own path is the loader's to give
-            line, _ = yaml_lines.locate(root, ("path",))
-            problems.append((line, "path", "unknown key"))
+        for key in LOADERS_FIELDS & raw.keys():  # the file's own path (and so on): the loader's
+            line, _ = yaml_lines.locate(root, (key,))
+            problems.append((line, key, "unknown key"))
         overrides, given, unknown = _from_environment(environ, kind)
         document = {**_merged(raw, overrides), "path": resolved}
     presets = document.get("presets") if isinstance(document, dict) else None
@@ -124,7 +138,7 @@ def _load(
             for line, dotted, m in problems
         ]
         raise ConfigErrors(where)
-    return config
+    return with_paintings(config)  # after the file's own checks: a bad painting refuses nothing
 
 
 def environment_names(kind: type = Config) -> dict[str, tuple[str, ...]]:
@@ -205,8 +219,9 @@ def _problems(
     is named once, where it was given, not again as missing where it belongs."""
     found, homes = [], set()
     for detail in error.errors(include_url=False):
-        loc = prefix + detail["loc"]  # a prefix only where there is no file (root None)
-        line, dotted = yaml_lines.locate(root, loc)
+        loc = prefix + detail["loc"]  # where in the schema
+        # A file holds the whole config, or with a prefix only what lies below it (a sidecar).
+        line, dotted = yaml_lines.locate(root, detail["loc"] if root is not None else loc)
         found.append((line, dotted, _message(detail, loc, _fields(kind))))
         if detail["type"] in _EXTRA and (home := _home(loc, _fields(kind))):
             homes.add(home)
@@ -285,5 +300,6 @@ def _fields(kind: type) -> dict[tuple[str, ...], dict]:
             walk(sub, prefix)
 
     walk(schema, ())
-    del found[("path",)]  # the loader's, not the file's
+    for field in [field for field in found if field[0] in LOADERS_FIELDS]:
+        del found[field]  # the loader's, not the file's
     return found

@@ -32,6 +32,7 @@ from pydantic_core import InitErrorDetails
 
 from daemon.config.notify import EVENT_TYPES, AppriseSettings, NotifySettings, WebhookSettings
 from daemon.config.outputs import FAILED_DIR, LOGS_DIR, ORIGINALS_DIR
+from daemon.config.paintings import Painting
 from daemon.config.presets import (
     VGG19_LAYERS,
     Preset,
@@ -77,6 +78,7 @@ __all__ = [
 ]
 
 JOURNAL_NAME = "journal.sqlite3"
+LOADERS_FIELDS = frozenset({"path", "paintings_seen"})  # set by the loader, never by the file
 _DEVICE = re.compile(r"auto|cpu|cuda|cuda:[0-9]+")
 _FOLDER = "a folder path, to run the daemon"
 Problems = list[tuple[tuple[str, ...], str]]
@@ -91,12 +93,17 @@ def _device(value: Any) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class _Common:
-    """What every load of a config file checks; `path` is the file itself, set by the loader."""
+    """What every load of a config file checks; `path` is the file itself, set by the loader,
+    as is `paintings_seen`: what became of each file in the paintings folder (paintings.py),
+    whose presets follow the file's own in `presets`."""
 
     # The sections are strict models; the few plain values here are made strict one by one.
     __pydantic_config__ = ConfigDict(extra="forbid")
     path: Path
     presets: Presets
+    # A folder whose images are presets too (paintings.py); none: only the file's presets.
+    paintings: Folder | None = None
+    paintings_seen: tuple[Painting, ...] = ()
     device: Annotated[str, BeforeValidator(_device)] = "auto"
     max_input_pixels: Annotated[int, Strict(), Field(ge=1)] = DEFAULT_MAX_PIXELS
     routing: Annotated[Routing, Section, Field(validate_default=True)] = field(
@@ -222,6 +229,7 @@ def _folder_loops(values: Mapping[str, Any], info: ValidationInfo | None) -> Pro
     originals = originals if isinstance(originals, Mapping) else {}
     moving = originals.get("policy", "move") == "move"
     inbox, outbox = folder(values.get("inbox")), folder(values.get("outbox"))
+    paintings = folder(values.get("paintings"))
     state_dir = folder(values.get("state_dir"))
     move_to = folder(originals.get("move_to")) if moving else None
     if inbox is None:
@@ -237,6 +245,10 @@ def _folder_loops(values: Mapping[str, Any], info: ValidationInfo | None) -> Pro
             problems.append((("outbox",), f"inside inbox ({inbox}): results {again}"))
         elif inbox.is_relative_to(outbox):
             problems.append((("inbox",), f"inside outbox ({outbox}): results {again}"))
+    if paintings is not None and paintings.is_relative_to(inbox):
+        problems.append(
+            (("paintings",), f"inside inbox ({inbox}): paintings would be stylised as photos")
+        )
     if state_dir is not None and state_dir.is_relative_to(inbox):
         problems.append((("state_dir",), f"inside inbox ({inbox}): the journal would be a photo"))
     if move_to is not None and move_to.is_relative_to(inbox):

@@ -134,8 +134,9 @@ def _style_entries(value: Any) -> Any:
     return [{"image": entry} if isinstance(entry, str) else entry for entry in entries]
 
 
-def _folder_name(name: str, info: ValidationInfo) -> str:
-    """A preset name is a folder name in the inbox and outbox: safe, and distinct in any case."""
+def check_preset_name(name: str) -> None:
+    """Raise ValueError unless `name` can be a folder in the inbox and the outbox (for the
+    config's presets and the paintings folder's)."""
     if not _PRESET_NAME.fullmatch(name):
         raise ValueError(
             "a preset name is a folder name: 1-64 letters, digits, '_', '.' or '-', "
@@ -143,6 +144,11 @@ def _folder_name(name: str, info: ValidationInfo) -> str:
         )
     if name.casefold() in RESERVED_FOLDERS:
         raise ValueError(f"{name!r} is reserved for the outbox's own folders; choose another name")
+
+
+def _folder_name(name: str, info: ValidationInfo) -> str:
+    """A preset name is a folder name in the inbox and outbox: safe, and distinct in any case."""
+    check_preset_name(name)
     # Two presets whose folders differ only in case collide on case-insensitive shares.
     for earlier in from_context(info, "preset_names", ()):
         if earlier == name:
