@@ -326,9 +326,23 @@ def _status(args: argparse.Namespace) -> int:
         if channel["last_error"]:
             line += f" (last try: {channel['last_error']})"
         print(line)
+    if report["paintings"] is not None:
+        _print_paintings(report["paintings"])
     if report["workers"] is not None:
         _print_workers(report["workers"])
     return ExitCode.OK
+
+
+def _print_paintings(paintings: dict[str, Any]) -> None:
+    """The presets the paintings folder gives, each painting left out and why, what waits."""
+    presets = [p["preset"] for p in paintings["found"] if p["state"] == "preset"]
+    print(f"paintings in {paintings['folder']}: {', '.join(presets) or 'no preset'}")
+    for painting in paintings["found"]:
+        if painting["state"] != "preset":
+            print(f"painting {painting['file']} {painting['state']}: {painting['reason']}")
+    for folder in paintings["waiting"]:
+        photos = f"{folder['photos']} photo{'s' if folder['photos'] != 1 else ''}"
+        print(f"{photos} in {folder['painting']}/: {folder['reason']}")
 
 
 def _print_workers(workers: dict[str, Any]) -> None:

@@ -4,18 +4,22 @@ Called by the watcher's settle thread (never by the observer's event callback), 
 never delays event delivery. Duplicates — the same bytes for the same preset version, under any
 name — are recognised here and never queued twice. Videos (a Live Photo's .MOV) are told from
 photos by their first bytes, before anything is hashed, and skipped: said once, left in place.
+A photo in a folder for a painting that is not a preset (yet, or any more) waits in place: said
+once, and offered again after each reload (`offer_waiting`).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from loguru import logger
 
 from daemon.config import Config
+from daemon.config.paintings import waiting_for, waiting_reason
 from daemon.media import decode
 from daemon.media.files import sha256_file
 from daemon.media.videos import described, video_kind
@@ -42,6 +46,10 @@ class Intake:
         self.config = config
         self.journal = journal
         self.on_queued = on_queued
+        # One file at a time: the watcher's thread hands them over, the main loop's reload
+        # offers the waiting ones again.
+        self._lock = threading.Lock()
+        self._waiting: dict[Path, tuple[str, FileVersion]] = {}  # -> the painting, as it was
 
     def is_ready(self, path: Path) -> bool:
         """What the watcher asks of a file that has stopped changing before handing it over: a
@@ -54,7 +62,9 @@ class Intake:
     def accept(self, path: Path) -> None:
         """Handle one file the watcher found ready (or one that is not a regular file at all)."""
         try:
-            self._accept(path)
+            with self._lock:
+                self._waiting.pop(path, None)
+                self._accept(path)
         except OutsideOutbox as exc:  # failed/ or originals/ linked away: leave it, as the worker
             logger.error("{}: {}; left in the inbox", path.name, exc)
 
@@ -74,6 +84,11 @@ class Intake:
         # A photo hashed at this version is not read again to see whether it is a video.
         known_hash = self.journal.known_hash(str(path), version_of(info))
         if known_hash is None and self._skipped(path, relative, version_of(info)):
+            return
+        painting = waiting_for(config, relative)
+        if painting is not None:
+            logger.info("{}: {}; left in place", relative, waiting_reason(config, painting))
+            self._waiting[path] = (painting, version_of(info))
             return
         preset_name = config.routing.preset_for(relative, config.presets)
         if preset_name is None:
@@ -116,6 +131,23 @@ class Intake:
             # Its own original, still here after a crash between mark_done and the move.
             dispose_original(config, self.journal, outbox, path)
 
+    def offer_waiting(self) -> None:
+        """Take each photo that waited for a painting that is a preset now (after a reload), as
+        the watcher handed it over; one changed or gone since is left to the watcher."""
+        with self._lock:
+            waiting = list(self._waiting.items())
+        for path, (_, version) in waiting:
+            try:
+                still = version_of(os.stat(path, follow_symlinks=False)) == version
+            except OSError:
+                still = False
+            relative = PurePosixPath(path.relative_to(self.config.inbox).as_posix())
+            if not still:
+                with self._lock:
+                    self._waiting.pop(path, None)
+            elif waiting_for(self.config, relative) is None:
+                self.accept(path)
+
     def _skipped(self, path: Path, relative: PurePosixPath, version: FileVersion) -> bool:
         """Whether the file is a video, which is skipped: said once per version of it (a rescan
         or a restart passes it by on its journal row, reading nothing), never hashed, left in
@@ -154,6 +186,9 @@ class Intake:
         self.journal.forget_files(gone)
         gone_skipped = [path for path in self.journal.skipped_paths() if not os.path.lexists(path)]
         self.journal.forget_skipped(gone_skipped)
+        with self._lock:
+            for path in [path for path in self._waiting if not os.path.lexists(path)]:
+                del self._waiting[path]
         return len(gone) + len(gone_skipped)
 
     def _quarantine(self, outbox: Outbox, path: Path, reason: str, job: Job | None = None) -> None:

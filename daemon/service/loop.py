@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from loguru import logger
 
 from daemon.config import Config, Preset, layout_problems, load_config
+from daemon.config.paintings import Painting, PaintingsWatch, changes
 from daemon.engine import device
 from daemon.errors import (
     AlreadyRunning,
@@ -55,6 +56,7 @@ from daemon.service.worker import Worker
 
 LOCK_NAME = "stylebox.lock"
 MAIN_LOOP_SECONDS = 0.25
+PAINTINGS_POLL_SECONDS = 2.0  # the paintings folder's listing, looked at (at most) this often
 STOP_GRACE_SECONDS = 8.0  # systemd and users expect an exit within 10 s of SIGTERM
 TEMP_AGE_WITH_WORKERS_SECONDS = 3600.0
 NOTIFY_GRACE_SECONDS = 0.5  # for "stopped" to go out; what is left goes at the next start
@@ -302,6 +304,7 @@ class Service:
         self._worker: Stylist | None = None
         self._watcher: Watcher | None = None
         self._config: Config | None = None  # the config in force, for the add-ons
+        self._paintings: PaintingsWatch | None = None  # made as the config is first loaded
 
     def run(self) -> int:
         """Start, loop until stopped (or, with --once, until the inbox is done), stop."""
@@ -312,6 +315,8 @@ class Service:
         # The roots first: one missing is most often a share not mounted yet, which a restart
         # (exit 1) sees through; then all that `stylebox check` asks of the machine.
         locks = self._check_roots_and_lock(config)
+        # Looked at before it is read: a painting that arrives meanwhile is a change to reload for.
+        self._paintings = PaintingsWatch(config.paintings, time.monotonic())
         try:
             config = load_config(self.config_path, check_machine=True)
         except BaseException:
@@ -438,6 +443,7 @@ class Service:
             )
             self._worker, self._watcher = worker, watcher  # healthy from here on
             self.notifier.ready(f"watching {config.inbox}")
+            _log_paintings((), config.paintings_seen)
             journal.record_events([events.daemon_event("started", config)])
             return self._main_loop(config, journal, worker, intake, watcher)
         finally:
@@ -473,6 +479,9 @@ class Service:
         while not self._stop_signals:
             if worker.fatal is not None:  # cli.py maps it to its exit code, as at start-up
                 raise worker.fatal
+            if self._paintings_changed(config):
+                logger.info("the paintings folder changed; reloading the config")
+                self._reload.set()
             if self._reload.is_set():
                 self._reload.clear()
                 config = self._config = self._reload_config(config, worker, intake)
@@ -488,6 +497,18 @@ class Service:
                 return ExitCode.OK
             time.sleep(MAIN_LOOP_SECONDS)
         return ExitCode.OK
+
+    def _paintings_changed(self, config: Config) -> bool:
+        """Whether the paintings folder changed and has settled since the config was read."""
+        if self._paintings is None:
+            return False
+        watch = config.watch
+        return self._paintings.due(
+            config.paintings,
+            time.monotonic(),
+            poll_seconds=min(PAINTINGS_POLL_SECONDS, watch.poll_interval_seconds),
+            settle_seconds=watch.settle_seconds,
+        )
 
     @staticmethod
     def _queue_empty(journal: Journal) -> bool:
@@ -518,6 +539,8 @@ class Service:
         worker.config = new
         intake.config = new
         logger.info("config reloaded: presets {}", ", ".join(new.presets))
+        _log_paintings(old.paintings_seen, new.paintings_seen)
+        intake.offer_waiting()  # photos that waited for a painting that is a preset now
         return new
 
     def _install_signal_handlers(self) -> None:
@@ -530,6 +553,12 @@ class Service:
         self._stop_signals += 1
         if self._stop_signals > 1:  # a second signal: stop now; the job is requeued at start-up
             os._exit(ExitCode.OK)
+
+
+def _log_paintings(old: Sequence[Painting], new: Sequence[Painting]) -> None:
+    """A line for each painting whose fate is new: a preset, or why not."""
+    for is_problem, line in changes(old, new):
+        logger.log("WARNING" if is_problem else "INFO", line)
 
 
 def _with_fields_of(new: Config, old: Config, names: list[str]) -> Config:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from daemon.config import Config
+from daemon.config.paintings import waiting_for, waiting_reason
 from daemon.paths import shown as readable
 from daemon.service.channels import channel_labels
 from daemon.service.environment import look, roots_of
@@ -18,9 +20,10 @@ def read_status(
     config: Config, journal: Journal | None = None, *, workers: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Counts per state, the videos skipped in the inbox, the queue, the jobs running (with how
-    far each is, and on which worker host), recent failures, each notify: channel's deliveries
-    and the `workers` given (the worker hosts, with queue.url), as plain data; from `journal` if
-    given (the web page keeps one open), else from a read-only connection of its own."""
+    far each is, and on which worker host), recent failures, each notify: channel's deliveries,
+    the paintings folder (each painting's fate, and the photos waiting for one) and the
+    `workers` given (the worker hosts, with queue.url), as plain data; from `journal` if given
+    (the web page keeps one open), else from a read-only connection of its own."""
     if journal is None:
         with Journal.open_readonly(config.journal_path) as own:
             return read_status(config, own, workers=workers)
@@ -37,8 +40,50 @@ def read_status(
         "queue": [_job(job) for job in journal.pending(limit=20)],
         "recent_failures": [_job(job) for job in journal.recent_failures(limit=10)],
         "events": _events(config, journal),
+        "paintings": _paintings(config),
         "workers": workers,
     }
+
+
+def _paintings(config: Config) -> dict[str, Any] | None:
+    """Each file in the paintings folder as the config in force saw it, and the inbox folders
+    whose photos wait for a painting (their count, and why); None without a paintings folder."""
+    if config.paintings is None:
+        return None
+    return {
+        "folder": str(config.paintings),
+        "found": [painting.as_dict() for painting in config.paintings_seen],
+        "waiting": _waiting_photos(config),
+    }
+
+
+def _waiting_photos(config: Config) -> list[dict[str, Any]]:
+    """The inbox's subfolders that name no preset, with how many photos in each wait for a
+    painting (the routing rules may take some) and why."""
+    try:
+        folders = sorted(
+            entry.name
+            for entry in os.scandir(config.inbox)
+            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
+        )
+    except OSError:  # the inbox away: said under "waiting"
+        return []
+    found = []
+    for folder in folders:
+        if waiting_for(config, PurePosixPath(folder, "photo")) is None:
+            continue  # a preset's folder
+        photos = 0
+        for parent, _, names in os.walk(config.inbox / folder):
+            relative = Path(parent).relative_to(config.inbox).as_posix()
+            photos += sum(
+                not name.startswith(".")
+                and waiting_for(config, PurePosixPath(relative, name)) is not None
+                for name in names
+            )
+        if photos:
+            reason = waiting_reason(config, folder)
+            found.append({"painting": folder, "photos": photos, "reason": reason})
+    return found
 
 
 def _events(config: Config, journal: Journal) -> list[dict[str, Any]]:
