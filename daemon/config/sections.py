@@ -245,12 +245,18 @@ class WebSettings(BaseModel):
     names it answers to besides loopback ones and the listen address (a page elsewhere can
     reach it through a DNS name rebound to this machine otherwise); empty with a non-loopback
     listen: any name, with a warning. The token file is read where the page starts; `stylebox
-    check` and the start read it once before, to refuse a short token."""
+    check` and the start read it once before, to refuse a short token.
+
+    `read_token_file`: a second token that only reads /api/v1 (a dashboard, a home
+    automation); with it, the API's reads need a token too. `max_upload_mb`: the most one
+    upload (a photo, a painting) may send; more is refused with 413 while it arrives."""
 
     model_config = STRICT
     enabled: bool = True
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:8750"
     token_file: ExistingFile | None = None
+    read_token_file: ExistingFile | None = None
+    max_upload_mb: Annotated[int, Field(ge=1, le=4096)] = 100
     hosts: Annotated[
         tuple[Annotated[str, Strict(), AfterValidator(_host_name)], ...], Strict(False)
     ] = ()
@@ -269,6 +275,11 @@ class WebSettings(BaseModel):
     def loopback(self) -> bool:
         """Only this machine can reach it."""
         return self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """`max_upload_mb` in bytes (MiB)."""
+        return self.max_upload_mb * 1024 * 1024
 
 
 # --- several hosts --------------------------------------------------------------------------------

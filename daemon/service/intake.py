@@ -68,35 +68,43 @@ class Intake:
         except OutsideOutbox as exc:  # failed/ or originals/ linked away: leave it, as the worker
             logger.error("{}: {}; left in the inbox", path.name, exc)
 
-    def _accept(self, path: Path) -> None:
+    def take(self, path: Path) -> Job | None:
+        """A file known to be whole (an upload, written and renamed into the inbox) taken at
+        once instead of after the watcher's settling: its job, new or the one it repeats (None
+        if it was not queued). The watcher still comes across it; the journal makes that a
+        no-op. Raises OutsideOutbox as the worker would meet it."""
+        with self._lock:
+            return self._accept(path)
+
+    def _accept(self, path: Path) -> Job | None:
         config = self.config
         outbox = open_outbox(config)
         try:
             info = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
-            return  # gone before we got to it: nothing to do
+            return None  # gone before we got to it: nothing to do
         if not stat.S_ISREG(info.st_mode):
             # Symlinks are never followed out of the inbox; FIFOs and devices are never opened.
             kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
             self._quarantine(outbox, path, f"{path.name}: {kind}; only regular files are taken")
-            return
+            return None
         relative = PurePosixPath(path.relative_to(config.inbox).as_posix())
         # A photo hashed at this version is not read again to see whether it is a video.
         known_hash = self.journal.known_hash(str(path), version_of(info))
         if known_hash is None and self._skipped(path, relative, version_of(info)):
-            return
+            return None
         painting = waiting_for(config, relative)
         if painting is not None:
             logger.info("{}: {}; left in place", relative, waiting_reason(config, painting))
             self._waiting[path] = (painting, version_of(info))
-            return
+            return None
         preset_name = config.routing.preset_for(relative, config.presets)
         if preset_name is None:
             if config.routing.unmatched == "quarantine":
                 self._quarantine(outbox, path, f"{relative}: no routing rule matches it")
             else:
                 logger.info("{}: no routing rule matches it; left in place", relative)
-            return
+            return None
         preset = config.presets[preset_name]
         content_hash = known_hash
         if content_hash is None:
@@ -108,7 +116,7 @@ class Intake:
             logger.bind(job=job.id).info("queued {} for preset {}", relative, preset_name)
             self.on_queued()
         elif self._followed(job, path, relative):
-            return
+            return job
         elif job.state is JobState.QUARANTINED:
             self._quarantine(
                 outbox,
@@ -130,6 +138,7 @@ class Intake:
         elif job.state is JobState.DONE:
             # Its own original, still here after a crash between mark_done and the move.
             dispose_original(config, self.journal, outbox, path)
+        return job
 
     def offer_waiting(self) -> None:
         """Take each photo that waited for a painting that is a preset now (after a reload), as
