@@ -7,6 +7,11 @@ SameSite=Strict cookie; the token itself never leaves the login form. A form act
 its session's CSRF value and, when the browser sends them, an Origin of this host and a
 Sec-Fetch-Site of same-origin. Bearer requests carry no ambient credentials, so they need
 neither. Every comparison is of bytes in constant time.
+
+The API (/api/v1) takes the same token as a Bearer header. The page's script calls it with its
+session instead, and then sends the CSRF value in the X-CSRF-Token header, which no form of
+another site can set: a cookie alone never changes anything. A read token, when configured,
+reads the API and nothing else; with it, the API's reads need one of the two tokens.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 COOKIE = "stylebox_session"
+CSRF_HEADER = "x-csrf-token"
 READ_ONLY = "read-only: set web.token_file in the config to allow actions"
+NEEDS_TOKEN = "log in first (or send Authorization: Bearer <token>)"
 SESSION_SECONDS = 30 * 24 * 3600
 
 
@@ -34,8 +41,17 @@ def _same(given: str, expected: str) -> bool:
 class Access:
     """The token's checks and the open sessions; `token` None: read-only."""
 
-    def __init__(self, token: str | None, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        *,
+        read_token: str | None = None,
+        reads_need_token: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.token = token
+        self.read_token = read_token
+        self.reads_need_token = reads_need_token or read_token is not None
         self._clock = clock
         self._secret = secrets.token_bytes(32)  # for CSRF values: new at each start
         self._sessions: dict[str, float] = {}  # session id -> when it ends
@@ -48,8 +64,13 @@ class Access:
 
     def by_bearer(self, request: Request) -> bool:
         """An `Authorization: Bearer <token>` header with the token."""
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return self.token is not None and scheme.lower() == "bearer" and _same(given, self.token)
+        given = _bearer(request)
+        return self.token is not None and given is not None and _same(given, self.token)
+
+    def by_read_bearer(self, request: Request) -> bool:
+        """An `Authorization: Bearer <read token>` header with the read token."""
+        given = _bearer(request)
+        return self.read_token is not None and given is not None and _same(given, self.read_token)
 
     def session(self, request: Request) -> str | None:
         """The request's session id, while that session is open."""
@@ -89,15 +110,38 @@ class Access:
 
     def require(self, request: Request, form: dict[str, str]) -> None:
         """Refuse an action (403 or 401, with why) unless the token allows it."""
+        self._require(request, form.get("csrf", ""))
+
+    def require_api_write(self, request: Request) -> None:
+        """Refuse an API call that changes something unless the token allows it: the Bearer
+        token, or the page's session with its CSRF value in the X-CSRF-Token header."""
+        self._require(request, request.headers.get(CSRF_HEADER, ""))
+
+    def require_api_read(self, request: Request) -> None:
+        """Refuse an API read (401) when a read token is configured and the request has
+        neither token nor a session; without a read token, reads are open, as the page's."""
+        if not self.reads_need_token or self.by_read_bearer(request) or self.logged_in(request):
+            return
+        raise HTTPException(401, NEEDS_TOKEN, headers={"www-authenticate": "Bearer"})
+
+    def _require(self, request: Request, csrf: str) -> None:
         if self.read_only:
             raise HTTPException(403, READ_ONLY)
         if self.by_bearer(request):
             return
+        if self.by_read_bearer(request):
+            raise HTTPException(403, "the read token only reads: send the token to act")
         if self.session(request) is None:
-            raise HTTPException(401, "log in first (or send Authorization: Bearer <token>)")
+            raise HTTPException(401, NEEDS_TOKEN, headers={"www-authenticate": "Bearer"})
         require_same_origin(request)
-        if not _same(form.get("csrf", ""), self.csrf_for(request)):
+        if not _same(csrf, self.csrf_for(request)):
             raise HTTPException(403, "this form is stale or from another site: reload the page")
+
+
+def _bearer(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer` header, if there is one."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None
 
 
 def require_same_origin(request: Request) -> None:
@@ -108,4 +152,16 @@ def require_same_origin(request: Request) -> None:
         raise HTTPException(403, "cross-site request refused")
     origin = request.headers.get("origin")
     if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        raise HTTPException(403, "cross-site request refused")
+
+
+def require_share_launch(request: Request) -> None:
+    """403 unless the browser says it sent this itself (a share sheet: Sec-Fetch-Site `none`)
+    or from this page (`same-origin`). A share target's form carries no CSRF value, so the
+    Fetch Metadata the browser adds, which no page can forge, stands in for it: a request that
+    does not say where it comes from is refused (every browser that installs web apps says)."""
+    if request.headers.get("sec-fetch-site") not in ("same-origin", "none"):
+        raise HTTPException(403, "cross-site request refused")
+    origin = request.headers.get("origin")
+    if origin not in (None, "null") and urlsplit(origin).netloc != request.headers.get("host"):
         raise HTTPException(403, "cross-site request refused")

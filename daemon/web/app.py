@@ -19,7 +19,7 @@ import traceback
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import jinja2
 from loguru import logger
@@ -37,7 +37,7 @@ from starlette.responses import (
     RedirectResponse,
     Response,
 )
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon import __version__
@@ -59,7 +59,9 @@ from daemon.web.access import (
     Access,
     require_same_origin,
 )
+from daemon.web.api import PREFIX, Api
 from daemon.web.files import file_response, open_inside
+from daemon.web.manifest import manifest
 
 PAGE_SIZE = 24  # gallery cards per page
 FORM_LIMIT_BYTES = 16 * 1024
@@ -68,7 +70,8 @@ SECURITY_HEADERS = [
     (
         b"content-security-policy",
         b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        b"connect-src 'self'; manifest-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+        b"base-uri 'none'",
     ),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
@@ -76,7 +79,12 @@ SECURITY_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
-_STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
+_STATIC_TYPES = {
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
 _DEFAULTS = StyleSettings()
 LOGGED_CHARACTERS = 200  # of a client's path or an error message, in a log line
 MAX_PATH_NUMBER = 2**63 - 1  # SQLite's largest integer
@@ -236,6 +244,8 @@ class Site:
         return [
             Route("/", self.dashboard),
             Route("/gallery", self.gallery),
+            Route("/view/{job_id}", self.view),
+            Route("/manifest.webmanifest", manifest),
             Route("/failed", self.failed),
             Route("/presets", self.presets),
             Route("/login", self.login_form),
@@ -277,8 +287,16 @@ class Site:
         running = [self._running_view(job, now) for job in status["running"]]
         # what holds work, as /healthz says it (a full disk, a share gone), else as seen on disk
         waiting = self.running.health() or status["waiting"]
+        shared = request.query_params.get("shared", "")
         return self._page(
-            request, "dashboard.html", status=status, running=running, waiting=waiting
+            request,
+            "dashboard.html",
+            status=status,
+            running=running,
+            waiting=waiting,
+            presets=self.preset_views(),
+            max_upload_mb=self.config.web.max_upload_mb,
+            shared=shared if shared.isascii() and shared.isdigit() else None,
         )
 
     def _running_view(self, job: dict[str, Any], now: float) -> dict[str, Any]:
@@ -345,23 +363,47 @@ class Site:
         return self._page(request, "failed.html", photos=failed.list_failed(self.config))
 
     def presets(self, request: Request) -> Response:
+        return self._page(request, "presets.html", presets=self.preset_views())
+
+    def preset_views(self) -> list[dict[str, Any]]:
+        """Each preset: its paintings (with their thumbnails) and what it changes from the
+        paper's values; as the presets page, the upload panel and the API show it."""
         default = self.config.routing.default_preset
-        shown = []
+        views = []
         for name, preset in self.config.presets.items():
             changed = {
                 field.name: getattr(preset.settings, field.name)
                 for field in dataclasses.fields(StyleSettings)
                 if getattr(preset.settings, field.name) != getattr(_DEFAULTS, field.name)
             }
-            shown.append(
+            paintings = [
+                {
+                    "name": shown(style.path.name),
+                    "weight": style.weight,
+                    "thumbnail": f"/thumbs/preset/{quote(name)}/{index}.jpg",
+                }
+                for index, style in enumerate(preset.styles)
+            ]
+            views.append(
                 {
                     "name": name,
                     "default": name == default,
-                    "styles": [(style.path.name, style.weight) for style in preset.styles],
+                    "paintings": paintings,
                     "changed": changed,
                 }
             )
-        return self._page(request, "presets.html", presets=shown)
+        return views
+
+    def view(self, request: Request) -> Response:
+        """One result at full size over its photo, a slider between them, and a download."""
+        job, _ = self._job_source(request, "result")
+        card = self._card(job)
+        before = None
+        if card["original_full"]:
+            before = f"/files/{job.id}/original"
+        elif card["has_original"]:
+            before = f"/thumbs/{job.id}/original.jpg"
+        return self._page(request, "view.html", card=card, before=before)
 
     def login_form(self, request: Request) -> Response:
         return self._page(request, "login.html", error=None)
@@ -489,10 +531,10 @@ class Site:
         _, source = self._job_source(request)
         return self._send(source, (self.config.outbox,), cache="max-age=3600")
 
-    def _job_source(self, request: Request) -> tuple[Job, Path]:
+    def _job_source(self, request: Request, kind: str | None = None) -> tuple[Job, Path]:
         """A done job's result or original, as the URL's id and kind name them."""
         job = self.journal.get(path_number(request, "job_id"))
-        kind = request.path_params["kind"]
+        kind = kind or request.path_params["kind"]
         if job is None or job.state is not JobState.DONE:
             raise HTTPException(404)
         if kind == "result" and job.outputs:
@@ -520,11 +562,18 @@ def allowed_hosts(config: Config) -> list[str]:
 
 
 def build_app(running: Running, journal: Journal, access: Access) -> ASGIApp:
-    """The ASGI app, whose unexpected errors are one log line each (OneLineErrors)."""
+    """The ASGI app, the API mounted in it, whose unexpected errors are one log line each
+    (OneLineErrors)."""
     site = Site(running, journal, access)
+    api = Api(running, journal, access, site.preset_views)
+    routes: list[BaseRoute] = [
+        *site.routes(),
+        Route("/share", api.share_target, methods=["POST"]),
+        Mount(PREFIX, app=api.app()),
+    ]
     hosts = allowed_hosts(running.config())
     middleware = [
         Middleware(SecurityHeaders),
         Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False),
     ]
-    return OneLineErrors(Starlette(routes=site.routes(), middleware=middleware))
+    return OneLineErrors(Starlette(routes=routes, middleware=middleware))

@@ -49,8 +49,11 @@ def _chunks(file: BinaryIO) -> Iterator[bytes]:
             yield chunk
 
 
-def file_response(file: BinaryIO, *, name: str, cache: str) -> StreamingResponse:
-    """Send an opened file (closed once sent): inline if it is an image browsers show."""
+def file_response(
+    file: BinaryIO, *, name: str, cache: str, download: bool = False
+) -> StreamingResponse:
+    """Send an opened file (closed once sent): inline if it is an image browsers show, unless
+    `download` asks for it to be saved."""
     media_type = image_type(file)
     headers = {
         "cache-control": cache,
@@ -59,6 +62,7 @@ def file_response(file: BinaryIO, *, name: str, cache: str) -> StreamingResponse
     }
     if media_type not in INLINE_TYPES:
         media_type = "application/octet-stream"
+    if media_type not in INLINE_TYPES or download:
         safe = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in name)
         headers["content-disposition"] = f'attachment; filename="{safe}"'
     return StreamingResponse(_chunks(file), media_type=media_type, headers=headers)
