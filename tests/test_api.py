@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from daemon_harness import (
+    STYLES,
     Daemon,
     Daemons,
     http_request,
@@ -102,7 +103,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, str
         "read_token_file": str(folder / "read-token"),
         "max_upload_mb": LIMIT_MB,
     }
-    config = write_config(folder, web=web, originals={"policy": "keep"})
+    (folder / "paintings").mkdir()
+    config = write_config(
+        folder, web=web, originals={"policy": "keep"}, paintings=str(folder / "paintings")
+    )
     started = Daemons()
     daemon = started.start(config)
     url = daemon.web_url()
@@ -344,6 +348,59 @@ def test_the_openapi_document_validates_and_lists_every_route(site) -> None:
     for asset in re.findall(rb'(?:src|href)="(/api/v1/docs/[^"]+)"', page):
         code, _, content = http_request("GET", url + asset.decode())
         assert code == 200 and len(content) > 100
+
+
+def test_a_painting_added_by_the_api_paints_a_photo_and_is_removed_by_it(site) -> None:
+    daemon, url, folder = site
+    with (STYLES / "stained_glass.png").open("rb") as file, Image.open(file) as painting:
+        small = io.BytesIO()
+        painting.convert("RGB").resize((48, 48)).save(small, "PNG")
+    form = {"name": "Rose Window", "parameters": json.dumps({"size": 32, "steps": 2})}
+    body, kind = _form([("painting", b"window.png", small.getvalue())], form)
+    code, _, answer = http_request(
+        "POST", url + "/api/v1/presets", body=body, headers={"content-type": kind, **WRITE}
+    )
+    assert code == 202, answer
+    added = json.loads(answer)
+    assert added == {"name": "Rose_Window", "file": "Rose_Window.png"}
+
+    def listed() -> dict | None:
+        presets = _get_json(url, "/api/v1/presets")[1]
+        return next((p for p in presets if p["name"] == "Rose_Window"), None)
+
+    preset = wait_for(listed, "the painting a preset", daemon=daemon)
+    assert preset["from_painting"] and preset["changed"] == {"size": 32, "steps": 2}
+    code, _, job = _send(url, photo_bytes(60), preset="Rose_Window")
+    assert code == 202, job
+    done = wait_for(
+        lambda: (now := _get_json(url, f"/api/v1/jobs/{job['id']}")[1])["state"] == "done" and now,
+        "the photo painted with it",
+        daemon=daemon,
+    )
+    assert (
+        done["preset"] == "Rose_Window"
+        and max(done["result"]["width"], done["result"]["height"]) == 32
+    )
+
+    # refusals: not an image, a config preset, none of that name
+    body, kind = _form([("painting", b"notes.png", b"not a painting")], {"name": "notes"})
+    code, _, answer = http_request(
+        "POST", url + "/api/v1/presets", body=body, headers={"content-type": kind, **WRITE}
+    )
+    assert code == 422, answer
+    code, _, answer = http_request("DELETE", url + "/api/v1/presets/swirl", headers=WRITE)
+    assert code == 409, answer
+    code, _, answer = http_request("DELETE", url + "/api/v1/presets/Rose_Window", headers=READ)
+    assert code == 403
+    code, _, answer = http_request("DELETE", url + "/api/v1/presets/Rose_Window", headers=WRITE)
+    assert code == 200 and sorted(json.loads(answer)["removed"]) == [
+        "Rose_Window.png",
+        "Rose_Window.yaml",
+    ]
+    assert list((folder / "paintings").iterdir()) == []
+    wait_for(lambda: listed() is None, "the preset gone", daemon=daemon)
+    code, _, _ = http_request("DELETE", url + "/api/v1/presets/Rose_Window", headers=WRITE)
+    assert code == 404
 
 
 def test_a_restart_mid_upload_leaves_no_photo_and_no_temp(site) -> None:

@@ -11,6 +11,7 @@ unexpected error) wrap this app too, since it is mounted inside that one.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +27,8 @@ from starlette.responses import Response
 
 from daemon import __version__
 from daemon.config import Config
+from daemon.config.paintings import PaintingRefused, add_painting, remove_painting
+from daemon.outbox import safe_name
 from daemon.paths import shown
 from daemon.service.journal import Job, JobState, Journal
 from daemon.service.loop import Running
@@ -123,6 +126,9 @@ class PresetView(BaseModel):
 
     name: str
     default: bool = Field(description="photos routed to no other preset get this one")
+    from_painting: bool = Field(
+        description="made from a painting in the paintings folder (DELETE removes it)"
+    )
     paintings: list[Painting]
     changed: dict[str, Any]
 
@@ -145,6 +151,57 @@ _PHOTO_FORM = {
                             "type": "string",
                             "description": "the preset to paint it with; by default the "
                             "routing's (its rules, else routing.default_preset)",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+class PaintingAdded(BaseModel):
+    """A painting written into the paintings folder: the daemon makes it a preset at its next
+    look (after watch.settle_seconds), then GET /presets lists it."""
+
+    name: str = Field(description="the preset's name, made from the name given")
+    file: str = Field(description="the painting's file name in the paintings folder")
+
+
+class PaintingsRemoved(BaseModel):
+    """The files removed from the paintings folder (the painting and its sidecar)."""
+
+    name: str
+    removed: list[str]
+
+
+# PaintingRefused.what -> the status it answers
+_REFUSED_STATUS = {
+    "no_folder": 409,
+    "name": 422,
+    "taken": 409,
+    "image": 422,
+    "overrides": 422,
+    "missing": 404,
+}
+_PAINTING_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["painting"],
+                    "properties": {
+                        "painting": {"type": "string", "format": "binary"},
+                        "name": {
+                            "type": "string",
+                            "description": "the preset's name; by default the file's stem",
+                        },
+                        "parameters": {
+                            "type": "string",
+                            "description": "a JSON object of what the preset changes from the "
+                            'paper\'s values, as in the config: {"size": 768, "steps": 300}',
                         },
                     },
                 }
@@ -238,6 +295,35 @@ class Api:
             response_model=list[PresetView],
             dependencies=read,
             summary="The presets and their paintings",
+        )
+        router.add_api_route(
+            "/presets",
+            self.add_preset,
+            methods=["POST"],
+            status_code=202,
+            response_model=PaintingAdded,
+            dependencies=write,
+            openapi_extra=_PAINTING_FORM,
+            responses={
+                **_WRITE_ERRORS,
+                409: {"model": Problem, "description": "no paintings folder, or a config name"},
+                413: {"model": Problem, "description": "larger than web.max_upload_mb"},
+                422: {"model": Problem, "description": "not a whole image, or bad parameters"},
+            },
+            summary="Add a painting: a preset named after it",
+        )
+        router.add_api_route(
+            "/presets/{name}",
+            self.remove_preset,
+            methods=["DELETE"],
+            response_model=PaintingsRemoved,
+            dependencies=write,
+            responses={
+                **_WRITE_ERRORS,
+                404: {"model": Problem, "description": "no painting gives this preset"},
+                409: {"model": Problem, "description": "a preset of the config file"},
+            },
+            summary="Remove a preset made from a painting",
         )
         return router
 
@@ -397,6 +483,49 @@ class Api:
     def list_presets(self) -> list[PresetView]:
         """Each preset with its paintings' thumbnails."""
         return [PresetView(**view) for view in self.site_presets()]
+
+    async def add_preset(self, request: Request) -> JSONResponse:
+        """Multipart `painting` (and `name`, `parameters`): written into the paintings folder
+        once checked; the daemon makes it a preset at its next look."""
+        config = self.config
+        received = await uploads.receive(
+            dict(request.headers), request.stream(), config.state_dir, config.web.max_upload_bytes
+        )
+        try:
+            return await run_in_threadpool(self._add_painting, config, received)
+        finally:
+            received.discard()
+
+    def _add_painting(self, config: Config, received: uploads.Received) -> JSONResponse:
+        painting = received.one_file("painting")
+        if painting is None:
+            raise HTTPException(422, "no painting: send it in the form field `painting`")
+        name = received.fields.get("name", "").strip() or Path(safe_name(painting.filename)).stem
+        try:
+            overrides = json.loads(received.fields.get("parameters", "").strip() or "{}")
+        except json.JSONDecodeError as exc:
+            raise HTTPException(422, f"parameters: not JSON ({exc})") from None
+        if not isinstance(overrides, dict):
+            raise HTTPException(422, 'parameters: a JSON object, such as {"steps": 300}')
+        try:
+            path = add_painting(config, name, painting.path.read_bytes(), overrides)
+        except PaintingRefused as exc:
+            raise HTTPException(_REFUSED_STATUS[exc.what], "; ".join(exc.problems)) from None
+        except OSError as exc:
+            raise HTTPException(503, f"the paintings folder cannot take it: {exc}") from None
+        body = PaintingAdded(name=path.stem, file=path.name).model_dump()
+        return JSONResponse(body, 202, headers={"location": f"{PREFIX}/presets"})
+
+    def remove_preset(
+        self, name: Annotated[str, PathParam(max_length=64, description="the preset")]
+    ) -> PaintingsRemoved:
+        """Remove the painting (and its sidecar) that gives the preset; the daemon drops the
+        preset at its next look, and photos in its inbox folder wait."""
+        try:
+            removed = remove_painting(self.config, name)
+        except PaintingRefused as exc:
+            raise HTTPException(_REFUSED_STATUS[exc.what], "; ".join(exc.problems)) from None
+        return PaintingsRemoved(name=name, removed=[path.name for path in removed])
 
     def app(self) -> FastAPI:
         """The API as an ASGI app, to mount at PREFIX."""

@@ -363,12 +363,18 @@ class Site:
         return self._page(request, "failed.html", photos=failed.list_failed(self.config))
 
     def presets(self, request: Request) -> Response:
-        return self._page(request, "presets.html", presets=self.preset_views())
+        return self._page(
+            request,
+            "presets.html",
+            presets=self.preset_views(),
+            paintings_folder=self.config.paintings is not None,
+        )
 
     def preset_views(self) -> list[dict[str, Any]]:
         """Each preset: its paintings (with their thumbnails) and what it changes from the
         paper's values; as the presets page, the upload panel and the API show it."""
         default = self.config.routing.default_preset
+        painted = {seen.name for seen in self.config.paintings_seen if seen.state == "preset"}
         views = []
         for name, preset in self.config.presets.items():
             changed = {
@@ -388,6 +394,7 @@ class Site:
                 {
                     "name": name,
                     "default": name == default,
+                    "from_painting": name in painted,
                     "paintings": paintings,
                     "changed": changed,
                 }

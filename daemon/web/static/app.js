@@ -172,3 +172,44 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpUploads();
   setUpCompare();
 });
+
+// -- paintings: added through POST /api/v1/presets, removed through DELETE; the daemon makes
+// (or drops) the preset at its next look at the folder.
+function setUpPaintings() {
+  const form = document.getElementById("painting-form");
+  if (form) {
+    const line = document.getElementById("painting-said");
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      line.textContent = "sending";
+      fetch("/api/v1/presets", {
+        method: "POST",
+        headers: { "X-CSRF-Token": form.dataset.csrf },
+        body: new FormData(form),
+      })
+        .then((response) => response.json().then((answer) => [response.status, answer]))
+        .then(([status, answer]) => {
+          line.textContent =
+            status === 202
+              ? `added: preset ${answer.name} (${answer.file}), ready in a few seconds`
+              : `refused (${status}): ${answer.detail}`;
+        })
+        .catch(() => {
+          line.textContent = "not sent: the daemon is unreachable";
+        });
+    });
+  }
+  for (const button of document.querySelectorAll("button.remove-painting")) {
+    button.addEventListener("click", () => {
+      fetch(`/api/v1/presets/${encodeURIComponent(button.dataset.name)}`, {
+        method: "DELETE",
+        headers: { "X-CSRF-Token": button.dataset.csrf },
+      }).then((response) => {
+        button.textContent = response.ok ? "removed" : `refused (${response.status})`;
+        button.disabled = true;
+      });
+    });
+  }
+}
+
+document.addEventListener("DOMContentLoaded", setUpPaintings);
