@@ -23,7 +23,7 @@ from bench.report import save_report
 from bench.time_to_quality import PAINTINGS, PHOTOS, data_file
 from daemon import pipeline
 from daemon.config import StyleImage
-from daemon.engine import transfer
+from daemon.engine import batch_run, transfer
 from daemon.engine.device import Models, resolve_device
 from daemon.engine.settings import StyleSettings
 
@@ -53,7 +53,7 @@ def trail(models: Models, photo: str, painting: str, size: int, evaluations: int
 def stop_at(values: list[float], window: int, tolerance: float) -> int:
     """The number of evaluations after which the engine's test stops (all if it never does)."""
     for n in range(window + 1, len(values) + 1):
-        if transfer.stalled_over(values[:n], window, tolerance):
+        if batch_run.stalled_over(values[:n], window, tolerance):
             return n
     return len(values)
 
@@ -106,7 +106,9 @@ def main() -> None:
         trails = [t for path in args.analyse for t in json.loads(path.read_text())["trails"]]
     else:
         # never stop early: the whole trail
-        transfer.STOPPING = {name: (window, 0.0) for name, (window, _) in transfer.STOPPING.items()}
+        batch_run.STOPPING = {
+            name: (window, 0.0) for name, (window, _) in batch_run.STOPPING.items()
+        }
         if args.history:
             transfer.LBFGS_HISTORY = args.history
         pairs = (

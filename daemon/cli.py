@@ -23,6 +23,7 @@ from daemon.engine.settings import (
     COLOUR_MODES,
     DEFAULT_EVALUATIONS,
     FINISHES,
+    FULL_SIZE,
     PRECISIONS,
     StyleSettings,
 )
@@ -68,7 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument(
         "--out", type=Path, required=True, help="output .jpg, .png, .tif, .webp, .avif or .heic"
     )
-    stylize.add_argument("--size", type=int, help=f"long side in px (default {DEFAULTS.size})")
+    stylize.add_argument(
+        "--size",
+        type=_size,
+        help=f"long side in px, or full: the photo's own (default {DEFAULTS.size})",
+    )
+    stylize.add_argument(
+        "--single-scale",
+        action="store_true",
+        default=None,
+        help="one scale at any size, not coarse to fine (for comparisons)",
+    )
+    stylize.add_argument(
+        "--block",
+        type=int,
+        metavar="PX",
+        help="evaluate in blocks of PX (exact; for tests and benchmarks: blocks are chosen "
+        "by the device's memory otherwise)",
+    )
     stylize.add_argument("--alpha", type=float, help=f"content weight (default {DEFAULTS.alpha:g})")
     stylize.add_argument("--beta", type=float, help=f"style weight (default {DEFAULTS.beta:g})")
     stylize.add_argument(
@@ -197,7 +215,7 @@ def _stylize(args: argparse.Namespace) -> int:
         max_pixels = files.DEFAULT_MAX_PIXELS
     overrides = {
         name: getattr(args, name)
-        for name in ("size", "alpha", "beta", "steps", "finish", "colour", "seed")
+        for name in ("size", "alpha", "beta", "steps", "finish", "colour", "seed", "single_scale")
         if getattr(args, name) is not None
     }
     _check_overrides(overrides)
@@ -221,7 +239,13 @@ def _stylize(args: argparse.Namespace) -> int:
     )
     styles = pipeline.load_styles(sources, settings, max_pixels=max_pixels)
     result, photo = pipeline.stylize_file(
-        args.photo, styles, settings, models, max_pixels=max_pixels, callback=_progress_logger()
+        args.photo,
+        styles,
+        settings,
+        models,
+        max_pixels=max_pixels,
+        callback=_progress_logger(),
+        block=args.block,
     )
     writer = pipeline.image_writer(
         result, photo, format=out_format, quality=args.quality, bit_depth=args.bit_depth
@@ -233,18 +257,44 @@ def _stylize(args: argparse.Namespace) -> int:
         f"{args.out}: {w}x{h}, {result.evaluations} evaluations in {result.seconds:.1f} s "
         f"on {result.device}, objective {result.losses.total:.4g} "
         f"(content {result.losses.content:.3g}, style {result.losses.style:.3g})"
+        f"{_stages_said(result)}"
     )
     return ExitCode.OK
+
+
+def _size(text: str) -> int:
+    """--size: a number of px, or "full" (the photo's own size)."""
+    if text == "full":
+        return FULL_SIZE
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of px or full, not {text!r}") from None
 
 
 def _check_overrides(overrides: dict[str, Any]) -> None:
     """Command-line overrides get the checks of the config file's fields, never restated."""
     for name, value in overrides.items():
+        if name == "size" and value == FULL_SIZE:
+            value = "full"  # as the file gives it
         field = PresetModel.model_fields[name]
         try:
             TypeAdapter(Annotated[field.annotation, field]).validate_python(value)
         except ValidationError as error:
             raise UsageError(f"--{name} {value}: {error.errors()[0]['msg']}") from None
+
+
+def _stages_said(result) -> str:
+    """The summary line's end: the stages of a coarse-to-fine run, and blocks where any."""
+    stages = result.stages
+    said = ""
+    if len(stages) > 1:
+        sides = ", ".join(f"{max(stage.size)}" for stage in stages)
+        said += f"; {len(stages)} stages ({sides} px)"
+    blocks = max((stage.blocks for stage in stages), default=1)
+    if blocks > 1:
+        said += f"; {blocks} blocks"
+    return said
 
 
 def _progress_logger():
@@ -255,8 +305,10 @@ def _progress_logger():
         now = time.monotonic()
         if now - last["time"] >= 5 or progress.evaluation == progress.budget:
             last["time"] = now
+            stage, stages = progress.stage
             logger.info(
-                "evaluation {}/{}, objective {:.4g}",
+                "{}evaluation {}/{}, objective {:.4g}",
+                f"stage {stage} of {stages}: " if stages > 1 else "",
                 progress.evaluation,
                 progress.budget,
                 progress.losses.total,
@@ -365,6 +417,8 @@ def _running_line(job: dict[str, Any]) -> str:
     progress = job["progress"]
     line = f"{job['source']} ({job['preset']})"
     if progress is not None:
+        if progress.get("stages", 1) > 1:
+            line += f" stage {progress['stage']} of {progress['stages']},"
         line += f" evaluation {progress['evaluation']} of at most {progress['budget']}"
         if "worker" in progress:
             line += f" on {progress['worker']}"

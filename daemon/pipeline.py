@@ -37,14 +37,13 @@ def to_pixels(image: torch.Tensor) -> np.ndarray:
 def load_styles(
     sources: Sequence[StyleImage], settings: StyleSettings, *, max_pixels: int
 ) -> list[transfer.Style]:
-    """Read the style images at the size the output needs (upscaled if small); the engine
-    resizes from there, antialiased, at each scale."""
+    """Read the style images at the size the output needs, or their own if smaller: the engine
+    resizes from there, antialiased, at each scale, and upsamples a small painting only where
+    it must (a coarse stage; engine.stages), never at a finer one."""
     long_side = math.ceil(settings.style_scale * settings.size)
     styles = []
     for source in sources:
-        loaded = decode.load_image(
-            source.path, max_pixels=max_pixels, long_side=long_side, upscale=True
-        )
+        loaded = decode.load_image(source.path, max_pixels=max_pixels, long_side=long_side)
         styles.append(transfer.Style(to_tensor(loaded.pixels), source.weight))
     return styles
 
@@ -71,13 +70,17 @@ def stylize_photos(
     *,
     targets: transfer.StyleTargets | None = None,
     callback: Callable[[transfer.Progress], None] | None = None,
+    block: int | None = None,
 ) -> list[transfer.Result]:
     """Stylise named photos with one output size together (transfer.stylize_batch; the caller
-    keeps a batch within `room_for`). A lone photo the device cannot hold at that size is
-    stylised smaller, with a log line: a 24-megapixel photo at a huge size must not OOM forever."""
+    keeps a batch within `room_for`). A stage the device cannot hold whole runs in blocks
+    (engine.memory.fit_for; `block` forces blocks of that size); a lone photo too large even so
+    is stylised at the largest size that fits, with a log line, never left to run out of
+    memory."""
+    budget = models.memory_budget_bytes()
     if len(photos) == 1:
         ((name, photo),) = photos
-        settings = _fitted(name, photo, settings, models)
+        settings = _fitted(name, photo, settings, models, budget)
     model = models.for_settings(settings)
     contents = [to_tensor(photo.pixels) for _, photo in photos]
     return transfer.stylize_batch(
@@ -88,23 +91,25 @@ def stylize_photos(
         targets=targets,
         callback=callback,
         precision=models.precision,
+        fit=memory.fit_for(budget, len(photos), block),
     )
 
 
 def _fitted(
-    name: str, photo: decode.LoadedImage, settings: StyleSettings, models: Models
+    name: str, photo: decode.LoadedImage, settings: StyleSettings, models: Models, budget: int
 ) -> StyleSettings:
-    """`settings`, with the size reduced to what the device holds for this photo."""
+    """`settings`, with the size reduced to what the device holds for this photo, in blocks."""
     height, width = photo.pixels.shape[:2]
-    fitting = memory.largest_fitting_side(height, width, models.memory_budget_bytes())
+    fitting = memory.largest_side(height, width, budget)
     if fitting >= max(height, width):
         return settings
     logger.warning(
-        "{}: {}x{} px would need {:.1f} GiB on {}, more than is free; stylising at {} px",
+        "{}: {}x{} px does not fit in the {:.1f} GiB free on {}, even in blocks; stylising at "
+        "{} px",
         name,
         width,
         height,
-        memory.estimated_bytes(height, width) / 2**30,
+        budget / 2**30,
         models.device,
         fitting,
     )
@@ -119,11 +124,12 @@ def stylize_file(
     *,
     max_pixels: int,
     callback: Callable[[transfer.Progress], None] | None = None,
+    block: int | None = None,
 ) -> tuple[transfer.Result, decode.LoadedImage]:
     """One photo file, loaded and stylised (the one-shot CLI's path)."""
     photo = load_photo(photo_path, settings, max_pixels=max_pixels)
     named = [(photo_path.name, photo)]
-    (result,) = stylize_photos(named, styles, settings, models, callback=callback)
+    (result,) = stylize_photos(named, styles, settings, models, callback=callback, block=block)
     return result, photo
 
 

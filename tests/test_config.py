@@ -23,7 +23,7 @@ from daemon.config import (
     load_presets,
     parse_preset,
 )
-from daemon.engine.settings import StyleSettings
+from daemon.engine.settings import FULL_SIZE, StyleSettings
 from daemon.errors import ConfigError, ExitCode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,6 +155,7 @@ def test_every_engine_parameter_can_be_set(tmp_path: Path) -> None:
     init: noise
     pooling: max
     weights: vgg.pth
+    single_scale: true
 """,
     )
     settings = load_config(path).presets["swirl"].settings
@@ -174,9 +175,15 @@ def test_every_engine_parameter_can_be_set(tmp_path: Path) -> None:
         init="noise",
         pooling="max",
         weights=str(weights),
+        single_scale=True,
     )
     changed = {f.name for f in dataclasses.fields(StyleSettings)}
     assert all(getattr(settings, n) != getattr(StyleSettings(), n) for n in changed)
+
+
+def test_size_full_is_the_photos_own_size(tmp_path: Path) -> None:
+    path = _config_file(tmp_path, BASE + "    size: full\n")
+    assert load_config(path).presets["swirl"].settings.size == FULL_SIZE
 
 
 def test_style_layers_list_gets_equal_weights(tmp_path: Path) -> None:
@@ -364,6 +371,8 @@ def test_fingerprint_counts_style_weights(tmp_path: Path) -> None:
         ("size: 8", 0, "presets.swirl.size", "greater than or equal to 16, got 8"),
         ("size: 512.5", 0, "presets.swirl.size", "Input should be a valid integer, got 512.5"),
         ("size: '512'", 0, "presets.swirl.size", "Input should be a valid integer, got '512'"),
+        ("size: 9000", 0, "presets.swirl.size", "at most 8192 px, or full (the photo's own size)"),
+        ("size: fill", 0, "presets.swirl.size", "Input should be a valid integer, got 'fill'"),
         ("retries:\n  max_attempts: true", 1, "retries.max_attempts", "got true (a boolean)"),
         ("style_scale: 0", 0, "presets.swirl.style_scale", "greater than 0, got 0"),
         ("style_scale: 4.5", 0, "presets.swirl.style_scale", "less than or equal to 4, got 4.5"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import PAPER_LAYERS, sample_photo, shipped_image
 
-from daemon.engine import colour, device, memory, objective, transfer
+from daemon.engine import batch_run, blocks, colour, device, memory, objective, transfer
 from daemon.engine.settings import StyleSettings
 from daemon.engine.vgg import (
     CAFFE_MEAN_BGR,
@@ -282,18 +282,18 @@ def test_an_already_optimal_photo_ends_the_run_before_its_budget(vgg) -> None:
 
 
 def test_stall_means_too_little_gain_over_the_window() -> None:
-    window, tolerance = transfer.STOPPING["standard"]
+    window, tolerance = batch_run.STOPPING["standard"]
     per_evaluation = tolerance / window  # the gain per evaluation that just passes the test
     steady = [100.0 * (1 - 2 * per_evaluation) ** i for i in range(window + 1)]
     plateau = [100.0 * (1 - per_evaluation / 2) ** i for i in range(window + 1)]
-    assert not transfer.stalled_over(steady, window, tolerance)
-    assert transfer.stalled_over(plateau, window, tolerance)
-    assert not transfer.stalled_over(plateau[:window], window, tolerance)  # too short to tell
+    assert not batch_run.stalled_over(steady, window, tolerance)
+    assert batch_run.stalled_over(plateau, window, tolerance)
+    assert not batch_run.stalled_over(plateau[:window], window, tolerance)  # too short to tell
 
 
 def test_out_of_range_pixels_are_pulled_back_not_stranded() -> None:
     x = torch.tensor([300.0, 300.0, -5.0, 100.0], requires_grad=True)
-    y = transfer._ClampInward.apply(x)
+    y = batch_run.ClampInward.apply(x)
     assert y.tolist() == [255, 255, 0, 100]
     y.backward(torch.tensor([1.0, -1.0, -1.0, 1.0]))
     # Descent (x - grad) moves the first back inside: kept; the second further out: blocked.
@@ -447,12 +447,20 @@ def _missing_deep_layers() -> dict[str, torch.Tensor]:
     return {f"features.{k}": v for k, v in full.items() if int(k.split(".")[0]) >= keep_from}
 
 
-def test_memory_estimate_shrinks_the_output_to_fit() -> None:
+def test_memory_estimate_runs_what_does_not_fit_whole_in_blocks() -> None:
     assert memory.estimated_bytes(768, 1024) == pytest.approx(3.7 * 2**30, rel=0.1)  # measured
-    side = memory.largest_fitting_side(3000, 4000, 4 * 2**30)  # a 12 MP photo, 4 GiB free
-    assert memory.estimated_bytes(side * 3 // 4, side) <= 4 * 2**30
-    assert memory.estimated_bytes((side + 8) * 3 // 4, side + 8) > 4 * 2**30
-    assert memory.largest_fitting_side(3000, 4000, 0) == 16  # never below a usable size
+    budget = 4 * 2**30  # a 12 MP photo at full size, 4 GiB free
+    block, history = memory.fit_for(budget)((3000, 4000))
+    assert block is not None and block % 16 == 0 and memory.MIN_TILE <= block <= memory.MAX_TILE
+    assert memory.MIN_HISTORY <= history < 100
+    crop = (block + 2 * blocks.MARGIN) ** 2 * memory.ACTIVATION_BYTES
+    storage = 3000 * 4000 * (memory.STORAGE_BYTES + history * memory.PAIR_BYTES)
+    assert memory.BASE_BYTES + crop + storage <= budget
+    assert memory.fit_for(budget)((768, 1024)) == (None, 100)  # whole, full history
+    assert memory.fit_for(budget, block=300)((768, 1024))[0] == 288  # forced, aligned to 16
+    side = memory.largest_side(3000, 4000, budget)
+    assert side > 4000  # in blocks a 12 MP photo fits at its own size with room to spare
+    assert memory.largest_side(3000, 4000, 0) == 16  # never below a usable size
 
 
 @pytest.mark.parametrize(("height", "width"), [(1, 1), (3, 64), (64, 2)])

@@ -86,6 +86,7 @@ def test_the_web_page_knows_the_service_not_the_engine(graph: grimp.ImportGraph)
     """It reads what the service writes (and what worker hosts write in Redis); of the engine
     only its settings' defaults, which load no torch."""
     web_libraries = {"starlette", "uvicorn", "jinja2", "prometheus_client", "loguru"}
+    web_libraries |= {"fastapi", "pydantic", "python_multipart"}  # the API (daemon/web/api.py)
     daemon_parts = {
         "daemon.service",
         "daemon.outbox",

@@ -8,7 +8,7 @@ from loguru import logger
 
 from daemon import pipeline
 from daemon.config import StyleImage
-from daemon.engine import device, memory
+from daemon.engine import blocks, device, memory
 from daemon.engine.settings import StyleSettings
 
 
@@ -22,9 +22,13 @@ class _SmallDevice(device.Models):
         return self.budget
 
 
-def test_a_size_the_device_cannot_hold_is_reduced_with_a_log_line() -> None:
+def test_a_size_the_device_cannot_hold_even_in_blocks_is_reduced_with_a_log_line() -> None:
     settings = StyleSettings(size=96, steps=2)
-    budget = memory.estimated_bytes(64, 55)  # room for 64 px, not 96 (the sample is 512 x 600)
+    # room for 64 px in blocks, not 96 (the sample is 512 x 600)
+    crop = memory.ACTIVATION_BYTES * (memory.MIN_TILE + 2 * blocks.MARGIN) ** 2
+    per_pixel = memory.STORAGE_BYTES + memory.MIN_HISTORY * memory.PAIR_BYTES
+    budget = memory.BASE_BYTES + crop + per_pixel * 64 * 55
+    assert memory.largest_side(600, 512, budget) == 64
     models = _SmallDevice(torch.device("cpu"), budget=budget)
     styles = pipeline.load_styles(
         [StyleImage(REPO / "styles" / "starry_night.jpg")], settings, max_pixels=10**8

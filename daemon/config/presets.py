@@ -44,7 +44,7 @@ from daemon.config.values import (
     one_or_list,
     suggestion,
 )
-from daemon.engine.settings import StyleSettings
+from daemon.engine.settings import FULL_SIZE, StyleSettings
 from daemon.media.files import sha256_file
 
 ENGINE = StyleSettings()  # the engine's defaults, which a preset starts from
@@ -99,6 +99,16 @@ _LAYERS = TypeAdapter(Layers, config=STRICT)
 _LAYER_WEIGHTS = TypeAdapter(
     Annotated[dict[Layer, Positive], at_least_one("expected at least one layer")], config=STRICT
 )
+
+
+def _full_size(value: Any) -> Any:
+    """`size: full`, the photo's own size, as the engine's FULL_SIZE; a number as it is, up to
+    8192 px (a bigger output is `full` of a bigger photo)."""
+    if value == "full":
+        return FULL_SIZE
+    if isinstance(value, int) and not isinstance(value, bool) and value > 8192:
+        raise ValueError(f"expected at most 8192 px, or full (the photo's own size), got {value}")
+    return value
 
 
 def _layers(value: Any) -> Any:
@@ -188,7 +198,7 @@ class StyleEntry(BaseModel):
 
 # Settings added after the fingerprint's first version count only when set away from their
 # default: an upgrade that brings a new setting must not redo every finished photo.
-ADDED_SINCE_VERSION_1 = {"finish": ENGINE.finish}
+ADDED_SINCE_VERSION_1 = {"finish": ENGINE.finish, "single_scale": ENGINE.single_scale}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +236,7 @@ _AS_THE_FILE_GIVES_IT: dict[str, tuple[Any, ...]] = {
     "beta": _NON_NEGATIVE,
     "content_layers": (BeforeValidator(_layers),),
     "style_layers": (Strict(False), BeforeValidator(_weighted_layers)),
-    "size": (Field(ge=16, le=8192),),
+    "size": (BeforeValidator(_full_size), Field(ge=16, le=FULL_SIZE)),
     "style_scale": (Field(gt=0, le=4, allow_inf_nan=False),),
     "tv_weight": _NON_NEGATIVE,
     "steps": (Field(ge=1),),

@@ -130,6 +130,13 @@ class Objective:
         loss, terms = self.per_item(image)
         return loss, Losses(*terms.sum(1).tolist())
 
+    def value_and_backward(self, image: Tensor, items: Tensor | None = None) -> Tensor:
+        """`per_item`'s terms, with the summed objective backpropagated into `image`'s graph:
+        what an optimiser step needs, as `blocks.BlockObjective` gives it too."""
+        loss, columns = self.per_item(image, items)
+        loss.backward()
+        return columns
+
     def per_item(self, image: Tensor, items: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The summed objective of a batch of the photos at `items` (all when None), and each
         item's terms as a detached (4, B) tensor of Losses' fields, left on the device: the

@@ -17,6 +17,9 @@ ColourMode = Literal["style", "luminance", "histogram"]
 OptimizerName = Literal["lbfgs", "adam"]
 Pooling = Literal["avg", "max"]
 InitMode = Literal["content", "noise"]
+# `size: full`: the photo's own size (outputs are never larger than their photo); any number
+# above the largest photo the pixel limit lets in says that.
+FULL_SIZE = 1 << 16
 DEFAULT_EVALUATIONS = 300  # a run's upper bound when a preset sets no `steps`
 # How finished a run is before it stops: the stopping rule of each is in engine.transfer.
 Finish = Literal["draft", "standard", "fine"]
@@ -51,3 +54,4 @@ class StyleSettings:
     init: InitMode = "content"
     pooling: Pooling = "avg"
     weights: str = "caffe"  # "caffe", "torchvision" or a path to a local state dict
+    single_scale: bool = False  # True: one scale at any size, no coarse to fine (engine.stages)

@@ -12,9 +12,7 @@ end did worse (DECISIONS.md, clamp at every evaluation).
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,24 +22,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from daemon.engine import colour
-from daemon.engine.lbfgs import LBFGS_HISTORY, BatchLBFGS
+from daemon.engine import colour, stages
+from daemon.engine.batch_run import (
+    BF16_AFTER,
+    STOPPING,
+    BatchRun,
+    Phase,
+    PhotoRun,
+    Progress,
+    optimize_together,
+    rgb,
+)
+from daemon.engine.blocks import BlockObjective, block_grams
+from daemon.engine.lbfgs import LBFGS_HISTORY
 from daemon.engine.objective import Losses, Objective, gram
 from daemon.engine.settings import DEFAULT_EVALUATIONS, DEFAULT_PRECISION, StyleSettings
 from daemon.engine.vgg import MIN_SIDE, VGGFeatures
-
-# One scale, at the output size, not coarse-to-fine (Gatys et al., CVPR 2017): upsampling blurs
-# away what relu1_1..relu3_1 measure. What each was measured to cost is in DECISIONS.md (one
-# scale): figures kept in a comment go stale as the code changes.
-# Per `finish`: (window, tolerance) of the stopping test, which ends a run once its best
-# objective fell by less than `tolerance` (relative) over the last `window` evaluations
-# (DECISIONS.md, stopping rule). `steps` (or DEFAULT_EVALUATIONS) bounds every run.
-BF16_AFTER = 10  # fp32 evaluations before a bf16 phase (see _optimize_together)
-STOPPING: dict[str, tuple[int, float]] = {
-    "draft": (20, 0.02),
-    "standard": (20, 0.0075),
-    "fine": (20, 0.002),
-}
 
 
 @dataclass(frozen=True)
@@ -53,16 +49,21 @@ class Style:
 
 
 @dataclass(frozen=True)
-class Progress:
-    """Reported to the caller's callback after every objective evaluation."""
+class StageReport:
+    """One scale of a result: for the sidecar and the summary line."""
 
-    evaluation: int
-    budget: int  # at most this many evaluations
-    losses: Losses
-    item: int  # which photo of the batch
-    # The best image so far as it would be the result, (3, H, W) RGB 0-255 on the CPU; a copy
-    # from the device, so for a seldom preview, not for every report.
-    picture: Callable[[], Tensor] = field(repr=False, compare=False)
+    size: tuple[int, int]  # (H, W)
+    evaluations: int
+    budget: int
+    seconds: float  # this stage's
+    ended: float  # seconds since the run started, when this stage ended
+    objective: float  # the best, at this stage's size
+    blocks: int  # 1: the whole image at once
+
+
+# What a stage of this size may use: (block px or None for the whole image, L-BFGS pairs kept);
+# engine.memory.fit_for makes one from the device's memory.
+Fit = Callable[[tuple[int, int]], tuple[int | None, int]]
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class Result:
     device: str
     history: list[tuple[float, float]] = field(repr=False)  # (seconds, best objective) per eval
     precision: str = DEFAULT_PRECISION  # the network's arithmetic (bf16: fp32 to finish)
+    stages: list[StageReport] = field(default_factory=list, repr=False)  # coarsest first
 
 
 class StyleTargets:
@@ -96,11 +98,14 @@ class StyleTargets:
         styles: Sequence[Style],
         long_side: int,
         precision: str,
+        floor: int | None = None,
+        block: int | None = None,
     ) -> dict[str, Tensor]:
-        """style_grams_for's targets, computed once for each set of what makes them."""
-        key = _TargetsKey.of(model, settings, styles, long_side, precision)
+        """style_grams_for's targets, computed once for each set of what makes them (made
+        whole or in blocks, they are the same)."""
+        key = _TargetsKey.of(model, settings, styles, long_side, precision, floor)
         if key not in self._by_key:
-            self._by_key[key] = style_grams_for(model, settings, styles, long_side)
+            self._by_key[key] = style_grams_for(model, settings, styles, long_side, floor, block)
         return self._by_key[key]
 
 
@@ -115,6 +120,7 @@ class _TargetsKey:
     layers: tuple[str, ...]  # the style layers read
     style_scale: float
     long_side: int  # of the output; the styles are sized from it
+    floor: int | None  # a finer stage's: the styles are not upsampled beyond this
     device: str
     precision: str  # on a GPU it sets the convolutions' TF32 (_precision)
 
@@ -126,6 +132,7 @@ class _TargetsKey:
         styles: Sequence[Style],
         long_side: int,
         precision: str,
+        floor: int | None = None,
     ) -> _TargetsKey:
         """The key of the targets style_grams_for makes from these arguments."""
         return cls(
@@ -135,6 +142,7 @@ class _TargetsKey:
             layers=tuple(name for name, _ in settings.style_layers),
             style_scale=settings.style_scale,
             long_side=long_side,
+            floor=floor,
             device=str(next(model.parameters()).device),
             precision=precision,
         )
@@ -168,40 +176,34 @@ def layers_needed(settings: StyleSettings) -> tuple[str, ...]:
     return (*settings.content_layers, *(name for name, _ in settings.style_layers))
 
 
-class _ClampInward(torch.autograd.Function):
-    """Clamp to [0, 255]; pass gradients that would move an out-of-range pixel back inside.
-
-    A plain clamp would zero them and strand the pixel at the bound for good.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        return x.clamp(0, 255)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        # Descent moves x along -grad: above 255 that is inward when grad > 0, below 0 when < 0.
-        outward = ((x > 255) & (grad < 0)) | ((x < 0) & (grad > 0))
-        return grad.masked_fill(outward, 0)
-
-
 def style_grams_for(
-    model: VGGFeatures, settings: StyleSettings, styles: Sequence[Style], long_side: int
+    model: VGGFeatures,
+    settings: StyleSettings,
+    styles: Sequence[Style],
+    long_side: int,
+    floor: int | None = None,
+    block: int | None = None,
 ) -> dict[str, Tensor]:
-    """Blended targets sum_i w_i A_i / M_i, each style sized to style_scale x the output's side."""
+    """Blended targets sum_i w_i A_i / M_i, each style sized to style_scale x the output's side;
+    with `floor`, no larger than the painting as given (or `floor`, if that is larger): a finer
+    stage's. With `block`, each painting's Grams are made in blocks (`blocks.block_grams`)."""
     side = max(MIN_SIDE, round(settings.style_scale * long_side))
     total_weight = sum(style.weight for style in styles)
+    layers = tuple(name for name, _ in settings.style_layers)
     grams: dict[str, Tensor] = {}
     device = next(model.parameters()).device
     with torch.no_grad():
         for style in styles:
             h, w = style.image.shape[-2:]
-            image = _pad_to_min_side(resize(style.image.to(device), fit_size(h, w, side)))
-            feats = model(image[None])
-            for name, _ in settings.style_layers:
-                g = gram(feats[name]) * (style.weight / total_weight)
+            own = side if floor is None else min(side, max(floor, h, w))
+            image = _pad_to_min_side(resize(style.image.to(device), fit_size(h, w, own)))
+            if block is None:
+                feats = model(image[None])
+                made = {name: gram(feats[name]) for name in layers}
+            else:
+                made = block_grams(model, image[None], layers, block)
+            for name in layers:
+                g = made[name] * (style.weight / total_weight)
                 grams[name] = grams[name] + g if name in grams else g
     return grams
 
@@ -215,12 +217,14 @@ def stylize(
     targets: StyleTargets | None = None,
     callback: Callable[[Progress], None] | None = None,
     precision: str = DEFAULT_PRECISION,
+    fit: Fit | None = None,
 ) -> Result:
     """Repaint `content` (RGB 0-255, (3, H, W)) in the style of `styles`.
 
     The output's long side is `settings.size`, or the photo's own if smaller (never upscaled).
     `targets` caches the style Grams across calls with the same styles and settings.
-    `precision` is the GPU's arithmetic for the network (settings.PRECISIONS).
+    `precision` is the GPU's arithmetic for the network (settings.PRECISIONS); `fit`: see
+    `stylize_batch`.
     """
     return stylize_batch(
         model,
@@ -230,6 +234,7 @@ def stylize(
         targets=targets,
         callback=callback,
         precision=precision,
+        fit=fit,
     )[0]
 
 
@@ -248,13 +253,19 @@ def stylize_batch(
     targets: StyleTargets | None = None,
     callback: Callable[[Progress], None] | None = None,
     precision: str = DEFAULT_PRECISION,
+    fit: Fit | None = None,
 ) -> list[Result]:
     """`stylise` for several photos with the same `output_size`, evaluated as one batch.
 
     Each photo keeps its own optimiser state (history, line search, stopping), fed with its
     own objective and gradient, so its result is what `stylize` gives alone, up to
     floating-point noise; the batch shares the network's passes and the optimiser's arithmetic
-    (and, in bf16, the moments it switches arithmetic: see _optimize_together).
+    (and, in bf16, the moments it switches arithmetic: see batch_run.optimize_together).
+
+    A large output goes coarse to fine (`stages.plan`), each stage started from the last one's
+    result upsampled, with its own targets. `fit` says, per stage size, whether it runs whole
+    or in blocks and how much L-BFGS history it keeps (`memory.fit_for`); None: whole, full
+    history (the caller knows the device holds it).
     """
     if not styles:
         raise ValueError("at least one style image is needed")
@@ -267,53 +278,146 @@ def stylize_batch(
     if len(sizes) != 1:
         raise ValueError(f"photos of one batch must have one output size, not {sorted(sizes)}")
     (size,) = sizes
-    long_side = max(size)
-    budget = settings.steps or DEFAULT_EVALUATIONS
-    window, _ = STOPPING[settings.finish]
-    scaled = [_pad_to_min_side(resize(photo, size)) for photo in photos]
-    if settings.colour == "luminance":
-        # (1, H, W): optimised as one channel
-        scaled = [colour.luminance(photo) for photo in scaled]
-    with _precision(device, precision) as bf16:
-        grams = [
-            _style_grams(model, settings, styles, p, long_side, targets, precision) for p in photos
-        ]
-        batch_grams = {name: torch.cat([g[name] for g in grams]) for name in grams[0]}
-        content = _rgb(torch.stack(scaled))
-        fp32 = Objective(model, settings, content, batch_grams)
-        phases = [_Phase(fp32)]
-        # see _optimize_together; a budget too small for three phases stays in fp32
-        if bf16 and settings.optimizer == "lbfgs" and budget > BF16_AFTER + 2 * window:
-            low = Objective(model, settings, content, batch_grams, bf16=True)
-            phases = [_Phase(fp32, BF16_AFTER), _Phase(low), _Phase(fp32)]
-
-        def picture(item: int, image: Tensor) -> Tensor:
-            """The optimised `image` of photo `item` as its result: cropped, coloured, RGB."""
-            out = image[0, :, : size[0], : size[1]].detach()  # without the padding
-            if settings.colour == "luminance":
-                out = colour.with_chroma_of(out, resize(photos[item], size)).clamp(0, 255)
-            return out.expand(3, -1, -1).cpu().clone()
-
-        starts = [_initial_image(photo, settings) for photo in scaled]
-        run = _BatchRun(phases, starts, budget, settings, started, callback, picture)
-        runs = _optimize_together(run, starts, settings.optimizer)
-    used = "bf16" if len(phases) > 1 else "fp32" if precision == "bf16" else precision
-
+    plan = stages.plan(
+        size, settings.steps or DEFAULT_EVALUATIONS, single_scale=settings.single_scale
+    )
+    first_style_side = max(MIN_SIDE, round(settings.style_scale * max(plan[0].size)))
+    job = _Job(model, settings, styles, photos, targets, callback, precision, started)
+    starts: list[Tensor] | None = None
+    reports: list[list[StageReport]] = [[] for _ in photos]
+    for index, stage in enumerate(plan):
+        shape = (index + 1, len(plan))
+        # a finer stage reads each painting at no more than its own size (or the first
+        # stage's): upsampling a painting adds blur, not strokes
+        floor = first_style_side if index else None
+        runs, picture, used, blocks = job.run_stage(stage, shape, starts, fit, floor)
+        for item, run in enumerate(runs):
+            begun = reports[item][-1].ended if reports[item] else 0.0
+            reports[item].append(
+                StageReport(
+                    size=stage.size,
+                    evaluations=len(run.trail),
+                    budget=stage.budget,
+                    seconds=run.seconds - begun,
+                    ended=run.seconds,
+                    objective=run.losses.total,
+                    blocks=blocks,
+                )
+            )
+        if index + 1 < len(plan):
+            following = plan[index + 1].size
+            starts = [_upsampled(run.image, stage.size, following) for run in runs]
     results = []
     for item, run in enumerate(runs):
         results.append(
             Result(
                 image=picture(item, run.image),
                 losses=run.losses,
-                evaluations=len(run.trail),
-                budget=budget,
+                evaluations=sum(report.evaluations for report in reports[item]),
+                budget=sum(stage.budget for stage in plan),
                 seconds=run.seconds,
                 device=str(device),
-                history=run.history,
+                history=[point for r in job.histories[item] for point in r],
                 precision=used,
+                stages=reports[item],
             )
         )
     return results
+
+
+def _upsampled(image: Tensor, size: tuple[int, int], following: tuple[int, int]) -> Tensor:
+    """A stage's best image (1, C, H, W), its padding cut off, resized to the next stage's size."""
+    cropped = image[0, :, : size[0], : size[1]]
+    return _pad_to_min_side(resize(cropped, following))[None]
+
+
+class _Job:
+    """What every stage of one `stylize_batch` shares: the network, the photos and paintings at
+    their own sizes, the cache of targets, the callback; `run_stage` runs one scale."""
+
+    def __init__(
+        self,
+        model: VGGFeatures,
+        settings: StyleSettings,
+        styles: list[Style],
+        photos: list[Tensor],
+        targets: StyleTargets | None,
+        callback: Callable[[Progress], None] | None,
+        precision: str,
+        started: float,
+    ) -> None:
+        self.model, self.settings, self.styles, self.photos = model, settings, styles, photos
+        self.targets, self.callback, self.precision = targets, callback, precision
+        self.started = started
+        self.histories: list[list[list[tuple[float, float]]]] = [[] for _ in photos]
+
+    def run_stage(
+        self,
+        stage: stages.Stage,
+        shape: tuple[int, int],
+        starts: list[Tensor] | None,
+        fit: Fit | None,
+        style_floor: int | None,
+    ) -> tuple[list[PhotoRun], Callable[[int, Tensor], Tensor], str, int]:
+        """One scale to its stopping rule: each photo's run, the picture maker, the arithmetic
+        used and the number of blocks (1: whole)."""
+        settings, photos, model = self.settings, self.photos, self.model
+        size, budget = stage.size, stage.budget
+        device = photos[0].device
+        long_side = max(size)
+        window, _ = STOPPING[settings.finish]
+        block, history = fit(size) if fit is not None else (None, LBFGS_HISTORY)
+        scaled = [_pad_to_min_side(resize(photo, size)) for photo in photos]
+        if settings.colour == "luminance":
+            # (1, H, W): optimised as one channel
+            scaled = [colour.luminance(photo) for photo in scaled]
+        with _precision(device, self.precision) as bf16:
+            grams = [
+                _style_grams(
+                    model,
+                    settings,
+                    self.styles,
+                    p,
+                    long_side,
+                    self.targets,
+                    self.precision,
+                    style_floor,
+                    block,
+                )
+                for p in photos
+            ]
+            batch_grams = {name: torch.cat([g[name] for g in grams]) for name in grams[0]}
+            content = rgb(torch.stack(scaled))
+
+            def objective(low: bool = False) -> Objective | BlockObjective:
+                if block is None:
+                    return Objective(model, settings, content, batch_grams, bf16=low)
+                return BlockObjective(model, settings, content, batch_grams, block=block, bf16=low)
+
+            fp32 = objective()
+            phases = [Phase(fp32)]
+            # see optimize_together; a budget too small for three phases stays in fp32
+            if bf16 and settings.optimizer == "lbfgs" and budget > BF16_AFTER + 2 * window:
+                phases = [Phase(fp32, BF16_AFTER), Phase(objective(low=True)), Phase(fp32)]
+
+            def picture(item: int, image: Tensor) -> Tensor:
+                """The optimised `image` of photo `item` as its result: cropped, coloured, RGB."""
+                out = image[0, :, : size[0], : size[1]].detach()  # without the padding
+                if settings.colour == "luminance":
+                    out = colour.with_chroma_of(out, resize(photos[item], size)).clamp(0, 255)
+                return out.expand(3, -1, -1).cpu().clone()
+
+            if starts is None:
+                starts = [_initial_image(photo, settings) for photo in scaled]
+            run = BatchRun(
+                phases, starts, budget, settings, self.started, self.callback, picture, shape
+            )
+            runs = optimize_together(run, starts, settings.optimizer, history)
+        for item, photo_run in enumerate(runs):
+            self.histories[item].append(photo_run.history)
+        used = "bf16" if len(phases) > 1 else "fp32" if self.precision == "bf16" else self.precision
+        blocks = 1 if block is None else fp32.blocks  # type: ignore[union-attr]
+        return runs, picture, used, blocks
 
 
 @contextmanager
@@ -345,6 +449,8 @@ def _style_grams(
     long_side: int,
     targets: StyleTargets | None,
     precision: str,
+    floor: int | None,
+    block: int | None,
 ) -> dict[str, Tensor]:
     """The style targets for one photo: shared by every photo (and cached) unless the colour
     mode matches the paintings to this photo first."""
@@ -357,9 +463,10 @@ def _style_grams(
     elif settings.colour == "histogram":
         styles = [Style(colour.match_histogram(s.image, photo), s.weight) for s in styles]
 
+    rgb_styles = _as_rgb_styles(styles)
     if targets is not None and settings.colour == "style":
-        return targets.grams(model, settings, _as_rgb_styles(styles), long_side, precision)
-    return style_grams_for(model, settings, _as_rgb_styles(styles), long_side)
+        return targets.grams(model, settings, rgb_styles, long_side, precision, floor, block)
+    return style_grams_for(model, settings, rgb_styles, long_side, floor, block)
 
 
 def _pad_to_min_side(image: Tensor) -> Tensor:
@@ -375,13 +482,8 @@ def _pad_to_min_side(image: Tensor) -> Tensor:
     return F.pad(image[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
 
 
-def _rgb(image: Tensor) -> Tensor:
-    """A (C, H, W) or (B, C, H, W) image with C = 1 or 3 as 3-channel RGB for VGG."""
-    return image.expand(*image.shape[:-3], 3, *image.shape[-2:])
-
-
 def _as_rgb_styles(styles: Sequence[Style]) -> list[Style]:
-    return [Style(_rgb(s.image), s.weight) for s in styles]
+    return [Style(rgb(s.image), s.weight) for s in styles]
 
 
 def _initial_image(photo: Tensor, settings: StyleSettings) -> Tensor:
@@ -391,162 +493,3 @@ def _initial_image(photo: Tensor, settings: StyleSettings) -> Tensor:
     generator = torch.Generator().manual_seed(settings.seed)
     noise = torch.randn(photo.shape, generator=generator) * 32 + 128
     return noise.to(photo.device)[None].clamp(0, 255)
-
-
-@dataclass(frozen=True)
-class _Phase:
-    """A stretch of a run in one arithmetic: `evaluations` long, or until the stopping test."""
-
-    objective: Objective
-    evaluations: int | None = None
-
-
-@dataclass
-class _PhotoRun:
-    """One photo's part of a run: the best image evaluated so far and its trail."""
-
-    image: Tensor  # the best evaluated, clamped, (1, C, H, W)
-    losses: Losses | None = None
-    trail: list[float] = field(default_factory=list)  # best objective after each evaluation
-    phase_start: int = 0  # where in `trail` the current objective's values begin
-    ready: bool = False  # done with a phase before the last (its evaluations, or stalled)
-    history: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best)
-    seconds: float = 0.0
-    done: bool = False
-
-
-class _BatchRun:
-    """One run of the optimiser over a batch: each photo's part, the phase in force and those
-    to come. The optimiser calls `evaluate`; its driver asks `done` and moves the phases on."""
-
-    def __init__(
-        self,
-        phases: list[_Phase],
-        starts: list[Tensor],
-        budget: int,
-        settings: StyleSettings,
-        started: float,
-        callback: Callable[[Progress], None] | None,
-        picture: Callable[[int, Tensor], Tensor],
-    ) -> None:
-        """`started`: the batch's perf_counter(); `picture`: what turns a photo's image into
-        its result, for the callback's preview."""
-        self.photos = [_PhotoRun(image=start) for start in starts]
-        self.shape = starts[0].shape[1:]  # (C, H, W) of every photo
-        self.phase, *self.later = phases
-        self.budget = budget
-        self.window, self.tolerance = STOPPING[settings.finish]
-        self.started = started
-        self.callback, self.picture = callback, picture
-
-    @property
-    def done(self) -> bool:
-        """Whether every photo has left the batch."""
-        return all(photo.done for photo in self.photos)
-
-    def evaluate(self, points: Tensor) -> tuple[Tensor, Tensor]:
-        """Objectives (B,) and gradients (B, n) at flat `points`; inf and 0 for photos that have
-        left the batch. Keeps each photo's best, reports progress, and decides who leaves."""
-        active = [item for item, photo in enumerate(self.photos) if not photo.done]
-        z = points.reshape(-1, *self.shape)[active].detach().requires_grad_(True)
-        items = None if len(active) == len(self.photos) else torch.tensor(active)
-        loss, columns = self.phase.objective.per_item(_rgb(_ClampInward.apply(z)), items)
-        loss.backward()
-        grad = z.grad.flatten(1)
-        f = torch.full((len(self.photos),), math.inf, dtype=torch.float64, device=points.device)
-        f[active] = columns[0].double()  # built on the device, not from numbers copied back
-        g = torch.zeros_like(points)
-        g[active] = grad
-        # the one wait on the device an evaluation: every term, and whether the gradient vanished
-        vanished = (grad.abs().amax(1) == 0).to(columns.dtype)
-        rows = torch.cat((columns, vanished[None])).T.tolist()
-        now = time.perf_counter() - self.started
-        for index, item in enumerate(active):
-            self._record(item, z[index : index + 1], rows[index], now)
-        return f, g
-
-    def _record(self, item: int, point: Tensor, row: list[float], now: float) -> None:
-        """Photo `item` evaluated at `point`: `row` is its Losses' fields and whether its
-        gradient vanished. Keeps its best, reports, and decides whether it is done."""
-        photo, terms = self.photos[item], Losses(*row[:4])
-        if photo.losses is None or terms.total < photo.losses.total:
-            photo.image, photo.losses = point.detach().clamp(0, 255), terms
-        photo.trail.append(photo.losses.total)
-        photo.history.append((now, photo.losses.total))
-        if self.callback is not None:
-            best = functools.partial(self.picture, item, photo.image)
-            self.callback(Progress(len(photo.trail), self.budget, terms, item, best))
-        over = self._phase_over(photo)
-        last = self.phase.evaluations is None and not self.later  # a stall here ends the run
-        photo.ready = over and not last
-        if len(photo.trail) >= self.budget or (over and last) or row[4]:
-            photo.done, photo.seconds = True, now
-
-    def _phase_over(self, photo: _PhotoRun) -> bool:
-        """Whether `photo` is done with the phase in force: a fixed-length phase's evaluations,
-        or an open-ended one's stopping test (settings.finish)."""
-        if self.phase.evaluations is not None:
-            return len(photo.trail) - photo.phase_start >= self.phase.evaluations
-        return stalled_over(photo.trail[photo.phase_start :], self.window, self.tolerance)
-
-    def next_phase_due(self) -> bool:
-        """Whether the batch moves on: every photo done with this phase, or one nearly out of
-        budget (a quarter left)."""
-        active = [photo for photo in self.photos if not photo.done]
-        late = any(self.budget - len(p.trail) <= max(1, self.budget // 4) for p in active)
-        return bool(self.later) and (late or all(photo.ready for photo in active))
-
-    def next_phase(self) -> None:
-        """Move on to the next phase: each photo's best is chosen again, by its values alone."""
-        self.phase = self.later.pop(0)
-        for photo in self.photos:
-            if not photo.done:
-                photo.losses, photo.phase_start = None, len(photo.trail)
-
-
-def _optimize_together(run: _BatchRun, starts: list[Tensor], optimizer: str) -> list[_PhotoRun]:
-    """Minimise each photo's objective from its start within the run's budget, all photos in
-    one batch, with `optimizer` (settings.optimizer); returns each one's best image evaluated
-    (clamped) and its trail.
-
-    Line-search probes can be worse than the point they start from, hence the best image
-    evaluated, not the last. A photo leaves the batch when its budget is spent, its best
-    objective stalls (settings.finish) or its gradient vanishes.
-
-    `phases` are the same objective in the arithmetic to use in turn, the last fp32: the batch
-    moves on once every photo has done the phase's evaluations or stalled (or a quarter of the
-    budget is left), with its L-BFGS history kept and its current point evaluated again, so no
-    line search ever compares values of two precisions (bf16's are off fp32's by more than a
-    late step gains: mixed, the search stalls there; the figures are in DECISIONS.md, figures
-    moved out of the code), and the best image is chosen by the last phase's values alone.
-    bf16 starts only after a few fp32 evaluations: the first steps are tiny, and the gradient's
-    change over them is lost in bf16's rounding, which sent the first L-BFGS step far off.
-    """
-    x = torch.cat(starts)
-    if optimizer == "adam":
-        pixels = x.detach().clone().requires_grad_(True)
-        adam = torch.optim.Adam([pixels], lr=10)  # neural-style's rate for 0-255 pixels
-        while not run.done:
-            _, g = run.evaluate(pixels.detach().flatten(1))
-            pixels.grad = g.reshape(pixels.shape)
-            adam.step()
-        return run.photos
-    flat = x.detach().flatten(1)
-    lbfgs = BatchLBFGS(flat, *run.evaluate(flat), LBFGS_HISTORY)
-    while not run.done:
-        if run.next_phase_due():
-            run.next_phase()
-            lbfgs.reanchor(*run.evaluate(lbfgs.x))
-        else:
-            trial = lbfgs.propose()
-            lbfgs.observe(trial, *run.evaluate(trial))
-    return run.photos
-
-
-def stalled_over(trail: list[float], window: int, tolerance: float) -> bool:
-    """True when the best objective (`trail`, one value per evaluation) fell by less than
-    `tolerance` of itself over the last `window` evaluations."""
-    if len(trail) <= window:
-        return False
-    before, now = trail[-window - 1], trail[-1]
-    return before - now < tolerance * abs(before)

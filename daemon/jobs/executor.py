@@ -200,8 +200,15 @@ class Executor:
             if objective is not None:
                 best[progress.item] = objective
             elapsed = time.monotonic() - started
+            stage, stages = progress.stage
             line = JobProgress(
-                progress.evaluation, progress.budget, objective, elapsed, self.clock()
+                progress.evaluation,
+                progress.budget,
+                objective,
+                elapsed,
+                self.clock(),
+                stage=stage,
+                stages=stages,
             )
             preview = partial(_write_preview, progress=progress)
             on_progress(Snapshot(batch[progress.item].work, line, preview))

@@ -18,6 +18,8 @@ class JobProgress:
     elapsed_seconds: float
     updated_at: float
     worker: str | None = None  # the host painting it, with several hosts
+    stage: int = 1  # coarse to fine: which scale it is at (the evaluations are this stage's)
+    stages: int = 1
 
     @classmethod
     def from_dict(cls, data: Any) -> JobProgress | None:

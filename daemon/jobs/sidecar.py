@@ -39,6 +39,18 @@ def sidecar_for(
         "evaluations": result.evaluations,
         "budget": result.budget,
         "losses": asdict(result.losses),
+        # each scale, coarsest first: one for a single-scale run (engine.stages)
+        "stages": [
+            {
+                "size": [stage.size[1], stage.size[0]],
+                "evaluations": stage.evaluations,
+                "budget": stage.budget,
+                "seconds": round(stage.seconds, 3),
+                "objective": stage.objective,
+                "blocks": stage.blocks,
+            }
+            for stage in result.stages
+        ],
         "seconds": {
             "stylise": round(result.seconds, 3),
             "queued": round(now - work.enqueued_at, 3),

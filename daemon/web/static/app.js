@@ -61,7 +61,8 @@ function follow(item, job) {
         said(item, `${now.state}: ${now.error || ""}`, "bad");
       } else {
         const progress = now.progress;
-        const step = progress ? ` (${progress.evaluation} of at most ${progress.budget})` : "";
+        const stage = progress && progress.stages > 1 ? `stage ${progress.stage} of ${progress.stages}, ` : "";
+        const step = progress ? ` (${stage}${progress.evaluation} of at most ${progress.budget})` : "";
         said(item, `${now.state}${step}, job ${now.id}`);
         setTimeout(() => follow(item, now), JOB_SECONDS * 1000);
       }
