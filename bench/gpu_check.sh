@@ -6,5 +6,12 @@ cd "$(dirname "$0")/.."
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv || true
 export PYTHONUNBUFFERED=1
 python3 -m bench.gpu_check --out "${1:-bench/results}"
+# print sizes: coarse to fine against one scale, each precision (bench/coarse_to_fine.py)
+for size in 1024 2048 4096; do
+    for precision in fp32 bf16; do
+        python3 -m bench.coarse_to_fine --device cuda --precision "$precision" --size "$size" \
+            --out "${1:-bench/results}"
+    done
+done
 # the L-BFGS step, compact form against the two-loop recursion, per history size
 exec python3 -m bench.lbfgs_cost --device cuda --out "${1:-bench/results}"

@@ -1,0 +1,165 @@
+"""Coarse to fine against one scale at a large size, side by side in one run, judged by more than
+the top scale's objective.
+
+    python -m bench.coarse_to_fine [--size 1024] [--steps N] [--pairs tubingen:starry_night ...]
+                                   [--block PX] [--device cpu] [--out bench/results]
+
+For each photo x painting (../shared/data): the photo at `--size` (upsampled with LANCZOS when
+it is smaller: the shared photos are 1024 px at most, and a larger painting needs a larger
+photo), painted by the engine as the daemon paints it, once coarse to fine (engine.stages) and
+once at one scale (`single_scale`), plus a native run at 512 px. Each result is scored by
+
+- its objective at its own size (the run's last best), and
+- the objective of its downsample to 512 px, with the 512 px run's targets, against the native
+  512 px run's own: a picture that keeps the painting's large structures scores lower there,
+  which the top scale's objective cannot see (VGG's receptive fields are fixed in pixels).
+
+Wall seconds are the whole stylisation (targets, every stage). `--steps` caps the budget (the
+first stage's; finer ones get a third): say so beside the figures. A sheet (photo, one scale,
+coarse to fine) per pair is saved under --out to be looked at. Prints a table and writes
+coarse_to_fine_<size>_<stamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from bench.report import save_report
+from bench.time_to_quality import data_file
+from daemon import pipeline
+from daemon.config import StyleImage
+from daemon.engine import transfer
+from daemon.engine.device import Models, resolve_device
+from daemon.engine.memory import fit_for
+from daemon.engine.objective import Objective
+from daemon.engine.settings import StyleSettings
+
+JUDGE_SIDE = 512
+
+
+def photo_at(stem: str, side: int) -> torch.Tensor:
+    """A shared photo as a (3, H, W) tensor with its long side `side` (LANCZOS either way)."""
+    with Image.open(data_file("photos", stem)) as source:
+        image = source.convert("RGB")
+    scale = side / max(image.size)
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1)
+
+
+def judged(
+    models: Models, settings: StyleSettings, photo: torch.Tensor, styles: list, image: torch.Tensor
+) -> float:
+    """The objective at JUDGE_SIDE of `image` downsampled there, with that size's targets."""
+    small = dataclasses.replace(settings, size=JUDGE_SIDE)
+    model = models.for_settings(small)
+    size = transfer.fit_size(*photo.shape[-2:], JUDGE_SIDE)
+    content = transfer.resize(photo, size)
+    grams = transfer.style_grams_for(model, small, styles, JUDGE_SIDE)
+    with torch.no_grad():
+        _, terms = Objective(model, small, content, grams).per_item(
+            transfer.resize(image, size)[None]
+        )
+    return float(terms[0, 0])
+
+
+def run(
+    models: Models,
+    settings: StyleSettings,
+    photo: torch.Tensor,
+    styles: list,
+    block: int | None,
+) -> tuple[transfer.Result, float]:
+    """One stylisation as the daemon runs it; its result and wall seconds."""
+    model = models.for_settings(settings)
+    started = time.perf_counter()
+    fit = fit_for(models.memory_budget_bytes(), 1, block)
+    result = transfer.stylize(model, photo, styles, settings, precision=models.precision, fit=fit)
+    return result, time.perf_counter() - started
+
+
+def sheet(images: list[torch.Tensor], labels: list[str], path: Path) -> None:
+    """Images side by side, each labelled, as a JPEG to look at."""
+    tiles = [Image.fromarray(pipeline.to_pixels(image).round().astype("uint8")) for image in images]
+    width, height = sum(t.width for t in tiles), max(t.height for t in tiles) + 24
+    canvas = Image.new("RGB", (width, height), "white")
+    draw, x = ImageDraw.Draw(canvas), 0
+    for tile, label in zip(tiles, labels, strict=True):
+        canvas.paste(tile, (x, 24))
+        draw.text((x + 6, 6), label, fill="black")
+        x += tile.width
+    canvas.save(path, quality=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=None, help="cap (default: the engine's)")
+    parser.add_argument("--pairs", nargs="+", default=["tubingen:starry_night"])
+    parser.add_argument("--block", type=int, default=None, help="force blocks of PX")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    models = Models(resolve_device(args.device), args.precision)
+    rows: list[dict[str, Any]] = []
+    for pair in args.pairs:
+        photo_stem, painting_stem = pair.split(":")
+        settings = StyleSettings(size=args.size, steps=args.steps)
+        source = [StyleImage(data_file("styles", painting_stem))]
+        styles = pipeline.load_styles(source, settings, max_pixels=10**9)
+        photo = photo_at(photo_stem, args.size)
+        native = dataclasses.replace(settings, size=JUDGE_SIDE)
+        small_styles = pipeline.load_styles(source, native, max_pixels=10**9)
+        native_result, native_seconds = run(
+            models, native, photo_at(photo_stem, JUDGE_SIDE), small_styles, None
+        )
+        made = {}
+        for name, each in (
+            ("coarse to fine", settings),
+            ("one scale", dataclasses.replace(settings, single_scale=True)),
+        ):
+            result, seconds = run(models, each, photo, styles, args.block)
+            made[name] = result
+            rows.append(
+                {
+                    "pair": pair,
+                    "way": name,
+                    "seconds": seconds,
+                    "evaluations": result.evaluations,
+                    "objective": result.losses.total,
+                    "objective_at_512": judged(models, settings, photo, small_styles, result.image),
+                    "native_512_objective": native_result.losses.total,
+                    "native_512_seconds": native_seconds,
+                    "stages": [
+                        {**dataclasses.asdict(stage), "size": list(stage.size)}
+                        for stage in result.stages
+                    ],
+                }
+            )
+        args.out.mkdir(parents=True, exist_ok=True)
+        sheet(
+            [photo, made["one scale"].image, made["coarse to fine"].image],
+            ["photo", "one scale", "coarse to fine"],
+            args.out / f"coarse_to_fine_{args.size}_{photo_stem}_{painting_stem}.jpg",
+        )
+    print(f"{'pair':<28} {'way':<15} {'seconds':>8} {'evals':>6} {'objective':>11} {'at 512':>11}")
+    for row in rows:
+        print(
+            f"{row['pair']:<28} {row['way']:<15} {row['seconds']:8.1f} {row['evaluations']:6d} "
+            f"{row['objective']:11.4g} {row['objective_at_512']:11.4g} "
+            f"(native 512: {row['native_512_objective']:.4g})"
+        )
+    report = {"size": args.size, "steps": args.steps, "precision": models.precision, "rows": rows}
+    print("saved", save_report(args.out, f"coarse_to_fine_{args.size}", report))
+
+
+if __name__ == "__main__":
+    main()
