@@ -45,8 +45,10 @@ def photos_fitting(height: int, width: int, budget_bytes: int) -> int:
 
 def fit_for(budget_bytes: int, photos: int = 1, block: int | None = None) -> Fit:
     """How each stage of a run of `photos` photos fits `budget_bytes`: whole with the full
-    L-BFGS history where it can; else in blocks, with as much history as leaves room for a crop
-    (at least MIN_HISTORY pairs) and the largest tile that then fits. `block` forces blocks of
+    L-BFGS history where it can; else in blocks, the history given at most half of what the
+    image's storage leaves (at least MIN_HISTORY pairs: past a few dozen, more pairs buy little)
+    and the crops the rest (the largest tile that fits, at most MAX_TILE: fewer, larger crops
+    spend less of their work on margins). `block` forces blocks of
     that size (tests, benchmarks). A size that does not fit even so gets the smallest tile and
     history: `largest_side` says what does, and the pipeline refuses it up front."""
 
@@ -57,7 +59,7 @@ def fit_for(budget_bytes: int, photos: int = 1, block: int | None = None) -> Fit
         crop_bytes = ACTIVATION_BYTES * photos
         room = budget_bytes - BASE_BYTES - STORAGE_BYTES * pixels
         smallest_crop = crop_bytes * (MIN_TILE + 2 * MARGIN) ** 2
-        history = (room - smallest_crop) // (PAIR_BYTES * pixels) if pixels else LBFGS_HISTORY
+        history = (room - smallest_crop) // 2 // (PAIR_BYTES * pixels) if pixels else LBFGS_HISTORY
         history = max(MIN_HISTORY, min(LBFGS_HISTORY, history))
         if block is not None:
             return tile_for(block), history
