@@ -43,7 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from daemon import __version__
 from daemon.cluster.status import workers
 from daemon.config import Config
-from daemon.engine.settings import StyleSettings
+from daemon.engine.settings import FULL_SIZE, StyleSettings
 from daemon.jobs.previews import preview_path
 from daemon.outbox import OutsideOutbox, real_file_within
 from daemon.paths import shown
@@ -382,6 +382,8 @@ class Site:
                 for field in dataclasses.fields(StyleSettings)
                 if getattr(preset.settings, field.name) != getattr(_DEFAULTS, field.name)
             }
+            if changed.get("size") == FULL_SIZE:
+                changed["size"] = "full"  # as the config says it
             paintings = [
                 {
                     "name": shown(style.path.name),
