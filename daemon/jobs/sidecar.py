@@ -9,6 +9,7 @@ from typing import Any
 from daemon import __version__
 from daemon.config import Preset
 from daemon.engine import device, transfer
+from daemon.engine.settings import FULL_SIZE, StyleSettings
 from daemon.jobs.work import Loaded
 
 
@@ -33,7 +34,7 @@ def sidecar_for(
         "input_sha256": work.content_hash,
         "preset": preset.name,
         "preset_fingerprint": preset.fingerprint,
-        "parameters": asdict(preset.settings),
+        "parameters": _as_configured(preset.settings),
         "styles": [{"image": s.path.name, "weight": s.weight} for s in preset.styles],
         "size": [w, h],
         "evaluations": result.evaluations,
@@ -66,3 +67,11 @@ def sidecar_for(
             "python": platform.python_version(),
         },
     }
+
+
+def _as_configured(settings: StyleSettings) -> dict[str, Any]:
+    """The preset's parameters as the config gives them (`size: full`, not its stand-in)."""
+    parameters = asdict(settings)
+    if parameters["size"] == FULL_SIZE:
+        parameters["size"] = "full"
+    return parameters
