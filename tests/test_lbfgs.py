@@ -193,4 +193,4 @@ def test_reanchoring_before_any_pair_steps_carefully_down_the_gradient() -> None
     f, g = _bumpy(x)
     optimizer.reanchor(f, 2 * g)
     torch.testing.assert_close(optimizer.d, -2 * g)
-    assert optimizer.t[0] == min(1.0, 1 / (2 * g).abs().sum().item())
+    assert optimizer.t[0] == min(1.0, 1 / (2 * g).norm().item())

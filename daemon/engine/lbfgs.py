@@ -172,6 +172,11 @@ class BatchLBFGS:
 
 
 def _first_step(g: Tensor) -> Tensor:
-    """min(1, 1 / |g|_1): a first step that cannot overshoot whatever the objective's scale
-    (torch's L-BFGS starts the same way)."""
-    return (1 / g.abs().sum(1).double()).clamp(max=1.0)
+    """min(1, 1 / |g|_2): a first step of unit length, which moves no pixel by more than one
+    level of 255, so cannot overshoot whatever the objective's scale.
+
+    Not torch's 1 / |g|_1: that shrinks with the number of pixels, and at 1024 px the decrease
+    it asks for was below float32's resolution of the objective (~7e11): every trial was
+    rejected and shrunk again, and the run stood still until the stopping rule ended it
+    (DECISIONS.md, coarse to fine)."""
+    return (1 / g.norm(dim=1).double()).clamp(max=1.0)
