@@ -114,14 +114,23 @@ def block_grams(
     sums: dict[str, Tensor] = {}
     for _, owned in owned_features(model, image, layers, block, bf16=bf16):
         for name, features in owned.items():
-            flat = features.flatten(2).float()
-            product = flat @ flat.transpose(1, 2)
-            sums[name] = sums[name] + product if name in sums else product
-    grams = {}
-    for name, total in sums.items():
-        g = total / _positions(name, tuple(image.shape[-2:]))
-        grams[name] = (g + g.transpose(1, 2)) / 2
-    return grams
+            _add_gram(sums, name, features)
+    size = tuple(image.shape[-2:])
+    return {name: _whole_gram(total, _positions(name, size)) for name, total in sums.items()}
+
+
+def _add_gram(sums: dict[str, Tensor], name: str, features: Tensor) -> None:
+    """Add one tile's F F^T (fp32, unnormalised) to `sums[name]`."""
+    flat = features.flatten(2).float()
+    product = flat @ flat.transpose(1, 2)
+    sums[name] = sums[name] + product if name in sums else product
+
+
+def _whole_gram(total: Tensor, positions: int) -> Tensor:
+    """The tiles' summed F F^T as the whole image's G/M, made exactly symmetric as
+    `objective.gram` makes it."""
+    g = total / positions
+    return (g + g.transpose(1, 2)) / 2
 
 
 class BlockObjective:
@@ -173,9 +182,7 @@ class BlockObjective:
                 difference = owned[name].float() - reference.float()
                 squared[name] += difference.pow(2).flatten(1).sum(1)
             for name, _ in s.style_layers:
-                flat = owned[name].flatten(2).float()
-                product = flat @ flat.transpose(1, 2)
-                sums[name] = sums[name] + product if name in sums else product
+                _add_gram(sums, name, owned[name])
         content = sum(
             0.5 * (CONTENT_REFERENCE_POSITIONS / positions[name]) * total
             for name, total in squared.items()
@@ -183,8 +190,7 @@ class BlockObjective:
         style = torch.zeros(batch, device=pixels.device)
         coefficients = {}
         for name, weight in s.style_layers:
-            g = sums[name] / positions[name]
-            g = (g + g.transpose(1, 2)) / 2
+            g = _whole_gram(sums[name], positions[name])
             difference = g - target(self.style_grams[name]).float()
             n = difference.shape[1]
             style += weight * difference.pow(2).sum((1, 2)) / (4 * n**2)
