@@ -71,7 +71,7 @@ class RawPhoto:
             self._raw.open_buffer(io.BytesIO(self.data))
         except (rawpy.LibRawError, ValueError) as exc:
             self._raw.close()
-            raise InputError(f"{name}: cannot decode camera RAW ({_said(exc)})") from exc
+            raise _refused(name, exc) from exc
         try:
             check_pixel_limit(name, self.size, max_pixels)
         except InputError:
@@ -102,7 +102,7 @@ class RawPhoto:
         try:
             self._raw.unpack()
         except (rawpy.LibRawError, ValueError) as exc:
-            raise InputError(f"{self.name}: cannot decode camera RAW ({_said(exc)})") from exc
+            raise _refused(self.name, exc) from exc
 
     def pixels(self, long_side: int | None) -> np.ndarray:
         """Upright sRGB floats 0..255, at half size when that still gives `long_side`."""
@@ -118,7 +118,7 @@ class RawPhoto:
                 output_color=rawpy.ColorSpace.sRGB,
             )
         except (rawpy.LibRawError, ValueError, MemoryError) as exc:
-            raise InputError(f"{self.name}: cannot decode camera RAW ({_said(exc)})") from exc
+            raise _refused(self.name, exc) from exc
         return rgb.astype(np.float32) * np.float32(_SIXTEEN_TO_EIGHT)
 
     def exif_source(self) -> bytes | None:
@@ -142,6 +142,11 @@ class RawPhoto:
                 return exif.tobytes() if exif else None
         except (OSError, SyntaxError, ValueError):
             return None
+
+
+def _refused(name: str, exc: BaseException) -> InputError:
+    """The refusal of a RAW LibRaw could not read, in LibRaw's words."""
+    return InputError(f"{name}: cannot decode camera RAW ({_said(exc)})")
 
 
 def _said(exc: BaseException) -> str:
