@@ -63,6 +63,31 @@ def test_any_change_restarts_the_settle_period(changed: Observation) -> None:
     assert tracker.observe(changed, now=1.5 + SETTLE) is Verdict.ASK_READY
 
 
+def test_files_judged_at_one_pass_clock_settle_in_the_order_they_stopped_changing() -> None:
+    """A pass looks at many files one after another. Were each judged at the instant it was looked
+    at, a file that came later but was looked at later in a pass could pass its settle period
+    while an earlier one, looked at sooner, had not: the later file would be queued first."""
+    first, second = StabilityTracker(SETTLE), StabilityTracker(SETTLE)
+    first.observe(PHOTO, now=0.0, seen_at=0.0)
+    second.observe(ON_A_SHARE, now=0.0, seen_at=0.05)  # came after: still from 0.05
+    # The next pass starts just short of the first's period and reaches the second after it.
+    start = SETTLE - 0.01
+    assert first.observe(PHOTO, now=start, seen_at=start) is Verdict.WAIT
+    assert second.observe(ON_A_SHARE, now=start, seen_at=start + 0.1) is Verdict.WAIT
+    # Judged at the same clock, the one still since earlier is asked about first.
+    assert first.observe(PHOTO, now=SETTLE, seen_at=SETTLE) is Verdict.ASK_READY
+    assert second.observe(ON_A_SHARE, now=SETTLE, seen_at=SETTLE + 0.1) is Verdict.WAIT
+
+
+def test_a_change_counts_from_when_it_was_seen_not_from_the_pass_start() -> None:
+    """A long pass must not overstate stillness: a change seen late in one pass starts its
+    settle period then, not at that pass's start."""
+    tracker = StabilityTracker(SETTLE)
+    tracker.observe(PHOTO, now=0.0, seen_at=1.0)
+    assert tracker.observe(PHOTO, now=SETTLE, seen_at=SETTLE) is Verdict.WAIT
+    assert tracker.observe(PHOTO, now=1.0 + SETTLE, seen_at=1.0 + SETTLE) is Verdict.ASK_READY
+
+
 def test_a_file_that_keeps_growing_is_never_asked_about() -> None:
     tracker = StabilityTracker(SETTLE)
     for chunk in range(50):

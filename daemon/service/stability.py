@@ -114,6 +114,7 @@ class StabilityTracker:
         self._last: Observation | None = None
         self._writer = Writer.UNKNOWN  # as the last observation said
         self._now = 0.0  # the `now` of the last observation, for ready_checked
+        self._seen_at = 0.0  # when that observation was actually taken (at or after `now`)
         self._still_since = 0.0  # the `now` at which the content was last seen to change
         self._next_look_at = 0.0
         self._first_look_at: float | None = None  # the first ASK_READY since the last change
@@ -131,13 +132,21 @@ class StabilityTracker:
         """The clock time from which the file has not changed (as far as seen)."""
         return self._still_since
 
-    def observe(self, observation: Observation, now: float) -> Verdict:
-        """Take one look, made at clock time `now`; WAIT, ASK_READY or (not a regular file) SETTLED.
+    def observe(
+        self, observation: Observation, now: float, *, seen_at: float | None = None
+    ) -> Verdict:
+        """Take one look, judged at clock time `now`; WAIT, ASK_READY or (not a regular file)
+        SETTLED. The first look always waits: one observation cannot show that nothing changes.
 
-        The first look always waits: one observation cannot show that nothing changes.
+        `seen_at` (default `now`) is when the look was actually taken. A caller that looks at many
+        files in one pass judges them all at the pass's start (`now`) and stamps each change at
+        its own `seen_at`: files still since earlier then settle no later than files still since
+        later, so they are handed over in the order they stopped changing, and stillness is never
+        overstated (each wait is measured from the later stamp to the earlier clock).
         """
         self._asked = False
         self._now = now
+        self._seen_at = now if seen_at is None else max(now, seen_at)
         if not observation.is_regular_file:
             # Symlinks, FIFOs, sockets, devices are not written over time, and asking whether a
             # FIFO is ready would open it and hang the caller.
@@ -145,7 +154,7 @@ class StabilityTracker:
         self._writer = observation.writer
         if observation != self._last:
             self._last = observation
-            self._changed(now)
+            self._changed(self._seen_at)
             return Verdict.WAIT
         if observation.writer is Writer.OPEN:
             return Verdict.WAIT  # the writer has its handle still: it may go on at any moment
@@ -165,15 +174,15 @@ class StabilityTracker:
         if not self._asked:
             raise RuntimeError("stability: ready_checked without a preceding ASK_READY")
         self._asked = False
-        now = self._now
+        now, seen_at = self._now, self._seen_at
         if None not in (sample_digest, self._digest) and sample_digest != self._digest:
             # The bytes changed though size and mtime did not: a share's cached attributes, or a
             # writer that sets the mtime back. The same as any other change.
-            self._changed(now)
-            self._first_look_at, self._digest = now, sample_digest
+            self._changed(seen_at)
+            self._first_look_at, self._digest = seen_at, sample_digest
             return Verdict.WAIT
         if self._first_look_at is None:
-            self._first_look_at, self._digest = now, sample_digest
+            self._first_look_at, self._digest = seen_at, sample_digest
         # Without word that the writer has gone, two looks a settle period apart must agree.
         confirmed = (
             self._writer is Writer.CLOSED or now - self._first_look_at >= self.settle_seconds

@@ -398,14 +398,16 @@ class Watcher:
         """Look at every candidate once; the heartbeat moves after each, not just once a tick."""
         with self._lock:
             snapshot = [(key, c, c.events) for key, c in self._pending.items()]
+        now = self._clock()  # one clock for the pass: files settle in the order they came
         for key, candidate, events in snapshot:
             if self._stopping.is_set():
                 return
-            self._settle_one(key, candidate, events)
+            self._settle_one(key, candidate, events, now)
             self._last_tick_at = self._clock()
 
-    def _settle_one(self, key: str, candidate: _Candidate, events: int) -> None:
-        """Stat one candidate, let its tracker judge what it saw, and act on the verdict."""
+    def _settle_one(self, key: str, candidate: _Candidate, events: int, now: float) -> None:
+        """Stat one candidate, let its tracker judge what it saw at the pass's clock `now`, and
+        act on the verdict."""
         try:
             status = os.stat(key, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
@@ -430,9 +432,9 @@ class Watcher:
         with self._lock:  # inotify's word, only while inotify is what watches
             writing = candidate.written_since_close if self.mode == "native" else None
         writer = Writer.told(held, writing)
-        now = self._clock()
-        verdict = tracker.observe(Observation.of(status, writer), now)
-        still = now - tracker.still_since
+        seen_at = self._clock()
+        verdict = tracker.observe(Observation.of(status, writer), now, seen_at=seen_at)
+        still = seen_at - tracker.still_since
         if verdict is Verdict.ASK_READY:
             ready = self._check_ready(key)
             verdict = tracker.ready_checked(ready, sample_digest=sampled_digest(Path(key)))
