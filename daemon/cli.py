@@ -326,6 +326,14 @@ def _check(args: argparse.Namespace) -> int:
     loaded = load_config(args.config, check_machine=True)
     print(f"{loaded.path}: ok, presets: {', '.join(loaded.presets)}")
     print(formats.summary())
+    # What this machine's device can paint: torch is imported here, not with the config.
+    from daemon.engine.device import Models, resolve_device
+    from daemon.pipeline import sizes_out_of_reach
+
+    models = Models(resolve_device(loaded.device))
+    budget = models.memory_budget_bytes()
+    for warning in sizes_out_of_reach(loaded.presets, budget, str(models.device)):
+        print(f"warning: {warning}")
     if len(loaded.presets) == 1 and loaded.routing.unmatched == "default":
         print(f"every photo goes to preset {loaded.routing.default_preset}, the only one")
     return ExitCode.OK

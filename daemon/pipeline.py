@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -15,13 +15,16 @@ import torch
 from loguru import logger
 
 from daemon import __version__
-from daemon.config import StyleImage
+from daemon.config import Preset, StyleImage
 from daemon.engine import memory, transfer
 from daemon.engine.device import Models
-from daemon.engine.settings import StyleSettings
+from daemon.engine.settings import FULL_SIZE, StyleSettings
 from daemon.media import decode, encode
 
 PREVIEW_QUALITY = 80  # a glance at the work in progress, not a result
+# A `size: full` preset is warned about by `stylebox check` when the device cannot paint a
+# photo this large at its own size (the largest phone and medium-format sensors: 100-200 MP).
+FULL_MEGAPIXELS_CHECKED = 100
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -114,6 +117,31 @@ def _fitted(
         fitting,
     )
     return dataclasses.replace(settings, size=fitting)
+
+
+def sizes_out_of_reach(presets: Mapping[str, Preset], budget_bytes: int, device: str) -> list[str]:
+    """A warning for each preset whose size this device cannot paint, with what it can: a
+    number of px that a square photo (the most pixels for a long side) would exceed, or `full`
+    below the largest sensors' FULL_MEGAPIXELS_CHECKED. Such photos are painted, at the largest
+    size that fits (`_fitted`), so this is a warning: a busy machine has less free later, an
+    idle one more. `budget_bytes`: Models.memory_budget_bytes on `device`."""
+    pixels = memory.largest_pixels(budget_bytes)
+    free = f"{device} with {budget_bytes / 2**30:.1f} GiB free"
+    warnings = []
+    for name, preset in presets.items():
+        size = preset.settings.size
+        if size == FULL_SIZE and pixels < FULL_MEGAPIXELS_CHECKED * 1_000_000:
+            warnings.append(
+                f"preset {name}: size full: {free} paints at most {pixels / 1e6:.0f} MP; a "
+                "larger photo is painted at the largest size that fits"
+            )
+        elif size != FULL_SIZE and size * size > pixels:
+            warnings.append(
+                f"preset {name}: size {size} px: {free} paints a square photo at most "
+                f"{math.isqrt(pixels)} px, a 3:2 one {math.isqrt(pixels * 3 // 2)} px; a photo "
+                "beyond that is painted at the largest size that fits"
+            )
+    return warnings
 
 
 def stylize_file(

@@ -62,3 +62,29 @@ def test_a_batch_holds_as_many_photos_as_the_device_has_room_for() -> None:
     assert pipeline.room_for((96, 128), models) == 0  # not even one: stylised alone, smaller
     models.budget = memory.BASE_BYTES + 3 * one - 1
     assert pipeline.room_for((48, 64), models) == 2
+
+
+def test_check_warns_of_a_preset_size_the_device_cannot_paint(tmp_path) -> None:
+    """`stylebox check` prints these: a size whose square photo exceeds what fits in blocks, and
+    `full` on a device below the largest sensors; a size that fits says nothing."""
+    from daemon.config import load_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "inbox: in\noutbox: out\nstate_dir: state\nrouting:\n  default_preset: small\npresets:\n"
+        f"  small:\n    style: {REPO / 'styles' / 'starry_night.jpg'}\n    size: 512\n"
+        f"  print:\n    style: {REPO / 'styles' / 'starry_night.jpg'}\n    size: 4096\n"
+        f"  full:\n    style: {REPO / 'styles' / 'starry_night.jpg'}\n    size: full\n",
+        encoding="utf-8",
+    )
+    presets = load_config(config).presets
+    crop = memory.ACTIVATION_BYTES * (memory.MIN_TILE + 2 * blocks.MARGIN) ** 2
+    per_pixel = memory.STORAGE_BYTES + memory.MIN_HISTORY * memory.PAIR_BYTES
+    budget = memory.BASE_BYTES + crop + per_pixel * 2048 * 2048  # 4 MP: 2048 px square
+    warnings = pipeline.sizes_out_of_reach(presets, budget, "cuda:0")
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("preset print: size 4096 px: cuda:0 with")
+    assert "a square photo at most 2048 px, a 3:2 one 2508 px" in warnings[0]
+    assert warnings[1].startswith("preset full: size full:") and "at most 4 MP" in warnings[1]
+    roomy = memory.BASE_BYTES + crop + per_pixel * 200_000_000
+    assert pipeline.sizes_out_of_reach(presets, roomy, "cpu") == []

@@ -70,10 +70,16 @@ def fit_for(budget_bytes: int, photos: int = 1, block: int | None = None) -> Fit
     return fit
 
 
-def largest_side(height: int, width: int, budget_bytes: int) -> int:
-    """The largest long side, aspect kept, that one photo can be run at within `budget_bytes`,
-    in blocks if need be (MIN_TILE tiles, MIN_HISTORY pairs); at least MIN_SIDE px."""
+def largest_pixels(budget_bytes: int) -> int:
+    """The most output pixels one photo can be run at within `budget_bytes`, in blocks if need
+    be (MIN_TILE tiles, MIN_HISTORY pairs)."""
     crop = ACTIVATION_BYTES * (MIN_TILE + 2 * MARGIN) ** 2
     per_pixel = STORAGE_BYTES + MIN_HISTORY * PAIR_BYTES
-    pixels = max(0, budget_bytes - BASE_BYTES - crop) / per_pixel
+    return max(0, budget_bytes - BASE_BYTES - crop) // per_pixel
+
+
+def largest_side(height: int, width: int, budget_bytes: int) -> int:
+    """The largest long side, aspect kept, that one photo can be run at within `budget_bytes`;
+    at least MIN_SIDE px."""
+    pixels = largest_pixels(budget_bytes)
     return max(MIN_SIDE, math.floor(max(height, width) * math.sqrt(pixels / (height * width))))
