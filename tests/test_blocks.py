@@ -85,14 +85,19 @@ def test_coarse_to_fine_starts_each_stage_from_the_last(vgg, monkeypatch) -> Non
     settings = StyleSettings(size=96, steps=6)
     photo = sample_photo(96)
     styles = [transfer.Style(shipped_image("styles/starry_night.jpg", 96))]
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[tuple[int, int], float]] = []
     result = transfer.stylize(
-        vgg, photo, styles, settings, callback=lambda progress: seen.append(progress.stage)
+        vgg,
+        photo,
+        styles,
+        settings,
+        callback=lambda progress: seen.append((progress.stage, progress.later_evaluations)),
     )
     assert [max(stage.size) for stage in result.stages] == [48, 96]
     assert [stage.budget for stage in result.stages] == [6, 2]
     assert result.evaluations == sum(stage.evaluations for stage in result.stages)
-    assert seen[0] == (1, 2) and seen[-1] == (2, 2)
+    # the finer stage's 2 evaluations cost four coarse ones each: said while the first runs
+    assert seen[0] == ((1, 2), pytest.approx(8, rel=0.05)) and seen[-1] == ((2, 2), 0.0)
     assert result.stages[0].ended <= result.stages[1].ended == pytest.approx(result.seconds)
     single = transfer.stylize(
         vgg, photo, styles, StyleSettings(size=96, steps=6, single_scale=True)

@@ -491,3 +491,16 @@ def test_a_name_that_is_not_utf8_is_kept_exactly_and_its_errors_readably(journal
     assert again is not None and again.error == "/srv/inbox/caf\\xe9 \\xff.jpg: OSError"
     journal.forget_files([name])
     assert journal.remembered_paths() == []
+
+
+def test_time_left_counts_the_later_stages_at_this_stage_pace() -> None:
+    """The page's "at most ... left": this stage's rest plus the later stages' budgets, both at
+    the pace of this stage's own evaluations, not the whole job's (the earlier, coarser stages
+    ran four times faster an evaluation)."""
+    second_of_three = JobProgress(
+        10, 100, 1e10, 400.0, 0.0, stage=2, stages=3, stage_seconds=50.0, later_evaluations=400.0
+    )
+    assert second_of_three.seconds_left() == pytest.approx(5.0 * (90 + 400))
+    one_scale = JobProgress(10, 100, 1e10, 20.0, 0.0)  # an older host's line: no stage time
+    assert one_scale.seconds_left() == pytest.approx(2.0 * 90)
+    assert JobProgress.from_dict(second_of_three.as_dict()) == second_of_three

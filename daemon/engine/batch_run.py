@@ -44,6 +44,8 @@ class Progress:
     # from the device, so for a seldom preview, not for every report.
     picture: Callable[[], Tensor] = field(repr=False, compare=False)
     stage: tuple[int, int] = (1, 1)  # (this, of how many): coarse to fine (engine.stages)
+    # at most this many evaluations of this stage's size are still to come in later stages
+    later_evaluations: float = 0.0
 
 
 class Evaluating(Protocol):
@@ -113,9 +115,11 @@ class BatchRun:
         callback: Callable[[Progress], None] | None,
         picture: Callable[[int, Tensor], Tensor],
         stage: tuple[int, int] = (1, 1),
+        later_evaluations: float = 0.0,
     ) -> None:
         """`started`: the batch's perf_counter(); `picture`: what turns a photo's image into
-        its result, for the callback's preview."""
+        its result, for the callback's preview; `stage` and `later_evaluations`: where this run
+        is in a coarse-to-fine plan, for the progress reports."""
         self.photos = [PhotoRun(image=start) for start in starts]
         self.shape = starts[0].shape[1:]  # (C, H, W) of every photo
         self.phase, *self.later = phases
@@ -123,7 +127,7 @@ class BatchRun:
         self.window, self.tolerance = STOPPING[settings.finish]
         self.started = started
         self.callback, self.picture = callback, picture
-        self.stage = stage
+        self.stage, self.later_evaluations = stage, later_evaluations
 
     @property
     def done(self) -> bool:
@@ -160,7 +164,17 @@ class BatchRun:
         photo.history.append((now, photo.losses.total))
         if self.callback is not None:
             best = functools.partial(self.picture, item, photo.image)
-            self.callback(Progress(len(photo.trail), self.budget, terms, item, best, self.stage))
+            self.callback(
+                Progress(
+                    len(photo.trail),
+                    self.budget,
+                    terms,
+                    item,
+                    best,
+                    self.stage,
+                    self.later_evaluations,
+                )
+            )
         over = self._phase_over(photo)
         last = self.phase.evaluations is None and not self.later  # a stall here ends the run
         photo.ready = over and not last

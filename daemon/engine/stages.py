@@ -46,3 +46,11 @@ def plan(size: tuple[int, int], budget: int, *, single_scale: bool = False) -> l
             stage_size = size
         stages.append(Stage(stage_size, budget if index == 0 else later))
     return stages
+
+
+def later_evaluations(plan: list[Stage], index: int) -> float:
+    """What the stages after `index` may still cost, counted in evaluations at stage `index`'s
+    size (an evaluation's cost follows its pixels: each finer stage's costs about four times),
+    so that a progress line can say at most how long the whole run has left."""
+    pixels = plan[index].size[0] * plan[index].size[1]
+    return sum(s.budget * s.size[0] * s.size[1] / pixels for s in plan[index + 1 :])

@@ -190,6 +190,8 @@ class Executor:
         styles, targets = self._styles_for(preset, painting.max_pixels)
         started = time.monotonic()
         best: dict[int, float] = {}
+        # the stage being run, when it began (the previous stage's last report) and the last report
+        marks = {"stage": 1, "began": started, "last": started}
 
         def evaluated(progress: transfer.Progress) -> None:
             if self.stopping():
@@ -199,16 +201,21 @@ class Executor:
             objective = lower_objective(progress.losses.total, best.get(progress.item))
             if objective is not None:
                 best[progress.item] = objective
-            elapsed = time.monotonic() - started
+            now = time.monotonic()
             stage, stages = progress.stage
+            if stage != marks["stage"]:
+                marks["stage"], marks["began"] = stage, marks["last"]
+            marks["last"] = now
             line = JobProgress(
                 progress.evaluation,
                 progress.budget,
                 objective,
-                elapsed,
+                now - started,
                 self.clock(),
                 stage=stage,
                 stages=stages,
+                stage_seconds=now - marks["began"],
+                later_evaluations=progress.later_evaluations,
             )
             preview = partial(_write_preview, progress=progress)
             on_progress(Snapshot(batch[progress.item].work, line, preview))

@@ -20,6 +20,15 @@ class JobProgress:
     worker: str | None = None  # the host painting it, with several hosts
     stage: int = 1  # coarse to fine: which scale it is at (the evaluations are this stage's)
     stages: int = 1
+    stage_seconds: float | None = None  # spent in this stage (None: a host that did not say)
+    later_evaluations: float = 0.0  # at most this many of this stage's size still to come after
+
+    def seconds_left(self) -> float:
+        """At most how long the job has left: this stage's rest and the later stages' budgets at
+        this stage's pace (an upper bound: the stopping rule usually ends each stage sooner)."""
+        spent = self.elapsed_seconds if self.stage_seconds is None else self.stage_seconds
+        per_evaluation = spent / max(1, self.evaluation)
+        return per_evaluation * (self.budget - self.evaluation + self.later_evaluations)
 
     @classmethod
     def from_dict(cls, data: Any) -> JobProgress | None:
@@ -34,7 +43,10 @@ class JobProgress:
 
     def as_dict(self) -> dict[str, Any]:
         """The journal's and the roster's JSON form."""
-        return {**asdict(self), "elapsed_seconds": round(self.elapsed_seconds, 3)}
+        rounded = {"elapsed_seconds": round(self.elapsed_seconds, 3)}
+        if self.stage_seconds is not None:
+            rounded["stage_seconds"] = round(self.stage_seconds, 3)
+        return {**asdict(self), **rounded}
 
 
 def lower_objective(total: float, best: float | None) -> float | None:

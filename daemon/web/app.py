@@ -45,6 +45,7 @@ from daemon.cluster.status import workers
 from daemon.config import Config
 from daemon.engine.settings import FULL_SIZE, StyleSettings
 from daemon.jobs.previews import preview_path
+from daemon.jobs.progress import JobProgress
 from daemon.outbox import OutsideOutbox, real_file_within
 from daemon.paths import shown
 from daemon.service import failed, pause
@@ -304,11 +305,10 @@ class Site:
         (the budget is an upper bound: the stopping rule usually ends a run well before)."""
         progress = job["progress"]
         view = {**job, "elapsed": None, "left": None, "preview": None}
-        if progress is not None:
-            elapsed = progress["elapsed_seconds"] + max(0.0, now - progress["updated_at"])
-            per_evaluation = progress["elapsed_seconds"] / max(1, progress["evaluation"])
-            view["elapsed"] = elapsed
-            view["left"] = per_evaluation * (progress["budget"] - progress["evaluation"])
+        line = JobProgress.from_dict(progress)
+        if line is not None:
+            view["elapsed"] = line.elapsed_seconds + max(0.0, now - line.updated_at)
+            view["left"] = line.seconds_left()
         preview = preview_path(self.config.state_dir, job["id"])
         with contextlib.suppress(OSError):  # the URL changes with the file: fetched once each
             view["preview"] = f"/previews/{job['id']}.jpg?v={preview.stat().st_mtime_ns}"
