@@ -3,6 +3,8 @@ the top scale's objective.
 
     python -m bench.coarse_to_fine [--size 1024] [--steps N] [--pairs tubingen:starry_night ...]
                                    [--block PX] [--device cpu] [--out bench/results]
+                                   [--finer-share K] [--checkpoints N ...]
+                                   [--ways coarse-to-fine one-scale native]
 
 For each photo x painting (../shared/data): the photo at `--size` (upsampled with LANCZOS when
 it is smaller: the shared photos are 1024 px at most, and a larger painting needs a larger
@@ -18,6 +20,12 @@ Wall seconds are the whole stylisation (targets, every stage). `--steps` caps th
 first stage's; finer ones get a third): say so beside the figures. A sheet (photo, one scale,
 coarse to fine) per pair is saved under --out to be looked at. Prints a table and writes
 coarse_to_fine_<size>_<stamp>.json.
+
+To choose how long the top stage runs, `--finer-share 1` gives it the first stage's budget and
+`--checkpoints 33 50 66` scores its best picture after that many of its evaluations, as a run
+whose top stage had that budget would return it (the same trajectory, stopped there): one run
+prices every budget. `--ways` leaves out runs already made (their figures are deterministic on
+one machine and thread count; their seconds are not, so compare seconds within one run only).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from bench.report import save_report
 from bench.time_to_quality import data_file
 from daemon import pipeline
 from daemon.config import StyleImage
-from daemon.engine import transfer
+from daemon.engine import stages, transfer
 from daemon.engine.device import Models, resolve_device
 from daemon.engine.memory import fit_for
 from daemon.engine.objective import Objective
@@ -76,13 +84,24 @@ def run(
     photo: torch.Tensor,
     styles: list,
     block: int | None,
-) -> tuple[transfer.Result, float]:
-    """One stylisation as the daemon runs it; its result and wall seconds."""
+    checkpoints: tuple[int, ...] = (),
+) -> tuple[transfer.Result, float, dict[int, torch.Tensor]]:
+    """One stylisation as the daemon runs it; its result, wall seconds, and the top stage's
+    best picture after each of `checkpoints` evaluations of it."""
     model = models.for_settings(settings)
+    pictures: dict[int, torch.Tensor] = {}
+
+    def seen(progress: transfer.Progress) -> None:
+        stage, of = progress.stage
+        if stage == of and progress.evaluation in checkpoints:
+            pictures[progress.evaluation] = progress.picture()
+
     started = time.perf_counter()
     fit = fit_for(models.memory_budget_bytes(), 1, block)
-    result = transfer.stylize(model, photo, styles, settings, precision=models.precision, fit=fit)
-    return result, time.perf_counter() - started
+    result = transfer.stylize(
+        model, photo, styles, settings, precision=models.precision, fit=fit, callback=seen
+    )
+    return result, time.perf_counter() - started, pictures
 
 
 def sheet(images: list[torch.Tensor], labels: list[str], path: Path) -> None:
@@ -107,58 +126,102 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--finer-share", type=int, default=stages.FINER_STAGE_SHARE)
+    parser.add_argument("--checkpoints", type=int, nargs="*", default=[])
+    parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     args = parser.parse_args()
+    stages.FINER_STAGE_SHARE = args.finer_share
     models = Models(resolve_device(args.device), args.precision)
     rows: list[dict[str, Any]] = []
     for pair in args.pairs:
-        photo_stem, painting_stem = pair.split(":")
-        settings = StyleSettings(size=args.size, steps=args.steps)
-        source = [StyleImage(data_file("styles", painting_stem))]
-        styles = pipeline.load_styles(source, settings, max_pixels=10**9)
-        photo = photo_at(photo_stem, args.size)
-        native = dataclasses.replace(settings, size=JUDGE_SIDE)
-        small_styles = pipeline.load_styles(source, native, max_pixels=10**9)
-        native_result, native_seconds = run(
-            models, native, photo_at(photo_stem, JUDGE_SIDE), small_styles, None
+        rows += bench_pair(models, args, pair)
+    print(f"{'pair':<28} {'way':<32} {'seconds':>8} {'evals':>6} {'objective':>11} {'at 512':>11}")
+    for row in rows:
+        print(
+            f"{row['pair']:<28} {row['way']:<32} {row['seconds']:8.1f} {row['evaluations']:6d} "
+            f"{row['objective']:11.4g} {row['objective_at_512']:11.4g}"
         )
-        made = {}
-        for name, each in (
-            ("coarse to fine", settings),
-            ("one scale", dataclasses.replace(settings, single_scale=True)),
-        ):
-            result, seconds = run(models, each, photo, styles, args.block)
-            made[name] = result
-            rows.append(
-                {
-                    "pair": pair,
-                    "way": name,
-                    "seconds": seconds,
-                    "evaluations": result.evaluations,
-                    "objective": result.losses.total,
-                    "objective_at_512": judged(models, settings, photo, small_styles, result.image),
-                    "native_512_objective": native_result.losses.total,
-                    "native_512_seconds": native_seconds,
-                    "stages": [
-                        {**dataclasses.asdict(stage), "size": list(stage.size)}
-                        for stage in result.stages
-                    ],
-                }
+    report = {
+        "size": args.size,
+        "steps": args.steps,
+        "finer_share": args.finer_share,
+        "precision": models.precision,
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+    }
+    print("saved", save_report(args.out, f"coarse_to_fine_{args.size}", report))
+
+
+WAYS = {"coarse-to-fine": "coarse to fine", "one-scale": "one scale", "native": "native 512"}
+
+
+def bench_pair(models: Models, args: argparse.Namespace, pair: str) -> list[dict[str, Any]]:
+    """The rows of one photo x painting; its sheet saved when both large runs were made."""
+    photo_stem, painting_stem = pair.split(":")
+    settings = StyleSettings(size=args.size, steps=args.steps)
+    source = [StyleImage(data_file("styles", painting_stem))]
+    styles = pipeline.load_styles(source, settings, max_pixels=10**9)
+    photo = photo_at(photo_stem, args.size)
+    native = dataclasses.replace(settings, size=JUDGE_SIDE)
+    small_styles = pipeline.load_styles(source, native, max_pixels=10**9)
+    rows: list[dict[str, Any]] = []
+    made = {}
+
+    def row(way: str, result: transfer.Result, seconds: float, image: torch.Tensor) -> None:
+        rows.append(
+            {
+                "pair": pair,
+                "way": way,
+                "seconds": seconds,
+                "evaluations": result.evaluations,
+                "objective": result.losses.total,
+                "objective_at_512": judged(models, settings, photo, small_styles, image),
+                "stages": [
+                    {**dataclasses.asdict(stage), "size": list(stage.size)}
+                    for stage in result.stages
+                ],
+            }
+        )
+
+    if "native" in args.ways:
+        small_photo = photo_at(photo_stem, JUDGE_SIDE)
+        result, seconds, _ = run(models, native, small_photo, small_styles, None)
+        row(WAYS["native"], result, seconds, result.image)
+    for way, each in (
+        ("coarse-to-fine", settings),
+        ("one-scale", dataclasses.replace(settings, single_scale=True)),
+    ):
+        if way not in args.ways:
+            continue
+        result, seconds, pictures = run(
+            models, each, photo, styles, args.block, tuple(args.checkpoints)
+        )
+        made[way] = result
+        row(WAYS[way], result, seconds, result.image)
+        before = sum(stage.evaluations for stage in result.stages[:-1])
+        for evaluations, picture in sorted(pictures.items()):
+            if len(result.stages) == 1 or evaluations == result.stages[-1].evaluations:
+                continue
+            at, best = result.history[before + evaluations - 1]
+            begun = result.stages[-2].ended
+            top = dataclasses.replace(
+                result.stages[-1], evaluations=evaluations, seconds=at - begun, ended=at
             )
+            cut = dataclasses.replace(
+                result,
+                losses=dataclasses.replace(result.losses, total=best),
+                evaluations=before + evaluations,
+                stages=[*result.stages[:-1], top],
+            )
+            row(f"{WAYS[way]}, top stage {evaluations}", cut, at, picture)
+    if len(made) == 2:
         args.out.mkdir(parents=True, exist_ok=True)
         sheet(
-            [photo, made["one scale"].image, made["coarse to fine"].image],
+            [photo, made["one-scale"].image, made["coarse-to-fine"].image],
             ["photo", "one scale", "coarse to fine"],
             args.out / f"coarse_to_fine_{args.size}_{photo_stem}_{painting_stem}.jpg",
         )
-    print(f"{'pair':<28} {'way':<15} {'seconds':>8} {'evals':>6} {'objective':>11} {'at 512':>11}")
-    for row in rows:
-        print(
-            f"{row['pair']:<28} {row['way']:<15} {row['seconds']:8.1f} {row['evaluations']:6d} "
-            f"{row['objective']:11.4g} {row['objective_at_512']:11.4g} "
-            f"(native 512: {row['native_512_objective']:.4g})"
-        )
-    report = {"size": args.size, "steps": args.steps, "precision": models.precision, "rows": rows}
-    print("saved", save_report(args.out, f"coarse_to_fine_{args.size}", report))
+    return rows
 
 
 if __name__ == "__main__":
