@@ -406,6 +406,8 @@ def test_a_port_in_use_leaves_the_daemon_working_without_its_page(
         ({"listen": "127.0.0.1:99999"}, "web.listen: expected host:port"),
         ({"token_file": "missing-token"}, "missing-token: no such file"),
         ({"token_file": "short"}, "at least 16 characters"),
+        ({"read_token_file": "short"}, "web.read_token_file: " + "{tmp}/short: the token must"),
+        ({"token_file": "one", "read_token_file": "same"}, "a read token must differ"),
         ({"enabled": "yes"}, "web.enabled"),
     ],
 )
@@ -413,9 +415,12 @@ def test_check_refuses_a_bad_web_section_with_its_line(
     tmp_path: Path, web: dict, expected: str
 ) -> None:
     (tmp_path / "short").write_text("abc\n")
+    for name in ("one", "same"):
+        (tmp_path / name).write_text("a-token-of-twenty-chars\n")
     config = write_config(tmp_path, web=web)
     run = stylebox("check", "--config", config)
     assert run.returncode == 2
+    expected = expected.format(tmp=tmp_path)
     (line,) = [line for line in run.stderr.splitlines() if expected in line]
     assert re.search(r"config\.yaml:\d+: web\.", line), line
 

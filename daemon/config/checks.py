@@ -117,21 +117,32 @@ def _rotation(logging: LogSettings) -> list[Problem]:
 
 
 def _token(web: WebSettings) -> list[Problem]:
-    """The token file readable, and its token long enough not to be guessed."""
-    path = web.token_file
-    if path is None:
-        return []
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        return [(("web", "token_file"), f"{path}: cannot read it: {error}")]
-    if len(token) < MIN_TOKEN_CHARACTERS or any(c.isspace() for c in token):
-        message = (
-            f"{path}: the token must be one word of at least {MIN_TOKEN_CHARACTERS} characters "
-            "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
-        )
-        return [(("web", "token_file"), message)]
-    return []
+    """The token files readable, each token long enough not to be guessed, and the read token
+    not the token itself (which would make it no read token)."""
+    problems: list[Problem] = []
+    tokens: dict[str, str] = {}
+    for field in ("token_file", "read_token_file"):
+        path = getattr(web, field)
+        if path is None:
+            continue
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            problems.append((("web", field), f"{path}: cannot read it: {error}"))
+            continue
+        if len(token) < MIN_TOKEN_CHARACTERS or any(c.isspace() for c in token):
+            message = (
+                f"{path}: the token must be one word of at least {MIN_TOKEN_CHARACTERS} "
+                "characters (make one with: python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
+            problems.append((("web", field), message))
+            continue
+        tokens[field] = token
+    if "read_token_file" in tokens and tokens.get("token_file") == tokens["read_token_file"]:
+        message = f"{web.read_token_file}: holds web.token_file's token; a read token must differ"
+        problems.append((("web", "read_token_file"), message))
+    return problems
 
 
 def _secrets(notify: NotifySettings) -> list[Problem]:

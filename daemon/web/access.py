@@ -46,12 +46,11 @@ class Access:
         token: str | None,
         *,
         read_token: str | None = None,
-        reads_need_token: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.token = token
         self.read_token = read_token
-        self.reads_need_token = reads_need_token or read_token is not None
+        self.reads_need_token = read_token is not None
         self._clock = clock
         self._secret = secrets.token_bytes(32)  # for CSRF values: new at each start
         self._sessions: dict[str, float] = {}  # session id -> when it ends

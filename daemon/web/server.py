@@ -11,12 +11,10 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import uvicorn
 from loguru import logger
 
-from daemon.config.sections import MIN_TOKEN_CHARACTERS
 from daemon.service.journal import Journal
 from daemon.service.loop import Running
 from daemon.web.access import Access
@@ -47,8 +45,11 @@ class _Page:
 
     def __init__(self, running: Running) -> None:
         web = running.config().web
-        token = web.token_file.read_text(encoding="utf-8").strip() if web.token_file else None
-        read_token = _read_token(web.read_token_file, token)
+        # both checked at start and at each reload (config.checks): here they are only read
+        token, read_token = (
+            path.read_text(encoding="utf-8").strip() if path else None
+            for path in (web.token_file, web.read_token_file)
+        )
         removed = remove_left_over(running.config())
         if removed:
             logger.info("web: removed {} upload(s) a stop cut short (never taken)", removed)
@@ -60,9 +61,7 @@ class _Page:
             self.journal = Journal.open_readonly(running.config().journal_path)
             uvicorn_log = logging.getLogger("uvicorn.error")
             uvicorn_log.handlers, uvicorn_log.propagate = [_ToLoguru()], False
-            # with web.read_token_file, the API's reads need a token even if that one is refused
-            closed = web.read_token_file is not None
-            access = Access(token, read_token=read_token, reads_need_token=closed)
+            access = Access(token, read_token=read_token)
             app = build_app(running, self.journal, access)
         except BaseException:
             self.sock.close()
@@ -107,25 +106,6 @@ class _Page:
         self.thread.join(STOP_SECONDS + 1)
         self.sock.close()
         self.journal.close()
-
-
-def _read_token(path: Path | None, token: str | None) -> str | None:
-    """web.read_token_file's token; refused (an error line; the API's reads then need the
-    token) when it is short, or the token itself, which would make it no read token."""
-    if path is None:
-        return None
-    read_token = path.read_text(encoding="utf-8").strip()
-    if len(read_token) < MIN_TOKEN_CHARACTERS or any(c.isspace() for c in read_token):
-        logger.error(
-            "web: {}: the read token must be one word of at least {} characters; not used",
-            path,
-            MIN_TOKEN_CHARACTERS,
-        )
-        return None
-    if read_token == token:
-        logger.error("web: {} holds the token itself, not a read token; not used", path)
-        return None
-    return read_token
 
 
 @contextmanager
