@@ -57,14 +57,21 @@ def look(roots: dict[str, Path], writable: tuple[str, ...] = WRITABLE) -> str | 
     for field in writable:
         folder = roots[field]
         try:
-            room = short_of_room(folder)
+            full = _full(field, folder)
         except OSError as exc:
             return f"{field} {folder}: {exc.strerror or exc}"
         if not os.access(folder, os.W_OK):
             return f"{field} {folder} cannot be written (read-only?)"
-        if room is not None:
-            return f"{field} {folder} full: {shown_bytes(room)} free"
+        if full is not None:
+            return full
     return None
+
+
+def _full(field: str, folder: Path) -> str | None:
+    """ "<field> <folder> full: <room> free" when the folder is short of room, else None; OSError
+    when its filesystem cannot be asked."""
+    room = short_of_room(folder)
+    return None if room is None else f"{field} {folder} full: {shown_bytes(room)} free"
 
 
 class EnvironmentWatch:
@@ -116,9 +123,8 @@ class EnvironmentWatch:
         the fault that remains, if any."""
         for field, folder in self.writable.items():
             try:
-                room = short_of_room(folder)
-                if room is not None:
-                    return f"{field} {folder} full: {shown_bytes(room)} free"
+                if (full := _full(field, folder)) is not None:
+                    return full
                 path = folder / PROBE_NAME
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 try:
@@ -135,11 +141,11 @@ class EnvironmentWatch:
         """The fault as a user reads it: with the room left where that is the matter."""
         for field, folder in self.writable.items():
             try:
-                room = short_of_room(folder)
+                full = _full(field, folder)
             except OSError:
                 continue
-            if room is not None:
-                return f"{field} {folder} full: {shown_bytes(room)} free ({reason})"
+            if full is not None:
+                return f"{full} ({reason})"
         return reason
 
     def _said_once(self, held: str | None) -> None:
