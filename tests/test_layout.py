@@ -97,7 +97,8 @@ def test_the_web_page_knows_the_service_not_the_engine(graph: grimp.ImportGraph)
     }
     allowed = web_libraries | daemon_parts | {"daemon.web", "daemon.engine.settings"}
     allowed |= {"daemon.cluster.status"}  # the worker hosts, as the roster in Redis shows them
-    allowed |= {"daemon.jobs.previews"}  # where a running job's picture is (torch-free)
+    # where a running job's picture is, and how long it has left (both torch-free)
+    allowed |= {"daemon.jobs.previews", "daemon.jobs.progress"}
     found = _imports_beyond(graph, "daemon.web", allowed)
     beyond = {module: names - {"daemon"} for module, names in found.items()}  # its __version__
     assert {module: names for module, names in beyond.items() if names} == {}

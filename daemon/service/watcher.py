@@ -406,8 +406,7 @@ class Watcher:
             self._last_tick_at = self._clock()
 
     def _settle_one(self, key: str, candidate: _Candidate, events: int, now: float) -> None:
-        """Stat one candidate, let its tracker judge what it saw at the pass's clock `now`, and
-        act on the verdict."""
+        """Stat one candidate, let its tracker judge it at the pass's clock, act on the verdict."""
         try:
             status = os.stat(key, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
