@@ -32,6 +32,10 @@ def test_stylize_writes_the_picture_and_reports(tmp_path) -> None:
         assert image.size == (41, 48)
         assert "icc_profile" in image.info
     assert "evaluations" in result.stdout and "objective" in result.stdout
+    # the last progress line says the best objective, the one the result has
+    last = [line for line in result.stderr.splitlines() if "evaluation 5/5" in line][-1]
+    best = last.rsplit("best objective ", 1)[1]
+    assert f"objective {float(best):.4g}" in result.stdout
 
 
 def test_stylize_with_a_preset_from_the_shipped_config(tmp_path) -> None:
