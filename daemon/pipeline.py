@@ -107,8 +107,8 @@ def _fitted(
     if fitting >= max(height, width):
         return settings
     logger.warning(
-        "{}: {}x{} px does not fit in the {:.1f} GiB free on {}, even in blocks; stylising at "
-        "{} px",
+        "{}: {}x{} px does not fit in the {:.1f} GiB it may use on {}, even in blocks; "
+        "stylising at {} px",
         name,
         width,
         height,
@@ -126,18 +126,18 @@ def sizes_out_of_reach(presets: Mapping[str, Preset], budget_bytes: int, device:
     size that fits (`_fitted`), so this is a warning: a busy machine has less free later, an
     idle one more. `budget_bytes`: Models.memory_budget_bytes on `device`."""
     pixels = memory.largest_pixels(budget_bytes)
-    free = f"{device} with {budget_bytes / 2**30:.1f} GiB free"
+    room = f"{device} with {budget_bytes / 2**30:.1f} GiB to use"
     warnings = []
     for name, preset in presets.items():
         size = preset.settings.size
         if size == FULL_SIZE and pixels < FULL_MEGAPIXELS_CHECKED * 1_000_000:
             warnings.append(
-                f"preset {name}: size full: {free} paints at most {pixels / 1e6:.0f} MP; a "
+                f"preset {name}: size full: {room} paints at most {pixels / 1e6:.0f} MP; a "
                 "larger photo is painted at the largest size that fits"
             )
         elif size != FULL_SIZE and size * size > pixels:
             warnings.append(
-                f"preset {name}: size {size} px: {free} paints a square photo at most "
+                f"preset {name}: size {size} px: {room} paints a square photo at most "
                 f"{math.isqrt(pixels)} px, a 3:2 one {math.isqrt(pixels * 3 // 2)} px; a photo "
                 "beyond that is painted at the largest size that fits"
             )

@@ -43,6 +43,9 @@ def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
     return "fp32", "this CPU has no bf16 units (neither AMX nor AVX512-BF16)"
 
 
+MEMORY_SHARE = 0.8  # of the free memory, what one run may plan to use
+
+
 @dataclass
 class Models:
     """The VGG networks in use on one device, built once: one process, one resident model;
@@ -57,15 +60,18 @@ class Models:
         self.precision, self.precision_reason = resolve_precision(self.precision, self.device)
 
     def memory_budget_bytes(self) -> int:
-        """What one run may use: free device memory plus what torch already holds, or on the
-        CPU the memory the system has available."""
+        """What one run may use: MEMORY_SHARE of the free device memory plus what torch already
+        holds, or on the CPU of the memory the system has available. Not all of it: the
+        estimate (engine.memory) is per pixel and the allocator rounds, and the rest of the
+        machine must keep running (DECISIONS.md, coarse to fine: a 4096 px run given all of
+        it)."""
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             held = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(
                 self.device
             )
-            return free + held
-        return _available_ram_bytes()
+            return int((free + held) * MEMORY_SHARE)
+        return int(_available_ram_bytes() * MEMORY_SHARE)
 
     def for_settings(self, settings: StyleSettings) -> VGGFeatures:
         """The network for these settings' weights, pooling and layers (built on first use)."""
