@@ -1,8 +1,11 @@
 """The batched L-BFGS on problems with known answers: it must find the minimum, and images in
 one batch must not feel each other."""
 
+from itertools import pairwise
+
 import torch
 
+from daemon.engine import lbfgs
 from daemon.engine.lbfgs import BatchLBFGS
 
 
@@ -194,3 +197,22 @@ def test_reanchoring_before_any_pair_steps_carefully_down_the_gradient() -> None
     optimizer.reanchor(f, 2 * g)
     torch.testing.assert_close(optimizer.d, -2 * g)
     assert optimizer.t[0] == min(1.0, 1 / (2 * g).norm().item())
+
+
+def test_no_trial_moves_a_pixel_farther_than_max_move() -> None:
+    """A nearly flat bowl whose minimum is 10000 levels away: the unit step after the first
+    pair would go all the way, where an image's pixels would clamp at 0 or 255 and the line
+    search would spend evaluations coming back. Each trial stays within MAX_MOVE of its point,
+    and the run still goes downhill the whole way."""
+    scales = torch.full((1, 50), 1e-3, dtype=torch.float64)
+    evaluate = _quadratic(scales, torch.full((1, 50), 1e4, dtype=torch.float64))
+    x = torch.zeros(1, 50, dtype=torch.float64)
+    optimizer = BatchLBFGS(x, *evaluate(x), history=10)
+    values = [optimizer.f.item()]
+    for _ in range(20):
+        trial = optimizer.propose()
+        assert (trial - optimizer.x).abs().max().item() <= lbfgs.MAX_MOVE * (1 + 1e-9)
+        optimizer.observe(trial, *evaluate(trial))
+        values.append(optimizer.f.item())
+    assert all(later < earlier for earlier, later in pairwise(values))
+    assert optimizer.x.min().item() >= 19 * lbfgs.MAX_MOVE - 1  # it kept moving at full stride

@@ -41,6 +41,7 @@ from torch import Tensor
 LBFGS_HISTORY = 100  # pairs kept per image: 2 x 100 image-sized vectors (see engine.memory)
 ARMIJO = 1e-4  # sufficient decrease: f(x + t d) <= f(x) + ARMIJO t g.d
 CURVATURE_EPSILON = 1e-10  # pairs with s.y below this would break positive definiteness
+MAX_MOVE = 64.0  # levels of 255: no trial step moves any pixel farther (see _step_from)
 
 
 class BatchLBFGS:
@@ -134,6 +135,13 @@ class BatchLBFGS:
         self.d = torch.where(moved[:, None], d, self.d)
         self.gtd = torch.where(moved, gtd, self.gtd)
         self.t = torch.where(moved, fresh, otherwise)
+        # The points are images in levels of 255. The second direction's scale comes from the
+        # first, unit-length step, whose curvature is barely measurable: its unit step can
+        # move pixels by thousands of levels, every pixel then clamps, and the line search
+        # spends evaluations shrinking it back (at each stage's start). No trial moves a pixel
+        # more than MAX_MOVE levels (DECISIONS.md, coarse to fine: the trial step's bound).
+        farthest = self.d.abs().amax(1).double().clamp_min(1e-300)
+        self.t = torch.minimum(self.t, MAX_MOVE / farthest)
 
     def _direction(self, g: Tensor, new_pair: tuple[int, Tensor, Tensor] | None = None) -> Tensor:
         """-H g in compact form; with `new_pair` (slot, s, y), just written, its products are
