@@ -55,7 +55,7 @@ def main() -> None:
             styles,
             settings,
             precision=models.precision,
-            callback=lambda progress: values.append(progress.losses.total),
+            callback=lambda progress, seen=values: seen.append(progress.losses.total),
         )
         best, lowest = [], float("inf")
         for value in values:
