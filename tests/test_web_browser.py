@@ -16,11 +16,21 @@ from pathlib import Path
 
 import pytest
 from browser_harness import CHROMEDRIVER, CHROMIUM, MISSING, chromium
-from daemon_harness import Daemons, drop, photo_bytes, tiny_preset, wait_for, write_config
+from daemon_harness import (
+    Daemons,
+    drop,
+    journal_rows,
+    photo_bytes,
+    tiny_preset,
+    wait_for,
+    write_config,
+)
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
+
+from daemon.config import load_config
 
 XSS_NAME = "<img src=x onerror=alert(1)>.jpg"
 # About 10 s a photo on 2 cores: the dashboard sees it running across several of its refreshes.
@@ -83,12 +93,22 @@ def test_the_dashboard_moves_live_and_the_gallery_shows_before_and_after(
     assert browser.execute_script("return window.sameDocument") is True
     browser.save_screenshot(str(tmp_path / "dashboard.png"))
 
+    # The gallery shows a card's "before" once its original is put away and noted: a page
+    # loaded between the result and that (a moment, longer on a busy machine) shows the result
+    # alone and would never get its pair.
+    journal = load_config(config).journal_path
+
+    def painted_and_put_away() -> int:
+        rows = journal_rows(journal)
+        return sum(r["state"] == "done" and '"original"' in (r["details"] or "") for r in rows)
+
     wait_for(
-        lambda: len(list((tmp_path / "outbox" / "swirl").glob("*.jpg"))) == 2,
-        "both results",
+        lambda: painted_and_put_away() == 2,
+        "both results, their originals put away",
         daemon=daemon,
         timeout=120,
     )
+    assert len(list((tmp_path / "outbox" / "swirl").glob("*.jpg"))) == 2
     browser.get(url + "/gallery")
     wait.until(lambda _: _loaded(browser, ".card img") == 4, "two before/after pairs")
     cards = browser.find_elements(By.CSS_SELECTOR, ".card")
