@@ -17,9 +17,9 @@ once at one scale (`single_scale`), plus a native run at 512 px. Each result is 
   which the top scale's objective cannot see (VGG's receptive fields are fixed in pixels).
 
 Wall seconds are the whole stylisation (targets, every stage). `--steps` caps the budget (the
-first stage's; finer ones get a third): say so beside the figures. A sheet (photo, one scale,
-coarse to fine) per pair is saved under --out to be looked at. Prints a table and writes
-coarse_to_fine_<size>_<stamp>.json.
+first stage's; finer ones get stages.FINER_STAGE_SHARE of it): say so beside the figures. A
+sheet (photo, one scale, coarse to fine) per pair is saved under --out to be looked at. Prints
+a table and writes coarse_to_fine_<size>_<stamp>.json.
 
 To choose how long the top stage runs, `--finer-share 1` gives it the first stage's budget and
 `--checkpoints 33 50 66` scores its best picture after that many of its evaluations, as a run
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    parser.add_argument("--finer-share", type=int, default=stages.FINER_STAGE_SHARE)
+    parser.add_argument("--finer-share", type=float, default=stages.FINER_STAGE_SHARE)
     parser.add_argument("--checkpoints", type=int, nargs="*", default=[])
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     args = parser.parse_args()

@@ -14,12 +14,12 @@ from daemon.engine.objective import Objective, gram
 from daemon.engine.settings import StyleSettings
 
 
-def test_stages_halve_down_to_the_paper_size_and_give_finer_ones_a_third() -> None:
+def test_stages_halve_down_to_the_paper_size_and_give_finer_ones_two_thirds() -> None:
     assert [s.size for s in stages.plan((384, 512), 300)] == [(384, 512)]
     assert [s.size for s in stages.plan((1000, 1000), 300)] == [(1000, 1000)]
     four = stages.plan((3072, 4096), 300)
     assert [max(s.size) for s in four] == [512, 1024, 2048, 4096]
-    assert [s.budget for s in four] == [300, 100, 100, 100]
+    assert [s.budget for s in four] == [300, 200, 200, 200]
     assert four[-1].size == (3072, 4096)
     assert [max(s.size) for s in stages.plan((2250, 3000), 90)] == [750, 1500, 3000]
     assert [s.size for s in stages.plan((768, 1024), 300, single_scale=True)] == [(768, 1024)]
@@ -94,10 +94,10 @@ def test_coarse_to_fine_starts_each_stage_from_the_last(vgg, monkeypatch) -> Non
         callback=lambda progress: seen.append((progress.stage, progress.later_evaluations)),
     )
     assert [max(stage.size) for stage in result.stages] == [48, 96]
-    assert [stage.budget for stage in result.stages] == [6, 2]
+    assert [stage.budget for stage in result.stages] == [6, 4]
     assert result.evaluations == sum(stage.evaluations for stage in result.stages)
-    # the finer stage's 2 evaluations cost four coarse ones each: said while the first runs
-    assert seen[0] == ((1, 2), pytest.approx(8, rel=0.05)) and seen[-1] == ((2, 2), 0.0)
+    # the finer stage's 4 evaluations cost four coarse ones each: said while the first runs
+    assert seen[0] == ((1, 2), pytest.approx(16, rel=0.05)) and seen[-1] == ((2, 2), 0.0)
     assert result.stages[0].ended <= result.stages[1].ended == pytest.approx(result.seconds)
     single = transfer.stylize(
         vgg, photo, styles, StyleSettings(size=96, steps=6, single_scale=True)

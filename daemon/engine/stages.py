@@ -10,8 +10,10 @@ at 512, 2048 at 512, 3000 at 750; anything under twice that is one scale, as bef
 
 Each stage runs the same objective (content at relu4_2, Grams at relu1_1..relu5_1) at its own
 size, with its own targets, to the stopping rule; the first stage may use the whole budget, each
-finer one a third of it: the coarse stage sets the composition, the fine ones refine strokes,
-and a fine evaluation costs four times a coarse one (DECISIONS.md, coarse to fine).
+finer one two thirds of it: the coarse stage sets the composition, the fine ones refine strokes,
+and a fine evaluation costs four times a coarse one. Two thirds, measured at 1024 px, ends level
+with one scale at its own size and keeps most of the large structures; a longer top stage
+erodes them (DECISIONS.md, coarse to fine).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FIRST_STAGE_MIN = 512  # px, the long side of the coarsest stage: the paper's size
-FINER_STAGE_SHARE = 3  # a finer stage's budget is the first stage's divided by this
+FINER_STAGE_SHARE = 2 / 3  # a finer stage's budget, as a share of the first stage's
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ def plan(size: tuple[int, int], budget: int, *, single_scale: bool = False) -> l
     sides = [max(height, width)]
     while not single_scale and sides[0] // 2 >= FIRST_STAGE_MIN:
         sides.insert(0, sides[0] // 2)
-    later = max(1, budget // FINER_STAGE_SHARE)
+    later = max(1, round(budget * FINER_STAGE_SHARE))
     stages = []
     for index, side in enumerate(sides):
         scale = side / max(height, width)
