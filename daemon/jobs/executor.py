@@ -191,9 +191,10 @@ class Executor:
         started = time.monotonic()
         best: dict[int, float] = {}
         # the stage being run, when it began (the previous stage's last report) and the last report
-        marks = {"stage": 1, "began": started, "last": started}
+        stage_now, stage_began, last_report = 1, started, started
 
         def evaluated(progress: transfer.Progress) -> None:
+            nonlocal stage_now, stage_began, last_report
             if self.stopping():
                 raise StopRequested
             if on_progress is None:
@@ -203,9 +204,9 @@ class Executor:
                 best[progress.item] = objective
             now = time.monotonic()
             stage, stages = progress.stage
-            if stage != marks["stage"]:
-                marks["stage"], marks["began"] = stage, marks["last"]
-            marks["last"] = now
+            if stage != stage_now:
+                stage_now, stage_began = stage, last_report
+            last_report = now
             line = JobProgress(
                 progress.evaluation,
                 progress.budget,
@@ -214,7 +215,7 @@ class Executor:
                 self.clock(),
                 stage=stage,
                 stages=stages,
-                stage_seconds=now - marks["began"],
+                stage_seconds=now - stage_began,
                 later_evaluations=progress.later_evaluations,
             )
             preview = partial(_write_preview, progress=progress)

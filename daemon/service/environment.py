@@ -68,8 +68,8 @@ def look(roots: dict[str, Path], writable: tuple[str, ...] = WRITABLE) -> str | 
 
 
 def _full(field: str, folder: Path) -> str | None:
-    """ "<field> <folder> full: <room> free" when the folder is short of room, else None; OSError
-    when its filesystem cannot be asked."""
+    """The line that says the folder is short of room ("outbox /srv/out full: 12.0 MB free"),
+    else None; OSError when its filesystem cannot be asked."""
     room = short_of_room(folder)
     return None if room is None else f"{field} {folder} full: {shown_bytes(room)} free"
 

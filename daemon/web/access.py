@@ -49,8 +49,7 @@ class Access:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.token = token
-        self.read_token = read_token
-        self.reads_need_token = read_token is not None
+        self.read_token = read_token  # when set, the API's reads need it, the token or a session
         self._clock = clock
         self._secret = secrets.token_bytes(32)  # for CSRF values: new at each start
         self._sessions: dict[str, float] = {}  # session id -> when it ends
@@ -119,7 +118,7 @@ class Access:
     def require_api_read(self, request: Request) -> None:
         """Refuse an API read (401) when a read token is configured and the request has
         neither token nor a session; without a read token, reads are open, as the page's."""
-        if not self.reads_need_token or self.by_read_bearer(request) or self.logged_in(request):
+        if self.read_token is None or self.by_read_bearer(request) or self.logged_in(request):
             return
         raise HTTPException(401, NEEDS_TOKEN, headers={"www-authenticate": "Bearer"})
 
