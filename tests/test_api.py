@@ -131,6 +131,61 @@ def test_no_write_without_the_token_and_the_read_token_only_reads(site) -> None:
     assert list((folder / "inbox").rglob("*")) == [] and _uploads_left(folder) == []
 
 
+def test_with_a_read_token_the_page_needs_a_login_too_and_the_read_token_only_looks(
+    site,
+) -> None:
+    """Someone who sets a read token to keep the photos private finds the page closed as well
+    as the API: pages lead to the login form, pictures and figures are 401. The read token logs
+    in to look, never to act."""
+    _daemon, url, folder = site
+    browser = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    for path in ("/", "/gallery", "/failed", "/presets", "/view/1"):
+        code, headers, _ = http_request("GET", url + path, headers=browser)
+        assert (code, headers.get("location")) == (303, "/login"), path
+    closed = ("/files/1/result", "/thumbs/1/result.jpg", "/thumbs/preset/swirl/0.jpg")
+    for path in (*closed, "/previews/1.jpg", "/api/status", "/metrics", "/gallery"):
+        code, headers, _ = http_request("GET", url + path)
+        assert (code, headers.get("www-authenticate")) == (401, "Bearer"), path
+    for path in ("/healthz", "/login", "/manifest.webmanifest", "/static/app.css"):
+        assert http_request("GET", url + path)[0] == 200, path
+    assert http_request("GET", url + "/metrics", headers=READ)[0] == 200  # a scraper's token
+    assert http_request("GET", url + "/api/status", headers=WRITE)[0] == 200
+    assert http_request("GET", url + "/thumbs/preset/swirl/0.jpg", headers=READ)[0] == 200
+
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    code, headers, _ = http_request(
+        "POST", url + "/login", body=urllib.parse.urlencode({"token": "x"}).encode(), headers=form
+    )
+    assert code == 401 and "set-cookie" not in headers
+    code, headers, _ = http_request(
+        "POST",
+        url + "/login",
+        body=urllib.parse.urlencode({"token": READ_TOKEN}).encode(),
+        headers=form,
+    )
+    assert code == 303
+    cookie = {"cookie": headers["set-cookie"].split(";")[0]}
+    code, _, page = http_request("GET", url + "/", headers={**browser, **cookie})
+    assert code == 200 and b"read-only" in page and b"Log out" in page
+    assert b'id="upload-files"' not in page  # no upload panel for a session that only looks
+    assert http_request("GET", url + "/thumbs/preset/swirl/0.jpg", headers=cookie)[0] == 200
+    assert _get_json(url, "/api/v1/jobs", headers=cookie)[0] == 200
+
+    csrf = re.search(rb'name="csrf" value="([0-9a-f]+)"', page)[1].decode()
+    inbox_before = sorted((folder / "inbox").rglob("*"))
+    code, _, answer = http_request(
+        "POST",
+        url + "/pause",
+        body=urllib.parse.urlencode({"csrf": csrf}).encode(),
+        headers={**form, **cookie},
+    )
+    assert code == 403 and b"read token only reads" in answer
+    assert not (folder / "state" / "paused").exists()
+    code, _, answer = _send(url, photo_bytes(40), headers={**cookie, "x-csrf-token": csrf})
+    assert code == 403 and "read token only reads" in answer["detail"]
+    assert sorted((folder / "inbox").rglob("*")) == inbox_before
+
+
 def test_a_photo_goes_through_to_its_result_and_the_same_bytes_are_one_job(site) -> None:
     daemon, url, folder = site
     photo = photo_bytes(1)

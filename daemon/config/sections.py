@@ -247,9 +247,10 @@ class WebSettings(BaseModel):
     listen: any name, with a warning. The token file is read where the page starts; `stylebox
     check` and the start read it once before, to refuse a short token.
 
-    `read_token_file`: a second token that only reads /api/v1 (a dashboard, a home
-    automation); with it, the API's reads need a token too. `max_upload_mb`: the most one
-    upload (a photo, a painting) may send; more is refused with 413 while it arrives."""
+    `read_token_file`: a second token that only reads (a dashboard, a home automation, a
+    family member's login); with it, the page's and the API's reads need a token too.
+    `max_upload_mb`: the most one upload (a photo, a painting) may send; more is refused with
+    413 while it arrives."""
 
     model_config = STRICT
     enabled: bool = True

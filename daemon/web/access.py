@@ -11,7 +11,9 @@ neither. Every comparison is of bytes in constant time.
 The API (/api/v1) takes the same token as a Bearer header. The page's script calls it with its
 session instead, and then sends the CSRF value in the X-CSRF-Token header, which no form of
 another site can set: a cookie alone never changes anything. A read token, when configured,
-reads the API and nothing else; with it, the API's reads need one of the two tokens.
+reads and nothing else, as a Bearer header or a login's session; with it, every read needs one
+of the two tokens, the page's as the API's: someone who sets one to keep the photos private
+would otherwise still find them in the gallery.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ COOKIE = "stylebox_session"
 CSRF_HEADER = "x-csrf-token"
 READ_ONLY = "read-only: set web.token_file in the config to allow actions"
 NEEDS_TOKEN = "log in first (or send Authorization: Bearer <token>)"
+READS_ONLY = "the read token only reads: log in or send the token to act"
 SESSION_SECONDS = 30 * 24 * 3600
 
 
@@ -49,16 +52,21 @@ class Access:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.token = token
-        self.read_token = read_token  # when set, the API's reads need it, the token or a session
+        self.read_token = read_token  # when set, every read needs it, the token or a session
         self._clock = clock
         self._secret = secrets.token_bytes(32)  # for CSRF values: new at each start
-        self._sessions: dict[str, float] = {}  # session id -> when it ends
+        self._sessions: dict[str, tuple[float, bool]] = {}  # id -> (when it ends, may it act)
         self._lock = threading.Lock()  # logins on the event loop, pages in the thread pool
 
     @property
     def read_only(self) -> bool:
         """No token configured: nobody may act."""
         return self.token is None
+
+    @property
+    def can_log_in(self) -> bool:
+        """Some token is configured, so the login form has something to take."""
+        return self.token is not None or self.read_token is not None
 
     def by_bearer(self, request: Request) -> bool:
         """An `Authorization: Bearer <token>` header with the token."""
@@ -71,26 +79,38 @@ class Access:
         return self.read_token is not None and given is not None and _same(given, self.read_token)
 
     def session(self, request: Request) -> str | None:
-        """The request's session id, while that session is open."""
+        """The request's session id, while that session is open (either token's)."""
+        return self._session(request)[0]
+
+    def _session(self, request: Request) -> tuple[str | None, bool]:
+        """The request's open session's id and whether it may act; (None, False) without."""
         given = request.cookies.get(COOKIE, "")
         with self._lock:  # ids are 256 random bits: a lookup's timing tells nothing of them
-            ends = self._sessions.get(given)
-        return given if ends is not None and ends > self._clock() else None
+            ends, acts = self._sessions.get(given, (0.0, False))
+        return (given, acts) if ends > self._clock() else (None, False)
 
     def logged_in(self, request: Request) -> bool:
         """Whether this request may act (the page shows its buttons)."""
-        return self.by_bearer(request) or self.session(request) is not None
+        return self.by_bearer(request) or self._session(request)[1]
 
-    def check_token(self, given: str) -> bool:
-        """The login form's token."""
-        return self.token is not None and _same(given, self.token)
+    def may_read(self, request: Request) -> bool:
+        """Whether this request may read: anyone without a read token; with one, either
+        token or a session."""
+        if self.read_token is None or self.by_bearer(request) or self.by_read_bearer(request):
+            return True
+        return self.session(request) is not None
 
-    def open_session(self) -> str:
-        """A new session's id, for the cookie; sessions that have ended are forgotten."""
+    def log_in(self, given: str) -> str | None:
+        """The login form's token: a new session's id for the cookie, one that may act for the
+        token and only reads for the read token; None for anything else. Sessions that have
+        ended are forgotten."""
+        acts = self.token is not None and _same(given, self.token)
+        if not acts and (self.read_token is None or not _same(given, self.read_token)):
+            return None
         session, now = secrets.token_urlsafe(32), self._clock()
         with self._lock:
-            self._sessions = {s: e for s, e in self._sessions.items() if e > now}
-            self._sessions[session] = now + SESSION_SECONDS
+            self._sessions = {s: v for s, v in self._sessions.items() if v[0] > now}
+            self._sessions[session] = (now + SESSION_SECONDS, acts)
         return session
 
     def close_session(self, request: Request) -> None:
@@ -115,21 +135,20 @@ class Access:
         token, or the page's session with its CSRF value in the X-CSRF-Token header."""
         self._require(request, request.headers.get(CSRF_HEADER, ""))
 
-    def require_api_read(self, request: Request) -> None:
-        """Refuse an API read (401) when a read token is configured and the request has
-        neither token nor a session; without a read token, reads are open, as the page's."""
-        if self.read_token is None or self.by_read_bearer(request) or self.logged_in(request):
-            return
-        raise HTTPException(401, NEEDS_TOKEN, headers={"www-authenticate": "Bearer"})
+    def require_read(self, request: Request) -> None:
+        """Refuse a read (401) that `may_read` does not allow."""
+        if not self.may_read(request):
+            raise HTTPException(401, NEEDS_TOKEN, headers={"www-authenticate": "Bearer"})
 
     def _require(self, request: Request, csrf: str) -> None:
         if self.read_only:
             raise HTTPException(403, READ_ONLY)
         if self.by_bearer(request):
             return
-        if self.by_read_bearer(request):
-            raise HTTPException(403, "the read token only reads: send the token to act")
-        if self.session(request) is None:
+        session, acts = self._session(request)
+        if self.by_read_bearer(request) or (session is not None and not acts):
+            raise HTTPException(403, READS_ONLY)
+        if session is None:
             raise HTTPException(401, NEEDS_TOKEN, headers={"www-authenticate": "Bearer"})
         require_same_origin(request)
         if not _same(csrf, self.csrf_for(request)):

@@ -5,8 +5,9 @@ models; /api/v1/docs shows it with Swagger UI's files shipped in the package (no
 
 Who may do what is the page's rule (web/access.py): every write needs the token, as a Bearer
 header, or the page's session with its CSRF header; reads are open unless a read token is
-configured. The page's own checks (the Host header, the security headers, one log line per
-unexpected error) wrap this app too, since it is mounted inside that one.
+configured, and then need either token or a session, as the page's do. The page's own
+checks (the Host header, the security headers, one log line per unexpected error) wrap this app
+too, since it is mounted inside that one.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ class Api:
         _: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))],
     ) -> None:
         """A read: open, unless a read token is configured."""
-        self.access.require_api_read(request)
+        self.access.require_read(request)
 
     def writing(
         self,
@@ -457,7 +458,7 @@ class Api:
         CSRF value such a form cannot carry."""
         if self.access.read_only:
             raise HTTPException(403, READ_ONLY)
-        if self.access.session(request) is None:
+        if not self.access.logged_in(request):
             return RedirectResponse("/login", 303)  # then share again
         require_share_launch(request)
         config = self.config

@@ -55,6 +55,7 @@ from daemon.service.status import read_status
 from daemon.service.thumbnails import Thumbnails
 from daemon.web.access import (
     COOKIE,
+    NEEDS_TOKEN,
     READ_ONLY,
     SESSION_SECONDS,
     Access,
@@ -110,6 +111,41 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+class ReadGate:
+    """With a read token configured, the page's reads need a session or a token too, as the
+    API's do (Access.may_read): the gallery would show the photos to anyone otherwise. A page
+    a browser asks for goes to the login form; anything else (an image, /metrics, the JSON) is
+    401. Open still: the login form, /healthz for monitors, the script and styles the login
+    form uses, the manifest (a browser fetches it without the cookie), and the API, which
+    answers for itself with its own errors. Writes check for themselves (Access.require)."""
+
+    OPEN = frozenset({"/login", "/healthz", "/manifest.webmanifest", PREFIX})
+    OPEN_UNDER = ("/static/", PREFIX + "/")
+
+    def __init__(self, app: ASGIApp, access: Access) -> None:
+        self.app, self.access = app, access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._gated(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if self.access.may_read(request):
+            await self.app(scope, receive, send)
+            return
+        if "text/html" in request.headers.get("accept", ""):
+            response: Response = RedirectResponse("/login", 303)
+        else:
+            headers = {"www-authenticate": "Bearer", "cache-control": "no-store"}
+            response = PlainTextResponse(NEEDS_TOKEN + "\n", 401, headers=headers)
+        await response(scope, receive, send)
+
+    def _gated(self, method: str, path: str) -> bool:
+        if method not in ("GET", "HEAD"):
+            return False
+        return path not in self.OPEN and not path.startswith(self.OPEN_UNDER)
 
 
 class OneLineErrors:
@@ -274,7 +310,9 @@ class Site:
             "page": template.removesuffix(".html"),
             "version": __version__,
             "read_only": self.access.read_only,
+            "can_log_in": self.access.can_log_in,
             "logged_in": self.access.logged_in(request),
+            "session": self.access.session(request) is not None,
             "csrf": self.access.csrf_for(request),
             "paused": pause.is_paused(self.config),
             **values,
@@ -426,14 +464,15 @@ class Site:
         return await run_in_threadpool(self._login, request, form)
 
     def _login(self, request: Request, form: dict[str, str]) -> Response:
-        if self.access.read_only:
+        if not self.access.can_log_in:
             raise HTTPException(403, READ_ONLY)
-        if not self.access.check_token(form.get("token", "").strip()):
+        session = self.access.log_in(form.get("token", "").strip())
+        if session is None:
             return self._page(request, "login.html", 401, error="That is not the token.")
         response = RedirectResponse("/", 303)
         response.set_cookie(
             COOKIE,
-            self.access.open_session(),
+            session,
             max_age=SESSION_SECONDS,
             httponly=True,
             samesite="strict",
@@ -584,5 +623,6 @@ def build_app(running: Running, journal: Journal, access: Access) -> ASGIApp:
     middleware = [
         Middleware(SecurityHeaders),
         Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False),
+        Middleware(ReadGate, access=access),
     ]
     return OneLineErrors(Starlette(routes=routes, middleware=middleware))
