@@ -92,8 +92,8 @@ def run(
     pictures: dict[int, torch.Tensor] = {}
 
     def seen(progress: transfer.Progress) -> None:
-        stage, of = progress.stage
-        if stage == of and progress.evaluation in checkpoints:
+        position = progress.position
+        if position.stage == position.stages and progress.evaluation in checkpoints:
             pictures[progress.evaluation] = progress.picture()
 
     started = time.perf_counter()

@@ -301,23 +301,17 @@ def _progress_logger():
     """Log a line at most every 5 s (and at the end), so long runs show they are alive: the
     best objective of the stage so far, as the page shows it (a line search's trial may be far
     worse, and is not the picture)."""
-    from daemon.jobs.progress import lower_objective
-
-    last_time, current = 0.0, (0, 0)
-    best: float | None = None
+    last_time = 0.0
 
     def report(progress) -> None:
-        nonlocal last_time, best, current
-        if progress.stage != current:  # each stage's objective is at its own size
-            current, best = progress.stage, None
-        best = lower_objective(progress.losses.total, best)
+        nonlocal last_time
         now = time.monotonic()
         if now - last_time >= 5 or progress.evaluation == progress.budget:
             last_time = now
-            stage, stages = progress.stage
+            position, best = progress.position, progress.best
             logger.info(
                 "{}evaluation {}/{}, best objective {}",
-                f"stage {stage} of {stages}: " if stages > 1 else "",
+                f"stage {position.stage} of {position.stages}: " if position.stages > 1 else "",
                 progress.evaluation,
                 progress.budget,
                 "none yet" if best is None else f"{best:.4g}",

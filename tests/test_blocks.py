@@ -85,20 +85,24 @@ def test_coarse_to_fine_starts_each_stage_from_the_last(vgg, monkeypatch) -> Non
     settings = StyleSettings(size=96, steps=6)
     photo = sample_photo(96)
     styles = [transfer.Style(shipped_image("styles/starry_night.jpg", 96))]
-    seen: list[tuple[tuple[int, int], float]] = []
-    result = transfer.stylize(
-        vgg,
-        photo,
-        styles,
-        settings,
-        callback=lambda progress: seen.append((progress.stage, progress.later_evaluations)),
-    )
+    seen: list[transfer.Progress] = []
+    result = transfer.stylize(vgg, photo, styles, settings, callback=seen.append)
     assert [max(stage.size) for stage in result.stages] == [48, 96]
     assert [stage.budget for stage in result.stages] == [6, 4]
     assert result.evaluations == sum(stage.evaluations for stage in result.stages)
     # the finer stage's 4 evaluations cost four coarse ones each: said while the first runs
-    assert seen[0] == ((1, 2), pytest.approx(16, rel=0.05)) and seen[-1] == ((2, 2), 0.0)
+    assert seen[0].position == stages.Position(1, 2, pytest.approx(16, rel=0.05))
+    assert seen[-1].position == stages.Position(2, 2, 0.0)
     assert result.stages[0].ended <= result.stages[1].ended == pytest.approx(result.seconds)
+    # each stage's best objective is its own, at its own size: the finer stage's first report
+    # is its first value, never the coarser stage's best carried over; and it only falls
+    coarse, fine = ([p for p in seen if p.position.stage == n] for n in (1, 2))
+    assert fine[0].best == fine[0].losses.total != coarse[-1].best
+    for reports, report in zip((coarse, fine), result.stages, strict=True):
+        bests = [p.best for p in reports]
+        assert bests == sorted(bests, reverse=True) and bests[-1] == report.objective
+        seconds = [p.stage_seconds for p in reports]
+        assert seconds == sorted(seconds) and seconds[-1] <= report.seconds
     single = transfer.stylize(
         vgg, photo, styles, StyleSettings(size=96, steps=6, single_scale=True)
     )

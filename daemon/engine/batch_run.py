@@ -20,6 +20,7 @@ from torch import Tensor
 from daemon.engine.lbfgs import LBFGS_HISTORY, BatchLBFGS
 from daemon.engine.objective import Losses
 from daemon.engine.settings import StyleSettings
+from daemon.engine.stages import Position
 
 # Per `finish`: (window, tolerance) of the stopping test, which ends a run once its best
 # objective fell by less than `tolerance` (relative) over the last `window` evaluations
@@ -36,16 +37,16 @@ STOPPING: dict[str, tuple[int, float]] = {
 class Progress:
     """Reported to the caller's callback after every objective evaluation."""
 
-    evaluation: int
-    budget: int  # at most this many evaluations
-    losses: Losses
+    evaluation: int  # of this stage
+    budget: int  # at most this many evaluations in this stage
+    losses: Losses  # this evaluation's: a line search's trial may be far worse than the picture
+    best: float | None  # the stage's best objective so far, at its size (None: none finite)
     item: int  # which photo of the batch
     # The best image so far as it would be the result, (3, H, W) RGB 0-255 on the CPU; a copy
     # from the device, so for a seldom preview, not for every report.
     picture: Callable[[], Tensor] = field(repr=False, compare=False)
-    stage: tuple[int, int] = (1, 1)  # (this, of how many): coarse to fine (engine.stages)
-    # at most this many evaluations of this stage's size are still to come in later stages
-    later_evaluations: float = 0.0
+    position: Position  # which stage of how many (coarse to fine: engine.stages)
+    stage_seconds: float  # since this stage's first evaluation began
 
 
 class Evaluating(Protocol):
@@ -114,20 +115,19 @@ class BatchRun:
         started: float,
         callback: Callable[[Progress], None] | None,
         picture: Callable[[int, Tensor], Tensor],
-        stage: tuple[int, int] = (1, 1),
-        later_evaluations: float = 0.0,
+        position: Position,
     ) -> None:
         """`started`: the batch's perf_counter(); `picture`: what turns a photo's image into
-        its result, for the callback's preview; `stage` and `later_evaluations`: where this run
-        is in a coarse-to-fine plan, for the progress reports."""
+        its result, for the callback's preview; `position`: where this run is in a
+        coarse-to-fine plan, for the progress reports."""
         self.photos = [PhotoRun(image=start) for start in starts]
         self.shape = starts[0].shape[1:]  # (C, H, W) of every photo
         self.phase, *self.later = phases
         self.budget = budget
         self.window, self.tolerance = STOPPING[settings.finish]
-        self.started = started
+        self.started, self.began = started, time.perf_counter()
         self.callback, self.picture = callback, picture
-        self.stage, self.later_evaluations = stage, later_evaluations
+        self.position = position
 
     @property
     def done(self) -> bool:
@@ -163,16 +163,17 @@ class BatchRun:
         photo.trail.append(photo.losses.total)
         photo.history.append((now, photo.losses.total))
         if self.callback is not None:
-            best = functools.partial(self.picture, item, photo.image)
+            best = photo.losses.total
             self.callback(
                 Progress(
                     len(photo.trail),
                     self.budget,
                     terms,
+                    best if math.isfinite(best) else None,
                     item,
-                    best,
-                    self.stage,
-                    self.later_evaluations,
+                    functools.partial(self.picture, item, photo.image),
+                    self.position,
+                    time.perf_counter() - self.began,
                 )
             )
         over = self._phase_over(photo)

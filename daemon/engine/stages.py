@@ -50,9 +50,20 @@ def plan(size: tuple[int, int], budget: int, *, single_scale: bool = False) -> l
     return stages
 
 
-def later_evaluations(plan: list[Stage], index: int) -> float:
-    """What the stages after `index` may still cost, counted in evaluations at stage `index`'s
-    size (an evaluation's cost follows its pixels: each finer stage's costs about four times),
-    so that a progress line can say at most how long the whole run has left."""
+@dataclass(frozen=True)
+class Position:
+    """Where one stage stands in its plan, as its progress reports say it: which of how many,
+    and at most how many evaluations of its size the later stages may still cost (an
+    evaluation's cost follows its pixels: each finer stage's costs about four times), so that a
+    progress line can say at most how long the whole run has left."""
+
+    stage: int = 1
+    stages: int = 1
+    later_evaluations: float = 0.0
+
+
+def position(plan: list[Stage], index: int) -> Position:
+    """Stage `index`'s (from 0) Position in `plan`."""
     pixels = plan[index].size[0] * plan[index].size[1]
-    return sum(s.budget * s.size[0] * s.size[1] / pixels for s in plan[index + 1 :])
+    later = sum(s.budget * s.size[0] * s.size[1] / pixels for s in plan[index + 1 :])
+    return Position(index + 1, len(plan), later)

@@ -286,12 +286,11 @@ def stylize_batch(
     starts: list[Tensor] | None = None
     reports: list[list[StageReport]] = [[] for _ in photos]
     for index, stage in enumerate(plan):
-        shape = (index + 1, len(plan))
         # a finer stage reads each painting at no more than its own size (or the first
         # stage's): upsampling a painting adds blur, not strokes
         floor = first_style_side if index else None
-        later = stages.later_evaluations(plan, index)
-        runs, picture, used, blocks = job.run_stage(stage, shape, later, starts, fit, floor)
+        position = stages.position(plan, index)
+        runs, picture, used, blocks = job.run_stage(stage, position, starts, fit, floor)
         for item, run in enumerate(runs):
             begun = reports[item][-1].ended if reports[item] else 0.0
             reports[item].append(
@@ -355,15 +354,13 @@ class _Job:
     def run_stage(
         self,
         stage: stages.Stage,
-        shape: tuple[int, int],
-        later: float,
+        position: stages.Position,
         starts: list[Tensor] | None,
         fit: Fit | None,
         style_floor: int | None,
     ) -> tuple[list[PhotoRun], Callable[[int, Tensor], Tensor], str, int]:
         """One scale to its stopping rule: each photo's run, the picture maker, the arithmetic
-        used and the number of blocks (1: whole). `shape`: (this stage, of how many); `later`:
-        stages.later_evaluations, for the progress reports."""
+        used and the number of blocks (1: whole). `position`: for the progress reports."""
         settings, photos, model = self.settings, self.photos, self.model
         size, budget = stage.size, stage.budget
         device = photos[0].device
@@ -413,7 +410,7 @@ class _Job:
             if starts is None:
                 starts = [_initial_image(photo, settings) for photo in scaled]
             run = BatchRun(
-                phases, starts, budget, settings, self.started, self.callback, picture, shape, later
+                phases, starts, budget, settings, self.started, self.callback, picture, position
             )
             runs = optimize_together(run, starts, settings.optimizer, history)
         for item, photo_run in enumerate(runs):

@@ -33,7 +33,7 @@ from daemon.jobs.outcome import (
     classify,
     holds,
 )
-from daemon.jobs.progress import JobProgress, lower_objective
+from daemon.jobs.progress import JobProgress
 from daemon.jobs.sidecar import sidecar_for
 from daemon.jobs.work import Ended, Loaded, Snapshot, Work, Writing
 from daemon.media import decode
@@ -189,34 +189,23 @@ class Executor:
         preset, on_progress = painting.preset, painting.on_progress
         styles, targets = self._styles_for(preset, painting.max_pixels)
         started = time.monotonic()
-        best: dict[int, float] = {}
-        # the stage being run, when it began (the previous stage's last report) and the last report
-        stage_now, stage_began, last_report = 1, started, started
 
         def evaluated(progress: transfer.Progress) -> None:
-            nonlocal stage_now, stage_began, last_report
             if self.stopping():
                 raise StopRequested
             if on_progress is None:
                 return
-            objective = lower_objective(progress.losses.total, best.get(progress.item))
-            if objective is not None:
-                best[progress.item] = objective
-            now = time.monotonic()
-            stage, stages = progress.stage
-            if stage != stage_now:
-                stage_now, stage_began = stage, last_report
-            last_report = now
+            position = progress.position
             line = JobProgress(
                 progress.evaluation,
                 progress.budget,
-                objective,
-                now - started,
+                progress.best,
+                time.monotonic() - started,
                 self.clock(),
-                stage=stage,
-                stages=stages,
-                stage_seconds=now - stage_began,
-                later_evaluations=progress.later_evaluations,
+                stage=position.stage,
+                stages=position.stages,
+                stage_seconds=progress.stage_seconds,
+                later_evaluations=position.later_evaluations,
             )
             preview = partial(_write_preview, progress=progress)
             on_progress(Snapshot(batch[progress.item].work, line, preview))

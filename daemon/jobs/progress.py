@@ -3,7 +3,6 @@ that the journal, `stylebox status` and the page can read it without loading the
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -47,11 +46,3 @@ class JobProgress:
         if self.stage_seconds is not None:
             rounded["stage_seconds"] = round(self.stage_seconds, 3)
         return {**asdict(self), **rounded}
-
-
-def lower_objective(total: float, best: float | None) -> float | None:
-    """The best objective so far after one evaluation: a line search's probe may be worse than
-    the best, and an inf or NaN is no objective at all."""
-    if math.isfinite(total) and (best is None or total < best):
-        return total
-    return best
