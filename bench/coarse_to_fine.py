@@ -17,8 +17,9 @@ once at one scale (`single_scale`), plus a native run at 512 px. Each result is 
   which the top scale's objective cannot see (VGG's receptive fields are fixed in pixels).
 
 Wall seconds are the whole stylisation (targets, every stage). `--steps` caps the budget (the
-first stage's; finer ones get stages.FINER_STAGE_SHARE of it): say so beside the figures. A
-sheet (photo, one scale, coarse to fine) per pair is saved under --out to be looked at. Prints
+first stage's; finer ones get stages.FINER_STAGE_SHARE of it): say so beside the figures. Sheets
+(photo, one scale, coarse to fine: whole, and their centres at full size) per pair are saved
+under --out to be looked at. Prints
 a table and writes coarse_to_fine_<size>_<stamp>.json.
 
 To choose how long the top stage runs, `--finer-share 1` gives it the first stage's budget and
@@ -104,9 +105,31 @@ def run(
     return result, time.perf_counter() - started, pictures
 
 
-def sheet(images: list[torch.Tensor], labels: list[str], path: Path) -> None:
-    """Images side by side, each labelled, as a JPEG to look at."""
-    tiles = [Image.fromarray(pipeline.to_pixels(image).round().astype("uint8")) for image in images]
+SHEET_SIDE = 1024  # px, each picture's long side on a sheet: the whole composition at a glance
+CROP_SIDE = 512  # px, the square cut from each picture's centre at full size: its strokes
+
+
+def sheets(images: list[torch.Tensor], labels: list[str], path: Path) -> None:
+    """Two sheets to look at: the pictures side by side at most SHEET_SIDE px each (their
+    large structures), and beside `path` a `_crop` one of their centres at full size (the
+    texture a print shows), so a 2048 or 4096 px comparison is looked at whole and up close
+    without a 6000 px wide file."""
+    pictures = [Image.fromarray(pipeline.to_pixels(i).round().astype("uint8")) for i in images]
+    whole = []
+    for picture in pictures:
+        scale = min(1.0, SHEET_SIDE / max(picture.size))
+        size = (round(picture.width * scale), round(picture.height * scale))
+        whole.append(picture.resize(size, Image.LANCZOS) if scale < 1 else picture)
+    _sheet(whole, labels, path)
+    crops = []
+    for picture in pictures:
+        left, top = (picture.width - CROP_SIDE) // 2, (picture.height - CROP_SIDE) // 2
+        crops.append(picture.crop((left, top, left + CROP_SIDE, top + CROP_SIDE)))
+    _sheet(crops, labels, path.with_name(f"{path.stem}_crop{path.suffix}"))
+
+
+def _sheet(tiles: list[Image.Image], labels: list[str], path: Path) -> None:
+    """Images side by side, each labelled, as a JPEG."""
     width, height = sum(t.width for t in tiles), max(t.height for t in tiles) + 24
     canvas = Image.new("RGB", (width, height), "white")
     draw, x = ImageDraw.Draw(canvas), 0
@@ -216,7 +239,7 @@ def bench_pair(models: Models, args: argparse.Namespace, pair: str) -> list[dict
             row(f"{WAYS[way]}, top stage {evaluations}", cut, at, picture)
     if len(made) == 2:
         args.out.mkdir(parents=True, exist_ok=True)
-        sheet(
+        sheets(
             [photo, made["one-scale"].image, made["coarse-to-fine"].image],
             ["photo", "one scale", "coarse to fine"],
             args.out / f"coarse_to_fine_{args.size}_{photo_stem}_{painting_stem}.jpg",
