@@ -141,6 +141,40 @@ def test_a_display_p3_heic_is_converted_to_srgb(tmp_path: Path) -> None:
     assert np.abs(loaded.pixels[8, 24] - (29, 180, 91)).max() <= 2, loaded.pixels[8, 24]
 
 
+@pytest.mark.parametrize(
+    ("transfer", "reference_white"),
+    [(16, 149), (18, 191)],  # PQ: 203 cd/m2 is 58 % of the signal; HLG: 75 % (ITU-R BT.2408)
+)
+def test_an_hdr_heif_is_tone_mapped_not_read_as_srgb(
+    tmp_path: Path, transfer: int, reference_white: int
+) -> None:
+    """A camera's HDR HEIF (Canon's HDR PQ, Sony's HLG), BT.2020 colours: its reference white
+    comes out near white, as bright as the other curve's (read as sRGB, PQ's is a dim grey),
+    highlights roll off to white in order, and colours leave BT.2020 for sRGB (more saturated
+    than the numbers read as sRGB)."""
+    signals = [0, 60, reference_white, 215, 240, 255]
+    row = np.array([[v, v, v] for v in signals] + [[120, 150, 120]], np.uint8)
+    pixels = np.repeat(np.repeat(row[np.newaxis], 16, axis=0), 16, axis=1)
+    path = write_with_pillow(
+        tmp_path / "hdr.heic",
+        np.ascontiguousarray(pixels),
+        "HEIF",
+        quality=-1,
+        color_primaries=9,  # BT.2020
+        transfer_characteristics=transfer,
+        matrix_coefficients=0,
+        full_range_flag=1,
+    )
+    loaded = load_image(path).pixels[8, 8::16]
+    greys = loaded[:6, 1]
+    assert np.abs(loaded[:6] - loaded[:6, 1:2]).max() <= 1  # greys stay grey
+    assert 236 <= greys[2] <= 250, greys  # the reference white: near white, below the highs
+    assert greys[0] == 0 and greys[-1] >= 254
+    assert list(greys) == sorted(greys) and greys[1] < greys[2] < greys[3]
+    red, green, blue = loaded[6]
+    assert green - max(red, blue) > (150 - 120) + 5, loaded[6]  # read as sRGB: 30 apart
+
+
 @pytest.mark.parametrize("kind", list(WRITERS))
 def test_the_pixel_limit_is_checked_on_the_declared_size(tmp_path: Path, kind: str) -> None:
     path = WRITERS[kind](tmp_path / f"photo.{kind}")
