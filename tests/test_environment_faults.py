@@ -7,12 +7,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from daemon_harness import (
+    STYLES,
     Daemons,
     drop,
     http_request,
@@ -126,3 +129,46 @@ def test_an_unmounted_outbox_holds_work_instead_of_writing_under_the_mount_point
         )
         assert (outbox / "swirl" / "held.jpg").is_file()
         assert healthz(url)[0] == 200
+
+
+def test_a_paintings_share_gone_holds_work_and_keeps_its_presets(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    """The paintings folder is a share that goes away while a photo is queued for one of its
+    paintings: work waits with a health error and no reload takes the painting's preset away
+    (the empty mount point would read as every painting removed), so once the share is back
+    the photo is painted with it, not quarantined for a preset "no longer configured"."""
+    share, paintings = tmp_path / "share", tmp_path / "paintings"
+    paintings.mkdir()
+    with tmpfs(share, "16m"):
+        shutil.copy(STYLES / "swirl.png", share / "rose.png")
+        (share / "rose.yaml").write_text("size: 32\nsteps: 2\n")
+        subprocess.run(["mount", "--bind", str(share), str(paintings)], check=True)
+        try:
+            config = write_config(tmp_path, paintings=str(paintings))
+            daemon = daemons.start(config)
+            url = daemon.web_url()
+            wait_for(lambda: healthz(url)[0] == 200, "the daemon ready", daemon=daemon)
+            paused = tmp_path / "state" / "paused"
+            paused.touch()  # the photo waits in the queue while the share goes and comes
+            drop(tmp_path / "inbox" / "rose" / "held.jpg", photo_bytes(0))
+            journal = tmp_path / "state" / "journal.sqlite3"
+            wait_for(lambda: journal_rows(journal), "the photo queued", daemon=daemon)
+            assert journal_rows(journal)[0]["preset"] == "rose"
+            subprocess.run(["umount", str(paintings)], check=True)  # the share is gone
+            wait_for(lambda: "paintings" in healthz(url)[1], "/healthz naming the paintings folder")
+            time.sleep(3)  # settle_seconds (0.3) and the paintings poll many times over
+            code, _, body = http_request("GET", url + "/api/v1/presets")
+            assert code == 200 and "rose" in [p["name"] for p in json.loads(body)]
+            subprocess.run(["mount", "--bind", str(share), str(paintings)], check=True)  # back
+            paused.unlink()
+            wait_for(
+                lambda: journal_rows(journal)[0]["state"] == "done",
+                "the photo painted with the painting once its share is back",
+                daemon=daemon,
+                timeout=90,
+            )
+            assert (tmp_path / "outbox" / "rose" / "held.jpg").is_file()
+            assert healthz(url)[0] == 200
+        finally:
+            subprocess.run(["umount", "-l", str(paintings)], check=False)

@@ -48,6 +48,15 @@ def roots_of(config: Config) -> dict[str, Path]:
     return {"inbox": config.inbox, "outbox": config.outbox, "state_dir": config.state_dir}
 
 
+def watched_of(config: Config) -> dict[str, Path]:
+    """The folders whose going away holds work: the roots, and the paintings folder where one
+    is set. Its share gone, a reload would find it empty and take its presets away, and the
+    photos queued for them would be quarantined when work went on, a verdict for a fault of
+    the environment (the loop puts such a reload off: service.loop)."""
+    roots = roots_of(config)
+    return roots if config.paintings is None else {**roots, "paintings": config.paintings}
+
+
 def look(roots: dict[str, Path], writable: tuple[str, ...] = WRITABLE) -> str | None:
     """What would hold work now, seen from any process (`stylebox status`): a root missing, or
     one that must take writes but is read-only or nearly full; None when none is."""
@@ -93,6 +102,10 @@ class EnvironmentWatch:
         self._fault: str | None = None
         self._probed_at = 0.0
         self._said: str | None = None  # the hold last logged, so each is said once
+
+    def rewatch(self, roots: dict[str, Path]) -> None:
+        """Watch these folders from now on, as they are now (a reload named other ones)."""
+        self.roots = RootWatch(roots)
 
     def fault(self, reason: str) -> None:
         """A job met a fault of the environment: hold work until a probe passes."""

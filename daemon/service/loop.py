@@ -44,7 +44,7 @@ from daemon.outbox import folder_mode_for, make_folder, open_outbox, remove_stal
 from daemon.paths import missing_root as missing
 from daemon.service import events, pause
 from daemon.service.channels import channels_for
-from daemon.service.environment import roots_of
+from daemon.service.environment import roots_of, watched_of
 from daemon.service.intake import Intake
 from daemon.service.journal import JobState, Journal
 from daemon.service.metrics import Metrics
@@ -305,6 +305,8 @@ class Service:
         self._watcher: Watcher | None = None
         self._config: Config | None = None  # the config in force, for the add-ons
         self._paintings: PaintingsWatch | None = None  # made as the config is first loaded
+        # the paintings folder as it was loaded: a reload waits while it is gone or remounted
+        self._paintings_root = RootWatch({})
 
     def run(self) -> int:
         """Start, loop until stopped (or, with --once, until the inbox is done), stop."""
@@ -317,6 +319,7 @@ class Service:
         locks = self._check_roots_and_lock(config)
         # Looked at before it is read: a painting that arrives meanwhile is a change to reload for.
         self._paintings = PaintingsWatch(config.paintings, time.monotonic())
+        self._paintings_root = _paintings_root(config)
         try:
             config = load_config(self.config_path, check_machine=True)
         except BaseException:
@@ -479,10 +482,13 @@ class Service:
         while not self._stop_signals:
             if worker.fatal is not None:  # cli.py maps it to its exit code, as at start-up
                 raise worker.fatal
-            if self._paintings_changed(config):
+            # A paintings share gone would read as every painting removed: reloads wait for it
+            # (the worker holds work meanwhile: environment.watched_of).
+            away = self._paintings_root.problem()
+            if away is None and self._paintings_changed(config):
                 logger.info("the paintings folder changed; reloading the config")
                 self._reload.set()
-            if self._reload.is_set():
+            if self._reload.is_set() and away is None:
                 self._reload.clear()
                 config = self._config = self._reload_config(config, worker, intake)
             healthy = self.liveness() is None
@@ -538,6 +544,9 @@ class Service:
         configure_logging(new, verbose=self.verbose)
         worker.config = new
         intake.config = new
+        if new.paintings != old.paintings:
+            worker.environment.rewatch(watched_of(new))
+            self._paintings_root = _paintings_root(new)
         logger.info("config reloaded: presets {}", ", ".join(new.presets))
         _log_paintings(old.paintings_seen, new.paintings_seen)
         intake.offer_waiting()  # photos that waited for a painting that is a preset now
@@ -553,6 +562,11 @@ class Service:
         self._stop_signals += 1
         if self._stop_signals > 1:  # a second signal: stop now; the job is requeued at start-up
             os._exit(ExitCode.OK)
+
+
+def _paintings_root(config: Config) -> RootWatch:
+    """The paintings folder, where there is one, as it is now."""
+    return RootWatch({} if config.paintings is None else {"paintings": config.paintings})
 
 
 def _log_paintings(old: Sequence[Painting], new: Sequence[Painting]) -> None:

@@ -11,7 +11,7 @@ from daemon.config import Config
 from daemon.config.paintings import waiting_for, waiting_reason
 from daemon.paths import shown as readable
 from daemon.service.channels import channel_labels
-from daemon.service.environment import look, roots_of
+from daemon.service.environment import look, watched_of
 from daemon.service.journal import Job, Journal
 from daemon.service.pause import is_paused
 
@@ -32,7 +32,7 @@ def read_status(
         "time": time.time(),
         "paused": is_paused(config),
         # a fault of the environment that holds work (a share gone, a disk full), if any
-        "waiting": look(roots_of(config)),
+        "waiting": look(watched_of(config)),
         "counts": {str(state): n for state, n in journal.counts().items()},
         # files left in the inbox without a job: videos (a Live Photo's .MOV), said once in the log
         "skipped_videos": journal.skipped_count(),

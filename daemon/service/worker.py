@@ -29,7 +29,7 @@ from daemon.jobs.previews import preview_path
 from daemon.jobs.work import Ended, Loaded, Snapshot
 from daemon.outbox import Outbox, open_outbox
 from daemon.service import pause
-from daemon.service.environment import WRITABLE, EnvironmentWatch, roots_of
+from daemon.service.environment import WRITABLE, EnvironmentWatch, watched_of
 from daemon.service.finish import Finisher
 from daemon.service.journal import Job, JobState, Journal, JournalError
 from daemon.service.loops import IDLE_WAIT_SECONDS, Loop
@@ -72,7 +72,7 @@ class Worker(Loop):
             models, worker=identity, stopping=lambda: self.stopping, clock=clock
         )
         self._pause = pause.PauseWatch(on_status, held="no new job starts")
-        self.environment = EnvironmentWatch(roots_of(config), WRITABLE)
+        self.environment = EnvironmentWatch(watched_of(config), WRITABLE)
         self._stranded: set[int] = set()  # running in the journal when it could not be written
         self._jobs: dict[int, Job] = {}  # the batch in the executor, by job id
         self._progress: dict[int, Snapshot] = {}  # the last report per job of the batch
