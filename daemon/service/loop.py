@@ -44,7 +44,7 @@ from daemon.outbox import folder_mode_for, make_folder, open_outbox, remove_stal
 from daemon.paths import missing_root as missing
 from daemon.service import events, pause
 from daemon.service.channels import channels_for
-from daemon.service.environment import roots_of, watched_of
+from daemon.service.environment import roots_of
 from daemon.service.intake import Intake
 from daemon.service.journal import JobState, Journal
 from daemon.service.metrics import Metrics
@@ -544,8 +544,7 @@ class Service:
         configure_logging(new, verbose=self.verbose)
         worker.config = new
         intake.config = new
-        if new.paintings != old.paintings:
-            worker.environment.rewatch(watched_of(new))
+        if new.paintings != old.paintings:  # the worker watches the new one too (its setter)
             self._paintings_root = _paintings_root(new)
         logger.info("config reloaded: presets {}", ", ".join(new.presets))
         _log_paintings(old.paintings_seen, new.paintings_seen)

@@ -59,7 +59,7 @@ class Worker(Loop):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
-        self.config = config
+        self._config = config
         self.journal = journal
         self.metrics = metrics or Metrics(
             device=str(models.device), presets=config.presets, counts=journal.counts
@@ -78,6 +78,17 @@ class Worker(Loop):
         self._progress: dict[int, Snapshot] = {}  # the last report per job of the batch
         self._side_failed = False  # a progress report or preview failed in this batch
         self._reported_at = self._previewed_at = 0.0
+
+    @property
+    def config(self) -> Config:
+        """The config in force; the loop swaps it on reload."""
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        if config.paintings != self._config.paintings:  # a reload named another folder
+            self.environment.rewatch(watched_of(config))
+        self._config = config
 
     def recover(self) -> None:
         """At start-up: the jobs a crash left running are queued again."""
