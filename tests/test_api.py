@@ -139,9 +139,10 @@ def test_with_a_read_token_the_page_needs_a_login_too_and_the_read_token_only_lo
     in to look, never to act."""
     _daemon, url, folder = site
     browser = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
-    for path in ("/", "/gallery", "/failed", "/presets", "/view/1"):
+    for path in ("/", "/gallery?preset=swirl", "/failed", "/presets", "/view/1"):
         code, headers, _ = http_request("GET", url + path, headers=browser)
-        assert (code, headers.get("location")) == (303, "/login"), path
+        expected = "/login?" + urllib.parse.urlencode({"next": path})
+        assert (code, headers.get("location")) == (303, expected), path
     closed = ("/files/1/result", "/thumbs/1/result.jpg", "/thumbs/preset/swirl/0.jpg")
     for path in (*closed, "/previews/1.jpg", "/api/status", "/metrics", "/gallery"):
         code, headers, _ = http_request("GET", url + path)
@@ -157,13 +158,15 @@ def test_with_a_read_token_the_page_needs_a_login_too_and_the_read_token_only_lo
         "POST", url + "/login", body=urllib.parse.urlencode({"token": "x"}).encode(), headers=form
     )
     assert code == 401 and "set-cookie" not in headers
-    code, headers, _ = http_request(
-        "POST",
-        url + "/login",
-        body=urllib.parse.urlencode({"token": READ_TOKEN}).encode(),
-        headers=form,
-    )
-    assert code == 303
+    # the login goes back to the page that led to it, and never to another site
+    _, _, page = http_request("GET", url + "/login?next=%2Fview%2F1")
+    assert b'name="next" value="/view/1"' in page
+    for after, expected in (("/view/1", "/view/1"), ("//evil.example/", "/"), ("/\\x", "/")):
+        fields = {"token": READ_TOKEN, "next": after}
+        code, headers, _ = http_request(
+            "POST", url + "/login", body=urllib.parse.urlencode(fields).encode(), headers=form
+        )
+        assert (code, headers["location"]) == (303, expected), after
     cookie = {"cookie": headers["set-cookie"].split(";")[0]}
     code, _, page = http_request("GET", url + "/", headers={**browser, **cookie})
     assert code == 200 and b"read-only" in page and b"Log out" in page

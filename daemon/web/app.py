@@ -136,7 +136,8 @@ class ReadGate:
             await self.app(scope, receive, send)
             return
         if "text/html" in request.headers.get("accept", ""):
-            response: Response = RedirectResponse("/login", 303)
+            asked = scope["path"] + (f"?{request.url.query}" if request.url.query else "")
+            response: Response = RedirectResponse("/login?" + urlencode({"next": asked}), 303)
         else:
             headers = {"www-authenticate": "Bearer", "cache-control": "no-store"}
             response = PlainTextResponse(NEEDS_TOKEN + "\n", 401, headers=headers)
@@ -453,7 +454,8 @@ class Site:
         return self._page(request, "view.html", card=card, before=before)
 
     def login_form(self, request: Request) -> Response:
-        return self._page(request, "login.html", error=None)
+        after = local_path(request.query_params.get("next", ""))
+        return self._page(request, "login.html", error=None, after=after)
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -467,9 +469,11 @@ class Site:
         if not self.access.can_log_in:
             raise HTTPException(403, READ_ONLY)
         session = self.access.log_in(form.get("token", "").strip())
+        after = local_path(form.get("next", ""))
         if session is None:
-            return self._page(request, "login.html", 401, error="That is not the token.")
-        response = RedirectResponse("/", 303)
+            error = "That is not the token."
+            return self._page(request, "login.html", 401, error=error, after=after)
+        response = RedirectResponse(after, 303)
         response.set_cookie(
             COOKIE,
             session,
@@ -597,6 +601,15 @@ class Site:
         if file is None:
             raise HTTPException(404)
         return file_response(file, name=path.name, cache=cache)
+
+
+def local_path(given: str) -> str:
+    """Where a login goes next: `given` when it is a path on this site ("/view/7"), else "/"
+    (never "//host" or "/\\host", which a browser reads as another site, nor a scheme)."""
+    plain = given.isascii() and given.isprintable()
+    if plain and given.startswith("/") and not given.startswith(("//", "/\\")):
+        return given
+    return "/"
 
 
 def allowed_hosts(config: Config) -> list[str]:
