@@ -1,5 +1,5 @@
 """Sub-commands: the only place that prints and maps errors to exit codes. Logging is set up
-here, and again by the daemon once its config is read (service/loop.configure_logging)."""
+here, and again by the daemon once its config is read (service/logs.configure_logging)."""
 
 from __future__ import annotations
 

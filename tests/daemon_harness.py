@@ -47,7 +47,7 @@ JOB_SECONDS = 60.0  # a tiny preset takes ~1 s; the slow one, run after a restar
 _READY_LINE = "outputs go to"  # the service logs it right before READY=1
 _WEB_LINE = "web page at http://"
 _WEB_URL = re.compile(r"web page at (http://\S+?)/ ")
-# The level after each line's timestamp (daemon.service.loop.LOG_FORMAT); a traceback's lines
+# The level after each line's timestamp (daemon.service.logs.LOG_FORMAT); a traceback's lines
 # follow their ERROR line without one.
 _LOG_LEVEL = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ([A-Z]+) ", re.MULTILINE)
 

@@ -25,7 +25,7 @@ from daemon_harness import (
 from loguru import logger
 
 from daemon.config import load_config
-from daemon.service.loop import LOG_FILE_NAME, configure_logging, escaped
+from daemon.service.logs import LOG_FILE_NAME, configure_logging, escaped
 
 RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z]+ +\S")  # LOG_FORMAT's start
 FORGED = "2024-01-01 00:00:00 ERROR   journal corrupt"

@@ -31,7 +31,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.service.thumbnails import Thumbnails
-from daemon.web.app import OneLineErrors
+from daemon.web.wrappers import OneLineErrors
 
 TOKEN = "test-token-0123456789abcdef"
 XSS_NAME = "<img src=x onerror=alert(1)>.jpg"

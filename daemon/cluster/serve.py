@@ -15,7 +15,8 @@ from daemon.config import Config, load_config
 from daemon.engine import device
 from daemon.errors import ConfigError, ExitCode
 from daemon.service.journal import Journal
-from daemon.service.loop import STOP_GRACE_SECONDS, Stylist, configure_logging
+from daemon.service.logs import configure_logging
+from daemon.service.loop import STOP_GRACE_SECONDS, Stylist
 from daemon.service.metrics import Metrics
 from daemon.service.sd_notify import Notifier
 from daemon.service.worker import Worker
